@@ -1,0 +1,1 @@
+"""FAISS index building over embedding shards. Installed as `uniretrieve.index`."""

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny real checkpoints (built once per test session) and small images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.tiny_models import BUILDERS
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory):
+    """family → directory of a tiny random checkpoint, built on first request."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    cache: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in cache:
+            cache[family] = BUILDERS[family](root / family)
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_checkpoints) -> Path:
+    """A tiny LLaVA checkpoint (random weights) that loads in well under a second on CPU."""
+    return tiny_checkpoints("llava")
+
+
+def make_image(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
+    """A deterministic RGB noise image of (width, height)."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def image_files(tmp_path: Path) -> list[Path]:
+    """Three small PNG/JPEG files of different sizes."""
+    paths = []
+    for i, (size, ext) in enumerate([((48, 40), "png"), ((64, 32), "jpg"), ((30, 50), "png")]):
+        p = tmp_path / f"img{i}.{ext}"
+        make_image(i, size).save(p)
+        paths.append(p)
+    return paths

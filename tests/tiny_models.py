@@ -1,0 +1,284 @@
+"""Builders of tiny, random-weight checkpoints of every supported family, from the real transformers classes.
+
+Each builder writes a complete checkpoint directory (config, safetensors weights, processor, tokenizer) that loads
+back with `from_pretrained` exactly like a downloaded one. A byte-level BPE tokenizer is trained on the fly with
+`tokenizers` and carries every special token the families' processors and chat wrappers use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+SPECIAL_TOKENS = [
+    "<pad>", "<s>", "</s>", "<unk>", "<image>", "<video>", "[INST]", "[/INST]",
+    "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+    "<fake_token_around_image>", "<global-img>", "<end_of_utterance>",
+    "<|user|>", "<|end|>", "<|assistant|>", "<|image_1|>",
+    "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+    *[f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)],
+]  # fmt: skip
+
+_CORPUS = [
+    "a red circle above a blue square", "two green triangles next to a yellow star",
+    "Summary above sentence in one word:", "Summary above image in one word:",
+    "Summary above image and sentence in one word:", "Represent the given image for classification.",
+    "Find me an everyday image that matches the given caption:", "A chat between a curious human and an assistant.",
+    "USER: ASSISTANT: system You are a helpful assistant. user assistant User: Assistant:",
+    "the quick brown fox jumps over the lazy dog 0123456789 !?.,;:'\"()[]{}<>-_/\\@#$%^&*+=|~`",
+]  # fmt: skip
+
+
+def build_tokenizer(out_dir: Path | None = None, vocab_size: int = 600):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(_CORPUS * 20, trainer)
+    # Llama-style: BOS in front of every sequence.
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    fast.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[4:]})
+    if out_dir is not None:
+        fast.save_pretrained(out_dir)
+    return fast
+
+
+def _text(cfg_cls_name: str, vocab: int, **extra):
+    import transformers
+
+    kw = dict(
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    kw.update(extra)
+    return getattr(transformers, cfg_cls_name)(**kw)
+
+
+def _clip_vision(image_size: int = 32, patch: int = 8):
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=patch, projection_dim=32,
+    )  # fmt: skip
+
+
+def _save(model, processor, out: Path) -> Path:
+    torch.manual_seed(0)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def build_llava(out: Path, text_model: str = "LlamaConfig") -> Path:
+    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    tok = build_tokenizer()
+    cfg = LlavaConfig(
+        vision_config=_clip_vision(),
+        text_config=_text(text_model, len(tok)),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+    )
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(cfg)
+    proc = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    return _save(model, proc, out)
+
+
+BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "llava": build_llava,
+}
+
+
+_PINPOINTS = [[32, 32], [32, 64], [64, 32]]
+
+
+def build_llava_next(out: Path, text_model: str = "MistralConfig") -> Path:
+    from transformers import (
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+    )
+
+    tok = build_tokenizer()
+    cfg = LlavaNextConfig(
+        vision_config=_clip_vision(),
+        text_config=_text(text_model, len(tok)),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=_PINPOINTS,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+    )
+    torch.manual_seed(0)
+    model = LlavaNextForConditionalGeneration(cfg)
+    proc = LlavaNextProcessor(
+        image_processor=LlavaNextImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=_PINPOINTS
+        ),
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    return _save(model, proc, out)
+
+
+def build_llava_onevision(out: Path) -> Path:
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        SiglipVisionConfig,
+    )
+
+    tok = build_tokenizer()
+    vision = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+    )
+    cfg = LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=_text("Qwen2Config", len(tok)),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        video_token_id=tok.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=_PINPOINTS,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        vision_aspect_ratio="anyres_max_9",
+    )
+    torch.manual_seed(0)
+    model = LlavaOnevisionForConditionalGeneration(cfg)
+    proc = LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size={"height": 32, "width": 32}, image_grid_pinpoints=_PINPOINTS),
+        tokenizer=tok,
+        video_processor=LlavaOnevisionVideoProcessor(size={"height": 32, "width": 32}),
+        num_image_tokens=16,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9",
+    )
+    return _save(model, proc, out)
+
+
+def _build_qwen(out: Path, version: str) -> Path:
+    import transformers
+
+    tok = build_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>")}
+    # head_dim = 32 / 4 = 8; the three M-RoPE sections (t, h, w) must add up to head_dim / 2.
+    rope = {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0}
+    if version == "qwen2_vl":
+        vision = {"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2, "patch_size": 4,
+                  "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3}  # fmt: skip
+        cfg_cls, model_cls = transformers.Qwen2VLConfig, transformers.Qwen2VLForConditionalGeneration
+        proc_cls, img_cls = transformers.Qwen2VLProcessor, transformers.Qwen2VLImageProcessor
+        vid_cls = transformers.Qwen2VLVideoProcessor
+    else:
+        vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
+                  "patch_size": 4, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3,
+                  "window_size": 16, "fullatt_block_indexes": [1]}  # fmt: skip
+        cfg_cls, model_cls = transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLForConditionalGeneration
+        proc_cls, img_cls = transformers.Qwen2_5_VLProcessor, transformers.Qwen2VLImageProcessor
+        vid_cls = transformers.Qwen2VLVideoProcessor
+    text = {"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+            "rope_parameters": rope, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}  # fmt: skip
+    cfg = cfg_cls(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+    )
+    torch.manual_seed(0)
+    model = model_cls(cfg)
+    pix = {"patch_size": 4, "merge_size": 2, "temporal_patch_size": 2, "min_pixels": 16 * 16, "max_pixels": 48 * 48}
+    proc = proc_cls(image_processor=img_cls(**pix), tokenizer=tok, video_processor=vid_cls(**pix))
+    return _save(model, proc, out)
+
+
+def build_qwen2_vl(out: Path) -> Path:
+    return _build_qwen(out, "qwen2_vl")
+
+
+def build_qwen2_5_vl(out: Path) -> Path:
+    return _build_qwen(out, "qwen2_5_vl")
+
+
+def _build_idefics(out: Path, version: str) -> Path:
+    import transformers
+
+    tok = build_tokenizer()
+    vis = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+           "image_size": 32, "patch_size": 8}  # fmt: skip
+    # (32 / 8)^2 patches / scale_factor^2 = 4 image tokens per (sub-)image.
+    img_kw = {"size": {"longest_edge": 64}, "max_image_size": {"longest_edge": 32}, "do_image_splitting": True}
+    image_token_id = tok.convert_tokens_to_ids("<image>")
+    if version == "idefics3":
+        cfg = transformers.Idefics3Config(
+            vision_config=transformers.Idefics3VisionConfig(**vis),
+            text_config=_text("LlamaConfig", len(tok)),
+            scale_factor=2,
+            image_token_id=image_token_id,
+        )
+        model_cls = transformers.Idefics3ForConditionalGeneration
+        proc = transformers.Idefics3Processor(
+            image_processor=transformers.Idefics3ImageProcessor(**img_kw), tokenizer=tok, image_seq_len=4
+        )
+    else:
+        cfg = transformers.SmolVLMConfig(
+            vision_config=transformers.SmolVLMVisionConfig(**vis),
+            text_config=_text("LlamaConfig", len(tok)),
+            scale_factor=2,
+            image_token_id=image_token_id,
+        )
+        model_cls = transformers.SmolVLMForConditionalGeneration
+        proc = transformers.SmolVLMProcessor(
+            image_processor=transformers.SmolVLMImageProcessor(**img_kw),
+            tokenizer=tok,
+            video_processor=transformers.SmolVLMVideoProcessor(),
+            image_seq_len=4,
+        )
+    torch.manual_seed(0)
+    return _save(model_cls(cfg), proc, out)
+
+
+def build_idefics3(out: Path) -> Path:
+    return _build_idefics(out, "idefics3")
+
+
+def build_smolvlm(out: Path) -> Path:
+    return _build_idefics(out, "smolvlm")
+
+
+BUILDERS.update(
+    {
+        "llava_next": build_llava_next,
+        "llava_onevision": build_llava_onevision,
+        "qwen2_vl": build_qwen2_vl,
+        "qwen2_5_vl": build_qwen2_5_vl,
+        "idefics3": build_idefics3,
+        "smolvlm": build_smolvlm,
+    }
+)

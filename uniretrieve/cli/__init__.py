@@ -1,0 +1,1 @@
+"""Command line: thin Typer sub-apps over library functions."""

@@ -1,0 +1,46 @@
+"""The root `uniretrieve` Typer app. Each sub-command lives in its own module and is registered here.
+
+Sub-command modules import heavy libraries (torch, faiss, the trainer) inside their command bodies, so
+`uniretrieve --help` and `uniretrieve --version` stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from uniretrieve._version import __version__
+from uniretrieve.cli import models as models_cmd
+
+app = typer.Typer(
+    name="uniretrieve",
+    help="Universal multimodal embeddings (UniME): encode, index, search, train, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"uniretrieve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Universal multimodal embeddings (UniME): encode, index, search, train, evaluate."""
+
+
+# --- sub-commands (one line each) -------------------------------------------------------------------------
+app.command("models")(models_cmd.models)
+
+
+def main() -> None:
+    app()
