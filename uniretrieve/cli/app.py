@@ -11,7 +11,10 @@ from typing import Annotated
 import typer
 
 from uniretrieve._version import __version__
+from uniretrieve.cli import encode as encode_cmd
+from uniretrieve.cli import eval as eval_cmd
 from uniretrieve.cli import models as models_cmd
+from uniretrieve.cli import scenes as scenes_cmd
 
 app = typer.Typer(
     name="uniretrieve",
@@ -40,6 +43,9 @@ def _root(
 
 # --- sub-commands (one line each) -------------------------------------------------------------------------
 app.command("models")(models_cmd.models)
+app.add_typer(scenes_cmd.app, name="scenes")
+app.command("encode")(encode_cmd.encode)
+app.command("eval")(eval_cmd.eval_command)
 
 
 def main() -> None:

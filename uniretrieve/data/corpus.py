@@ -1,0 +1,381 @@
+"""Corpora as lazy streams of `Record`s: image folders and text/mixed tables (.txt, .jsonl, .csv, .parquet).
+
+Reading never holds more than one Parquet batch or one line in memory. Records come in a deterministic order (sorted
+relative paths for folders, file order for tables), so position i means the same row in every run and every rank.
+A row that cannot be used (bad JSON, non-UTF-8 bytes, empty text, missing image file ...) is still yielded, with
+`error` set, so the run reports it instead of crashing or silently dropping it. Images are decoded later (in
+DataLoader workers); here only their bytes are hashed.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+TABLE_EXTENSIONS = frozenset({".txt", ".jsonl", ".csv", ".parquet"})
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read at all (unknown format, missing column, duplicate ids); names the file."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input row. `image` is an absolute path; `metadata` the user's other columns as a JSON object string."""
+
+    position: int
+    id: str
+    source: str
+    text: str | None = None
+    image: str | None = None
+    instruction: str | None = None
+    group_id: str | None = None
+    metadata: str | None = None
+    content_hash: str = ""
+    error: str | None = None
+
+    @property
+    def modality(self) -> str:
+        if self.image is None:
+            return "text"
+        return "image" if self.text is None else "image_text"
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Where the corpus is and which columns mean what (None: the default names `text`, `image`, `id`)."""
+
+    path: str
+    text_column: str | None = None
+    image_column: str | None = None
+    id_column: str | None = None
+    instruction: str | None = None
+    instruction_column: str = "instruction"
+    group_column: str = "group_id"
+
+
+# --- hashing ---------------------------------------------------------------------------------------------------
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_hash(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _try_file_hash(path: Path) -> tuple[str, str | None]:
+    """(sha256, None) or ("", reason)."""
+    try:
+        return file_hash(path), None
+    except OSError as exc:
+        return "", f"unreadable: {exc.strerror or exc}"
+
+
+HASH_BLOCK = 256
+
+
+@functools.cache
+def _hash_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(
+        max_workers=min(8, (os.cpu_count() or 1) + 2), thread_name_prefix="uniretrieve-hash"
+    )
+
+
+def content_hash(
+    text: str | None = None, image_hash: str | None = None, instruction: str | None = None
+) -> str:
+    """sha256 of what is embedded. A lone image is the plain sha256 of its bytes and a lone text that of its UTF-8
+    (checkable with `sha256sum`); combinations hash the tagged parts."""
+    if instruction is None and (text is None) != (image_hash is None):
+        return image_hash if image_hash is not None else sha256_hex(text.encode("utf-8"))  # type: ignore[union-attr]
+    parts = []
+    if text is not None:
+        parts.append("t:" + sha256_hex(text.encode("utf-8")))
+    if image_hash is not None:
+        parts.append("i:" + image_hash)
+    if instruction is not None:
+        parts.append("n:" + sha256_hex(instruction.encode("utf-8")))
+    return sha256_hex("|".join(parts).encode())
+
+
+# --- the corpus ------------------------------------------------------------------------------------------------
+class Corpus:
+    """A lazily read corpus. `records()` streams every row; `kind` is "images" or the table's extension."""
+
+    def __init__(self, spec: CorpusSpec) -> None:
+        self.spec = spec
+        self.path = Path(spec.path)
+        if not self.path.exists():
+            raise CorpusError(f"input {self.path} does not exist")
+        if self.path.is_dir():
+            self.kind = "images"
+        elif self.path.suffix.lower() in TABLE_EXTENSIONS:
+            self.kind = self.path.suffix.lower()[1:]
+        else:
+            raise CorpusError(
+                f"input {self.path}: unsupported format {self.path.suffix!r}; give a folder of images or a "
+                f"{', '.join(sorted(TABLE_EXTENSIONS))} file"
+            )
+        self.ignored_files = 0
+        """Files in an image folder skipped for their extension (counted, not errors: sidecar .txt/.json files)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": str(self.path.resolve()), "kind": self.kind}
+
+    def records(self, hash_content: bool = True) -> Iterator[Record]:
+        """Every row, in order. `hash_content=False` skips reading image bytes (content_hash left empty for
+        images) — for a second pass whose hashes are already known."""
+        if self.kind == "images":
+            yield from self._folder(hash_content)
+        elif self.kind == "txt":
+            yield from self._txt()
+        elif self.kind == "jsonl":
+            yield from self._jsonl(hash_content)
+        elif self.kind == "csv":
+            yield from self._csv(hash_content)
+        else:
+            yield from self._parquet(hash_content)
+
+    # --- image folders ---------------------------------------------------------------------------------------------
+    def image_paths(self) -> list[str]:
+        """Relative POSIX paths of the folder's images, sorted (a list of strings: ~100 bytes a file). Hidden
+        files and folders are skipped and counted in `ignored_files`."""
+        out = []
+        ignored = 0
+        for p in self.path.rglob("*"):
+            hidden = any(part.startswith(".") for part in p.relative_to(self.path).parts)
+            if hidden:  # .DS_Store, macOS `._x.jpg` resource forks, .git/ …
+                ignored += p.is_file()
+            elif p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir():
+                out.append(p.relative_to(self.path).as_posix())
+            elif p.is_file():
+                ignored += 1
+        self.ignored_files = ignored
+        out.sort()
+        return out
+
+    def _folder(self, hash_content: bool) -> Iterator[Record]:
+        instr = self.spec.instruction
+        paths = self.image_paths()
+        for start in range(0, len(paths), HASH_BLOCK):
+            block = paths[start : start + HASH_BLOCK]
+            # file reads and sha256 release the GIL: hash a bounded block of files on threads
+            hashed = (
+                list(_hash_pool().map(_try_file_hash, [self.path / r for r in block])) if hash_content else []
+            )
+            for i, rel in enumerate(block):
+                yield self._image_record(start + i, rel, hashed[i] if hash_content else ("", None), instr)
+
+    def _image_record(self, pos: int, rel: str, hashed: tuple[str, str | None], instr: str | None) -> Record:
+        path = self.path / rel
+        image_h, err = hashed
+        h = content_hash(image_hash=image_h, instruction=instr) if image_h else ""
+        return Record(
+            position=pos,
+            id=rel,
+            source=rel,
+            image=str(path.resolve()),
+            instruction=instr,
+            group_id=rel,
+            content_hash=h,
+            error=err,
+        )
+
+    # --- tables ----------------------------------------------------------------------------------------------------
+    def _txt(self) -> Iterator[Record]:
+        name = self.path.name
+        with open(self.path, "rb") as f:
+            for row, raw in enumerate(f):
+                line = raw.rstrip(b"\r\n")
+                try:
+                    text: str | None = line.decode("utf-8")
+                    err = None if text.strip() else "empty text"
+                except UnicodeDecodeError as exc:
+                    text, err = None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                yield self._text_record(row, f"{name}:{row}", text, err)
+
+    def _jsonl(self, hash_content: bool) -> Iterator[Record]:
+        name = self.path.name
+        with open(self.path, "rb") as f:
+            for row, raw in enumerate(f):
+                source = f"{name}:{row}"
+                try:
+                    obj = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    yield self._bad(row, source, f"not valid UTF-8 ({exc.reason} at byte {exc.start})")
+                    continue
+                except json.JSONDecodeError as exc:
+                    yield self._bad(row, source, f"not a JSON object ({exc.msg})")
+                    continue
+                if not isinstance(obj, dict):
+                    yield self._bad(row, source, f"not a JSON object (a {type(obj).__name__})")
+                    continue
+                yield self._from_fields(row, source, obj, hash_content)
+
+    def _csv(self, hash_content: bool) -> Iterator[Record]:
+        name = self.path.name
+        # surrogateescape keeps bad bytes as lone surrogates, so one bad row is reported, not the whole file
+        with open(self.path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            reader = csv.DictReader(f)
+            self._check_columns(reader.fieldnames or [])
+            for row, fields_ in enumerate(reader):
+                source = f"{name}:{row}"
+                if any(_has_surrogates(v) for v in fields_.values() if isinstance(v, str)):
+                    yield self._bad(row, source, "not valid UTF-8")
+                    continue
+                obj = {k: v for k, v in fields_.items() if k is not None}
+                yield self._from_fields(row, source, obj, hash_content)
+
+    def _parquet(self, hash_content: bool) -> Iterator[Record]:
+        import pyarrow.parquet as pq
+
+        name = self.path.name
+        pf = pq.ParquetFile(self.path)
+        self._check_columns(pf.schema_arrow.names)
+        row = 0
+        for batch in pf.iter_batches(batch_size=8192):
+            for obj in batch.to_pylist():
+                yield self._from_fields(row, f"{name}:{row}", obj, hash_content)
+                row += 1
+
+    def _check_columns(self, names: list[str]) -> None:
+        for flag, col in (
+            ("--text-column", self.spec.text_column),
+            ("--image-column", self.spec.image_column),
+            ("--id-column", self.spec.id_column),
+        ):
+            if col is not None and col not in names:
+                raise CorpusError(f"{self.path} has no column {col!r} ({flag}); its columns are {names}")
+        if (
+            self.spec.text_column is None
+            and self.spec.image_column is None
+            and not {"text", "image"} & set(names)
+        ):
+            raise CorpusError(
+                f"{self.path} has neither a 'text' nor an 'image' column; name one with --text-column or "
+                f"--image-column (columns: {names})"
+            )
+
+    def _from_fields(self, row: int, source: str, obj: dict[str, Any], hash_content: bool) -> Record:
+        s = self.spec
+        text_col = s.text_column or "text"
+        image_col = s.image_column or "image"
+        used = {text_col, image_col, s.instruction_column, s.group_column}
+        if s.id_column:
+            used.add(s.id_column)
+        rid = source
+        if s.id_column:
+            value = obj.get(s.id_column)
+            if value is None or str(value) == "":
+                return self._bad(row, source, f"no id in column {s.id_column!r}")
+            rid = str(value)
+        text = _as_text(obj.get(text_col))
+        image_rel = _as_text(obj.get(image_col))
+        instruction = _as_text(obj.get(s.instruction_column)) or s.instruction
+        group = obj.get(s.group_column)
+        meta = {k: v for k, v in obj.items() if k not in used}
+        metadata = json.dumps(meta, ensure_ascii=False, default=str, sort_keys=True) if meta else None
+        err = None
+        if text is not None and not text.strip():
+            text = None
+            err = "empty text" if image_rel is None else None
+        if text is None and image_rel is None and err is None:
+            err = f"no text ({text_col!r}) and no image ({image_col!r})"
+        image = None
+        image_h = None
+        if image_rel is not None:
+            p = Path(image_rel)
+            p = p if p.is_absolute() else self.path.parent / p
+            image = str(p.resolve())
+            if p.suffix.lower() not in IMAGE_EXTENSIONS:
+                err = err or f"unsupported image format {p.suffix!r}: {image_rel}"
+            elif not p.is_file():
+                err = err or f"image not found: {image_rel}"
+            elif hash_content and err is None:
+                try:
+                    image_h = file_hash(p)
+                except OSError as exc:
+                    err = f"image unreadable: {image_rel}: {exc.strerror or exc}"
+        h = ""
+        if err is None and (image_h is not None or image is None):
+            h = content_hash(text=text, image_hash=image_h, instruction=instruction)
+        return Record(
+            position=row,
+            id=rid,
+            source=source,
+            text=text,
+            image=image,
+            instruction=instruction,
+            group_id=None if group is None else str(group),
+            metadata=metadata,
+            content_hash=h,
+            error=err,
+        )
+
+    def _text_record(self, row: int, source: str, text: str | None, error: str | None) -> Record:
+        instr = self.spec.instruction
+        h = content_hash(text=text, instruction=instr) if error is None and text is not None else ""
+        return Record(
+            position=row, id=source, source=source, text=text, instruction=instr, content_hash=h, error=error
+        )
+
+    def _bad(self, row: int, source: str, reason: str) -> Record:
+        return Record(position=row, id=source, source=source, error=reason)
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN from pandas-written tables
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _has_surrogates(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def with_hash(record: Record) -> Record:
+    """The record with its content hash, for records read with `hash_content=False` (reads the image bytes; runs
+    in DataLoader workers, next to the decode of the same bytes)."""
+    if record.error is not None or record.content_hash or record.image is None:
+        return record
+    try:
+        image_h = file_hash(Path(record.image))
+    except OSError as exc:
+        return replace(record, error=f"image unreadable: {record.image}: {exc.strerror or exc}")
+    return replace(record, content_hash=content_hash(record.text, image_h, record.instruction))
+
+
+def open_corpus(spec: CorpusSpec) -> Corpus:
+    return Corpus(spec)
+
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "TABLE_EXTENSIONS",
+    "Corpus",
+    "CorpusError",
+    "CorpusSpec",
+    "Record",
+    "content_hash",
+    "open_corpus",
+    "with_hash",
+]

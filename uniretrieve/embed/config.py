@@ -1,0 +1,97 @@
+"""`EncodeConfig`: every knob of an encode run, validated, saved as `encode_config.json` next to the shards."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from uniretrieve.embed.manifest import atomic_write_bytes
+
+CONFIG_NAME = "encode_config.json"
+
+
+@dataclass
+class EncodeConfig:
+    input: str
+    """A folder of images (recursive) or a table: .txt, .jsonl, .csv, .parquet."""
+    output: str
+    """The shard directory (created; resumed when it holds a manifest made with the same settings)."""
+    model: str
+    """Checkpoint directory, hub id or registered name (see `uniretrieve models`)."""
+    adapter: str | None = None
+    """A LoRA adapter directory merged into the model."""
+    prompt_regime: str = "e5v"
+    instruction: str | None = None
+    """One instruction for the whole corpus (a row's own `instruction` field wins)."""
+    text_column: str | None = None
+    """Default: `text` when present."""
+    image_column: str | None = None
+    """Default: `image` when present. Relative paths are relative to the table's folder."""
+    id_column: str | None = None
+    """Default: `<file>:<row>` for tables, the relative path for image folders."""
+    dtype: str = "float16"
+    """Vector storage type: float16 (half the bytes, ~3 significant digits) or float32."""
+    batch_size: int = 16
+    workers: int = 0
+    """DataLoader worker processes for image decoding and preprocessing (0: in the main process)."""
+    shard_rows: int | None = None
+    """Rows per shard; default ~256 MiB of vectors (between 1,024 and 1,000,000 rows)."""
+    device: str | None = None
+    model_dtype: str | None = None
+    """Compute dtype (default bf16 on CUDA, float32 on CPU)."""
+    max_text_tokens: int | None = None
+    overwrite: bool = False
+    rank: int | None = None
+    """This process's rank; default: $RANK (torchrun) or 0."""
+    world_size: int | None = None
+    """Number of processes splitting the input; default: $WORLD_SIZE or 1."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float16", "float32"):
+            raise ValueError(f"dtype must be float16 or float32, got {self.dtype!r}")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be ≥ 0, got {self.workers}")
+        if self.shard_rows is not None and self.shard_rows <= 0:
+            raise ValueError(f"shard_rows must be positive, got {self.shard_rows}")
+        rank, world = self.resolved_rank()
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must be in [0, world_size={world}), got {rank}")
+
+    def resolved_rank(self) -> tuple[int, int]:
+        """(rank, world_size) from the fields, else torchrun's environment, else (0, 1)."""
+        rank = self.rank if self.rank is not None else int(os.environ.get("RANK", 0))
+        world = self.world_size if self.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
+        return rank, world
+
+    def corpus_settings(self) -> dict[str, Any]:
+        """The settings that change which rows exist or what is embedded (they join the model's in settings_hash)."""
+        return {
+            "text_column": self.text_column,
+            "image_column": self.image_column,
+            "id_column": self.id_column,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EncodeConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def save(self, root: Path) -> Path:
+        path = Path(root) / CONFIG_NAME
+        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+        return path
+
+
+def default_shard_rows(dim: int, dtype: str, target_bytes: int = 256 << 20) -> int:
+    """Rows per shard for ~256 MiB of vectors (the reference's 256–512 MB shards; 32,768 rows at 4096-d fp16)."""
+    per_row = dim * (2 if dtype == "float16" else 4)
+    return int(min(1_000_000, max(1024, target_bytes // per_row)))

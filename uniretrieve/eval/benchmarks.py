@@ -1,0 +1,60 @@
+"""The benchmarks `uniretrieve eval` runs, as data: their kind, prompt regime and where their data comes from.
+
+Prompt regimes (unime-method.md §0, §3): the five zero-shot retrieval/compositionality benchmarks use UniME's
+E5-V "Summary above sentence/image in one word:" prompts with no instruction (self_evaluate/retrieval_self.py,
+sugar_crepe_self.py); MMEB uses the raw `qry_text`/`tgt_text` instruction strings with no chat template (VLM2Vec v1
+eval.py, as the UniME README runs it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    title: str
+    kind: str
+    """"retrieval" (R@k both ways), "sugarcrepe" (pos-vs-neg accuracy) or "mmeb" (precision@1)."""
+    prompt_regime: str
+    data: str
+    """Where to get the data and how to lay it out (shown in --help and the README)."""
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in (
+        Benchmark(
+            "flickr30k", "Flickr30K (1K test)", "retrieval", "e5v",
+            "HF royokong/flickr30k_test → PATH/data/test-*.parquet",
+        ),
+        Benchmark(
+            "coco", "MS-COCO (5K test)", "retrieval", "e5v",
+            "HF royokong/coco_test → PATH/data/test-*.parquet",
+        ),
+        Benchmark(
+            "sharegpt4v", "ShareGPT4V-1K", "retrieval", "e5v",
+            "HF Lin-Chen/ShareGPT4V share-captioner_coco_lcs_sam_1246k_1107.json in PATH; its images under PATH "
+            "(or --image-root)",
+        ),
+        Benchmark(
+            "urban1k", "Urban1K", "retrieval", "e5v", "HF BeichenZhang/Urban1k → PATH/image/*.jpg, PATH/caption/*.txt"
+        ),
+        Benchmark(
+            "sugarcrepe", "SugarCrepe", "sugarcrepe", "e5v",
+            "RAIVNLab/sugar-crepe data/*.json in PATH (or PATH/data); COCO val2017 images in PATH/val2017",
+        ),
+        Benchmark(
+            "mmeb", "MMEB (36 image tasks)", "mmeb", "mmeb",
+            "HF TIGER-Lab/MMEB-eval → PATH/<Dataset>/test-*.parquet; images.zip unzipped into PATH/eval_images",
+        ),
+    )
+}  # fmt: skip
+
+
+def get_benchmark(name: str) -> Benchmark:
+    try:
+        return BENCHMARKS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}") from None
