@@ -50,7 +50,7 @@ def test_batched_encoder_matches_official_reference(family: str, tiny_checkpoint
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
 
     model = getattr(transformers, enc.spec.model_class).from_pretrained(str(path), dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(str(path))
+    processor = AutoProcessor.from_pretrained(str(path), **enc.spec.processor_kwargs)
     processor.tokenizer.padding_side = "left"
     for i, item in enumerate(ITEMS):
         prompt, _ = enc.input_builder.prompt(item)
@@ -77,3 +77,16 @@ def test_input_order_is_restored(tiny_model_dir) -> None:
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
     # different texts give different vectors, so an order mix-up could not pass unnoticed
     assert np.abs(together[0] - together[1]).max() > 1e-3
+
+
+def test_token_budget_batching_covers_every_item_once_and_changes_nothing(tiny_model_dir) -> None:
+    enc = Encoder.from_pretrained(str(tiny_model_dir), device="cpu")
+    items = [Item(text="word " * n) for n in (1, 60, 2, 3, 50, 4)] + [Item(image=make_image(9)), Item(text="x")]
+    enc.max_batch_tokens = None
+    unbudgeted = enc.encode(items, batch_size=8)
+    enc.max_batch_tokens = 100
+    batches = list(enc.batches(items, batch_size=8))
+    assert sorted(i for b in batches for i in b) == list(range(len(items)))
+    long_ones = [b for b in batches if 1 in b or 4 in b]
+    assert all(len(b) <= 2 for b in long_ones) and len(batches) >= 4  # long texts kept apart from short ones
+    np.testing.assert_allclose(enc.encode(items, batch_size=8), unbudgeted, atol=1e-5)

@@ -117,3 +117,16 @@ def test_describe_is_json_and_stable(tiny_model_dir) -> None:
     json.dumps(da)
     assert da["weight_hash"] == db["weight_hash"] and da["prompt_regime"] != db["prompt_regime"]
     assert da["dim"] == a.dim == a.encode_texts(["x"]).shape[1]
+
+
+def test_processor_settings_from_registry_and_caller_reach_the_processor(tiny_checkpoints) -> None:
+    path = str(tiny_checkpoints("qwen2_vl"))
+    enc = Encoder.from_pretrained(path, device="cpu")
+    # the registry's bound beats the checkpoint's (transformers 5 keeps max_pixels as size.longest_edge)
+    assert enc.processor.image_processor.size.longest_edge == 336 * 336
+    small = Encoder.from_pretrained(path, device="cpu", processor_kwargs={"size": {"longest_edge": 16 * 16, "shortest_edge": 8 * 8}})
+    assert small.describe()["processor_kwargs"] == {"size": {"longest_edge": 256, "shortest_edge": 64}}
+    big_img = make_image(3, (64, 64))
+    n_default = enc.input_builder([Item(image=big_img)]).inputs["input_ids"].shape[1]
+    n_small = small.input_builder([Item(image=big_img)]).inputs["input_ids"].shape[1]
+    assert n_small < n_default

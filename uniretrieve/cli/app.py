@@ -13,8 +13,11 @@ import typer
 from uniretrieve._version import __version__
 from uniretrieve.cli import encode as encode_cmd
 from uniretrieve.cli import eval as eval_cmd
+from uniretrieve.cli import index as index_cmd
 from uniretrieve.cli import models as models_cmd
 from uniretrieve.cli import scenes as scenes_cmd
+from uniretrieve.cli import search as search_cmd
+from uniretrieve.cli import train as train_cmd
 
 app = typer.Typer(
     name="uniretrieve",
@@ -44,8 +47,11 @@ def _root(
 # --- sub-commands (one line each) -------------------------------------------------------------------------
 app.command("models")(models_cmd.models)
 app.add_typer(scenes_cmd.app, name="scenes")
+app.add_typer(index_cmd.app, name="index")
+app.command("search")(search_cmd.search)
 app.command("encode")(encode_cmd.encode)
 app.command("eval")(eval_cmd.eval_command)
+app.add_typer(train_cmd.app, name="train")
 
 
 def main() -> None:

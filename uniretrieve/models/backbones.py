@@ -71,6 +71,8 @@ class BackboneSpec:
     """Largest batch of image items the processor accepts (Phi-3.5-V's official code asserts 1)."""
     trust_remote_code: bool = False
     processor_kwargs: dict[str, object] = field(default_factory=dict)
+    """Passed to `AutoProcessor.from_pretrained` (overriding the checkpoint's values); `Encoder.from_pretrained(...,
+    processor_kwargs=...)` overrides these in turn."""
     examples: tuple[str, ...] = ()
     """Public checkpoints of this family, for `uniretrieve models`."""
 
@@ -111,6 +113,11 @@ _QWEN2_VL = ChatWrapper(
 _IDEFICS3 = ChatWrapper("idefics3", "User:{body}<end_of_utterance>\nAssistant:")
 # Exact UniME string for Phi-3.5-V: '<|user|>\n<|image_1|>\nSummary above image in one word:<|end|>\n<|assistant|>\n'.
 _PHI3 = ChatWrapper("phi3", "<|user|>\n{body}<|end|>\n<|assistant|>\n")
+
+# Qwen2-VL pixel bounds: at most 336x336 pixels per image (≈144 merged tokens), the resolution UniME trains at
+# (unime-method.md §2) — the checkpoints' default (12.8 MP) gives thousands of image tokens per photo; at least
+# 56x56, Qwen's own minimum. transformers 5 spells them as `size` (longest_edge = max_pixels).
+_QWEN_PIXELS: dict[str, object] = {"size": {"longest_edge": 336 * 336, "shortest_edge": 56 * 56}}
 
 _SPECS = (
     BackboneSpec(
@@ -159,7 +166,7 @@ _SPECS = (
         image_sep="",
         vision_module_paths=("model.visual",),
         vision_lora_targets=("qkv", "proj", "fc1", "fc2"),
-        processor_kwargs={"max_pixels": 336 * 336},
+        processor_kwargs=_QWEN_PIXELS,
         examples=("Qwen/Qwen2-VL-2B-Instruct", "GaryGuTC/UniME-V2-Qwen2VL-2B"),
     ),
     BackboneSpec(
@@ -172,7 +179,7 @@ _SPECS = (
         image_sep="",
         vision_module_paths=("model.visual",),
         vision_lora_targets=("qkv", "proj", "gate_proj", "up_proj", "down_proj"),
-        processor_kwargs={"max_pixels": 336 * 336},
+        processor_kwargs=_QWEN_PIXELS,
         examples=("Qwen/Qwen2.5-VL-3B-Instruct",),
     ),
     BackboneSpec(

@@ -53,6 +53,7 @@ class Encoder:
         self.model_id = loaded.model_id
         self.source = loaded.source
         self.adapter = loaded.adapter
+        self.processor_kwargs = loaded.processor_kwargs
         self.device = device
         self.dtype = dtype
         self.prompt_regime = prompt_regime
@@ -64,6 +65,9 @@ class Encoder:
             max_text_tokens=max_text_tokens or loaded.spec.max_text_tokens,
         )
         self._base = getattr(self.model, self.spec.base_attr)
+        # Padded text tokens per batch (beyond batch_size): on a CPU the cost grows with padded tokens, so long and
+        # short texts are kept apart (1.5x on texts, benchmarks/RESULTS.md); on a GPU batch_size alone decides.
+        self.max_batch_tokens: int | None = 1024 if device.type == "cpu" else None
 
     @classmethod
     def from_pretrained(
@@ -76,18 +80,25 @@ class Encoder:
         prompt_regime: str = "e5v",
         max_text_tokens: int | None = None,
         attn_implementation: str | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
     ) -> Encoder:
         """Load a full checkpoint (a directory, a hub id or a registered name), or a base plus a LoRA adapter.
 
         device: defaults to CUDA when present. dtype: bf16 on CUDA, float32 on CPU unless given.
         adapter: a peft LoRA directory, merged into the weights for inference.
         prompt_regime: "e5v" (Summary-above prompts) or "mmeb" (raw VLM2Vec instruction text).
+        processor_kwargs: processor settings over the registry's (e.g. `{"size": {"longest_edge": 1024 * 1024, "shortest_edge": 3136}}` for Qwen2-VL).
         """
         dev = torch.device(device) if device is not None else default_device()
         dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         dt = dt or default_dtype(dev)
         loaded = load_backbone(
-            name_or_path, device=dev, dtype=dt, adapter=adapter, attn_implementation=attn_implementation
+            name_or_path,
+            device=dev,
+            dtype=dt,
+            adapter=adapter,
+            attn_implementation=attn_implementation,
+            processor_kwargs=processor_kwargs,
         )
         return cls(loaded, device=dev, dtype=dt, prompt_regime=prompt_regime, max_text_tokens=max_text_tokens)
 
@@ -119,6 +130,7 @@ class Encoder:
             "weight_hash": self.weight_hash,
             "prompt_regime": self.prompt_regime,
             "chat_wrapper": self.input_builder.wrapper.name,
+            "processor_kwargs": dict(sorted(self.processor_kwargs.items())),
             "dim": self.dim,
             "max_text_tokens": self.max_text_tokens,
             "normalized": True,
@@ -142,16 +154,30 @@ class Encoder:
         return normalize(last_token_pool(hidden, inputs["attention_mask"])).cpu()
 
     def batches(self, items: Sequence[Item], batch_size: int) -> Iterator[list[int]]:
-        """Index lists of batches: image and text-only items apart, texts sorted by length (longest first) so
-        padding is small; the caller restores the input order."""
+        """Index lists of batches: image and text-only items apart, texts sorted by token count (longest first)
+        and a text batch closed once its padded size would pass `max_batch_tokens`, so little compute goes to
+        padding; the caller restores the input order."""
         text_idx = [i for i, it in enumerate(items) if it.image is None]
         image_idx = [i for i, it in enumerate(items) if it.image is not None]
-        text_idx.sort(key=lambda i: -len(items[i].text or ""))
         image_idx.sort(key=lambda i: -len(items[i].text or ""))
         image_bs = min(batch_size, self.spec.max_image_batch or batch_size)
-        for idx, bs in ((text_idx, batch_size), (image_idx, image_bs)):
-            for s in range(0, len(idx), bs):
-                yield idx[s : s + bs]
+        for s in range(0, len(image_idx), image_bs):
+            yield image_idx[s : s + image_bs]
+        if not text_idx:
+            return
+        texts = [" ".join(x for x in (items[i].instruction, items[i].text) if x) for i in text_idx]
+        counts = [len(ids) for ids in self.input_builder.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        order = sorted(range(len(text_idx)), key=lambda j: -counts[j])
+        budget = self.max_batch_tokens
+        batch: list[int] = []
+        longest = 0
+        for j in order:
+            longest = longest or counts[j] + 1
+            if batch and (len(batch) >= batch_size or (budget and (len(batch) + 1) * longest > budget)):
+                yield batch
+                batch, longest = [], counts[j] + 1
+            batch.append(text_idx[j])
+        yield batch
 
     def encode(self, items: Sequence[Item], *, batch_size: int = 16, show_progress: bool = False) -> np.ndarray:
         """Embed items (text, image or image+text, each with an optional instruction) → float32 `[N, D]`."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,8 @@ class LoadedBackbone:
     source: str
     """What was actually loaded: a directory or a hub id."""
     adapter: str | None
+    processor_kwargs: dict[str, Any] = field(default_factory=dict)
+    """The processor settings applied on top of the checkpoint's (they change the embeddings)."""
 
 
 def resolve_source(name_or_path: str) -> str:
@@ -98,6 +100,7 @@ def load_backbone(
     dtype: torch.dtype,
     adapter: str | None = None,
     attn_implementation: str | None = None,
+    processor_kwargs: dict[str, Any] | None = None,
 ) -> LoadedBackbone:
     import transformers
     from transformers import AutoProcessor
@@ -110,7 +113,9 @@ def load_backbone(
         kwargs["attn_implementation"] = attn_implementation
     try:
         model = model_cls.from_pretrained(source, **kwargs)
-        processor = AutoProcessor.from_pretrained(source, trust_remote_code=spec.trust_remote_code)
+        processor = AutoProcessor.from_pretrained(
+            source, trust_remote_code=spec.trust_remote_code, **processor_settings(spec, processor_kwargs)
+        )
     except OSError as exc:
         raise ModelLoadError(f"cannot load {source!r}: {exc}") from exc
     if adapter is not None:
@@ -121,7 +126,13 @@ def load_backbone(
     if tok.pad_token is None:  # Llama/Mistral tokenizers ship without one; any id works under the attention mask
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     wrapper = spec.wrapper_for(text_model_type(model.config), frozenset(tok.get_vocab()))
-    return LoadedBackbone(model, processor, spec, wrapper, name_or_path, source, adapter)
+    settings = processor_settings(spec, processor_kwargs)
+    return LoadedBackbone(model, processor, spec, wrapper, name_or_path, source, adapter, settings)
+
+
+def processor_settings(spec: BackboneSpec, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The registry's processor settings for the family, updated by the caller's."""
+    return {**spec.processor_kwargs, **(overrides or {})}
 
 
 def merge_adapter(model: Any, adapter: str) -> Any:

@@ -1,0 +1,227 @@
+"""Shards → FAISS index directory: choose, train on a bounded sample, add streaming in blocks, tune, save.
+
+Peak memory is the index plus one block of `block_rows` float32 vectors plus the training sample (bounded by
+`train_rows`), never the whole float32 matrix (a flat index *is* the matrix). Output, written atomically:
+`index.faiss`, `idmap.parquet`, `index.json` (index/meta.py).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from uniretrieve.index import gpu as gpu_mod
+from uniretrieve.index.factory import IndexChoice, choose_index, format_bytes, make_choice
+from uniretrieve.index.idmap import IDMAP_NAME, IdMapWriter
+from uniretrieve.index.meta import INDEX_NAME, META_NAME, BuildConfig, IndexMeta, write_meta
+from uniretrieve.index.source import VectorSource
+from uniretrieve.index.tune import TuneQueries, TuneResult, make_tune_queries, set_param, tune
+
+Log = Callable[[str], None]
+PQ_TRAIN_ROWS = 65536  # FAISS subsamples PQ codebook training to 256 points × 256 centroids
+
+
+class IndexExistsError(FileExistsError):
+    """The output directory already holds an index."""
+
+
+def resolve_choice(n: int, d: int, config: BuildConfig, *, gpu: bool, train_n: int | None = None) -> IndexChoice:
+    """train_n: rows available for training (the training source's size), which bounds the PQ codebook bits."""
+    train_n = min(train_n or n, config.train_rows or PQ_TRAIN_ROWS, PQ_TRAIN_ROWS)
+    if config.index_type == "auto":
+        return choose_index(n, d, memory_budget=config.memory_budget, gpu=gpu, train_n=train_n)
+    return make_choice(config.index_type, n, d, nlist=config.nlist, pq_m=config.pq_m, hnsw_m=config.hnsw_m,
+                       budget=config.memory_budget, train_n=train_n)
+
+
+def train_rows(choice: IndexChoice, n: int, config: BuildConfig) -> int:
+    """256 points per IVF list (FAISS's `max_points_per_centroid`: more would be subsampled away), at least 65,536
+    for PQ codebooks, never more than the corpus."""
+    if config.train_rows:
+        return min(n, config.train_rows)
+    want = 256 * max(choice.nlist, 1)
+    if choice.type == "ivfpq":
+        want = max(want, PQ_TRAIN_ROWS)
+    return min(n, want)
+
+
+def new_index(choice: IndexChoice, d: int, config: BuildConfig) -> Any:
+    import faiss
+
+    index = faiss.index_factory(d, choice.factory, faiss.METRIC_INNER_PRODUCT)
+    if choice.type == "hnsw":
+        index.hnsw.efConstruction = config.ef_construction
+    if choice.type == "ivfpq":
+        # the factory turns on polysemous code training, useful only for Hamming-filtered search (which we do not
+        # use) and ~20× slower to train
+        faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
+    return index
+
+
+def train(index: Any, choice: IndexChoice, source: VectorSource, config: BuildConfig, *, on_gpu: bool,
+          log: Log) -> float:
+    """Train on a uniform random sample of rows (read by row index, not the whole corpus); returns seconds."""
+    if not choice.needs_training:
+        return 0.0
+    t0 = time.perf_counter()
+    m = train_rows(choice, source.num_rows, config)
+    rng = np.random.default_rng(config.seed)
+    rows = np.sort(rng.choice(source.num_rows, size=m, replace=False))
+    sample = source.take(rows)
+    log(f"training {choice.factory} on {m} sampled vectors ({format_bytes(sample.nbytes)})")
+    if on_gpu and choice.type == "ivf":
+        import faiss
+
+        # k-means assignment is the cost; run it on all GPUs through a GPU flat clustering index
+        ivf = faiss.extract_index_ivf(index)
+        ivf.clustering_index = gpu_mod.index_to_gpus(faiss.IndexFlatL2(ivf.d), fp16=False)
+    index.train(sample)
+    return time.perf_counter() - t0
+
+
+def add_blocks(index: Any, source: VectorSource, idmap: IdMapWriter, config: BuildConfig, *, log: Log) -> float:
+    """Add vectors block by block, writing the id-map rows of each block in the same step; returns seconds."""
+    t0 = time.perf_counter()
+    done = 0
+    for vectors, rows in source.blocks(config.block_rows):
+        if len(vectors) != len(rows):
+            raise RuntimeError(f"block of {len(vectors)} vectors came with {len(rows)} id-map rows")
+        index.add(vectors)
+        idmap.write(rows)
+        done += len(vectors)
+    if idmap.next_id != index.ntotal:
+        raise RuntimeError(f"id map holds {idmap.next_id} rows but the index {index.ntotal} vectors")
+    log(f"added {done} vectors in blocks of ≤{config.block_rows} ({time.perf_counter() - t0:.1f} s)")
+    return time.perf_counter() - t0
+
+
+def tuning_queries(source: VectorSource, config: BuildConfig, tune_source: VectorSource | None) -> TuneQueries:
+    """Real queries from `tune_source` when given (up to `tune_queries` of them, sampled), else held-out database
+    vectors searched leave-one-out. Ground truth is exact search over the whole corpus (torch on CUDA if present)."""
+    rng = np.random.default_rng(config.seed + 1)
+    exact = None
+    if gpu_mod.cuda_device_count() > 0:
+        exact = gpu_mod.torch_topk_blocks
+    blocks = lambda: (v for v, _ in source.blocks(config.block_rows))  # noqa: E731
+    if tune_source is not None:
+        if tune_source.dim != source.dim:
+            raise ValueError(f"--tune-queries vectors have dim {tune_source.dim}, the corpus {source.dim}")
+        nq = min(config.tune_queries, tune_source.num_rows)
+        rows = np.sort(rng.choice(tune_source.num_rows, size=nq, replace=False))
+        q = tune_source.take(rows)
+        return make_tune_queries(blocks, q, config.k, kind="cross-modal queries (--tune-queries)", exact=exact)
+    nq = min(config.tune_queries, source.num_rows)
+    rows = np.sort(rng.choice(source.num_rows, size=nq, replace=False))
+    q = source.take(rows)
+    return make_tune_queries(blocks, q, config.k, kind="held-out database vectors (leave-one-out)",
+                             exclude=rows.astype(np.int64), exact=exact)
+
+
+def build_index(
+    source: VectorSource,
+    out_dir: str | Path,
+    config: BuildConfig | None = None,
+    *,
+    tune_source: VectorSource | None = None,
+    train_source: VectorSource | None = None,
+    source_info: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    log: Log = print,
+) -> IndexMeta:
+    """Build an index directory from `source`. Returns the written `IndexMeta`.
+
+    train_source: draw the training sample from these vectors instead (same dim); lets a full build reuse the
+    training of an earlier one, which is what `index add` == full build is checked against.
+    """
+    config = config or BuildConfig()
+    out = Path(out_dir)
+    if (out / META_NAME).exists() and not overwrite:
+        raise IndexExistsError(f"{out} already holds an index; use `uniretrieve index add` to append shards, "
+                               f"or --overwrite to rebuild it")
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    on_gpu = gpu_mod.resolve_gpu(config.gpu)
+    n, d = source.num_rows, source.dim
+    choice = resolve_choice(n, d, config, gpu=on_gpu, train_n=(train_source or source).num_rows)
+    log(f"index: {choice.type} ({choice.factory}) for {n} × {d}; expected memory {format_bytes(choice.expected_bytes)}"
+        f" (budget {format_bytes(config.memory_budget)}). Why: {choice.reason}")
+    if choice.expected_bytes > config.memory_budget:
+        log(f"warning: the expected size exceeds --memory-budget {format_bytes(config.memory_budget)}")
+
+    index = new_index(choice, d, config)
+    for name, value in choice.params.items():
+        set_param(index, name, value)
+    t_train = train(index, choice, train_source or source, config, on_gpu=on_gpu, log=log)
+    work = index
+    gpu_ok = on_gpu and choice.type in gpu_mod.GPU_INDEX_TYPES
+    if gpu_ok:
+        try:
+            work = gpu_mod.index_to_gpus(index, fp16=choice.type == "flat")
+            log(f"adding on {gpu_mod.faiss_gpu_count()} GPU(s)")
+        except RuntimeError as exc:  # e.g. a PQ layout the classic GPU IVF-PQ does not implement
+            log(f"GPU copy of {choice.factory} failed ({exc}); building on the CPU")
+            gpu_ok = False
+    idmap = IdMapWriter(out / IDMAP_NAME)
+    try:
+        t_add = add_blocks(work, source, idmap, config, log=log)
+    except BaseException:
+        idmap.abort()
+        raise
+    t0 = time.perf_counter()
+    tq = tuning_queries(source, config, tune_source)
+    cpu_copy = gpu_mod.index_to_cpu(work) if gpu_ok else index
+    result = tune(work, choice.type, tq, target=config.target_recall, k=config.k, nlist=choice.nlist,
+                  latency_ms=config.latency_ms,
+                  search=lambda q, kk: gpu_mod.search_index(work, q, kk, on_gpu=gpu_ok, cpu_index=cpu_copy))
+    t_tune = time.perf_counter() - t0
+    log(_tune_line(result))
+    if gpu_ok:
+        index = cpu_copy
+    _write_index(index, out / INDEX_NAME)
+    idmap.close()
+    meta = IndexMeta(
+        dim=d,
+        num_vectors=int(index.ntotal),
+        type=choice.type,
+        factory=choice.factory,
+        model=dict(source.spec_settings),
+        encoder=dict(source.model_info),
+        sources=[{**(source_info or {}), "manifest_hash": source.fingerprint, "rows": n, "first_id": 0}],
+        search_params={**choice.params, **result.search_params()},
+        tuning=result.to_dict(),
+        choice=choice.to_dict(),
+        config=config.to_dict(),
+        build_seconds={"train": round(t_train, 3), "add": round(t_add, 3), "tune": round(t_tune, 3),
+                       "total": round(time.perf_counter() - t_start, 3)},
+        built_on="gpu" if gpu_ok else "cpu",
+    )
+    write_meta(out, meta)
+    log(f"wrote {out / INDEX_NAME}, {out / IDMAP_NAME}, {out / META_NAME} ({meta.build_seconds['total']:.1f} s)")
+    return meta
+
+
+def _tune_line(r: TuneResult) -> str:
+    if not r.param:
+        return f"exact index: recall@{r.k} {r.recall:.4f} on {r.queries} {r.query_kind}, {r.latency_ms:.2f} ms/query"
+    status = "reached" if r.reached else "NOT reached"
+    return (f"tuned {r.param}={r.value}: recall@{r.k} {r.recall:.4f} (target {r.target} {status}) on {r.queries} "
+            f"{r.query_kind}, {r.latency_ms:.2f} ms/query" + (f"; {r.note}" if r.note else ""))
+
+
+def _write_index(index: Any, path: Path) -> None:
+    """faiss.write_index to a temp file in the same directory, fsync, rename."""
+    import faiss
+
+    from uniretrieve.embed.manifest import fsync_dir
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    faiss.write_index(index, str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

@@ -1,0 +1,107 @@
+"""The id map: FAISS internal id → shard file, row in it, the item's id, text or image path and metadata.
+
+A Parquet file whose row i describes internal id i (column `internal_id` makes that checkable). Written from the
+same block stream that fills the index, so vectors and rows stay aligned; read back as one Arrow table that filters
+(search/filters.py) and result rendering use directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+IDMAP_NAME = "idmap.parquet"
+# Shard columns copied into the id map (everything but the vector).
+IDMAP_META_COLUMNS = (
+    "id", "modality", "text", "instruction", "source", "group_id", "content_hash", "width", "height", "metadata",
+)
+IDMAP_SCHEMA = pa.schema(
+    [
+        pa.field("internal_id", pa.int64(), nullable=False),
+        pa.field("shard", pa.string()),
+        pa.field("row", pa.int64()),
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("modality", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("instruction", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("group_id", pa.string()),
+        pa.field("content_hash", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("metadata", pa.string()),
+    ]
+)
+
+
+class IdMapError(ValueError):
+    """An id map that does not match its index."""
+
+
+def idmap_block(table: pa.Table, *, shard: str | pa.Array, first_row: int | pa.Array) -> pa.Table:
+    """Id-map rows (without `internal_id`) for one block of shard rows; missing columns become nulls."""
+    n = len(table)
+    cols = {}
+    cols["shard"] = pa.array([shard] * n, pa.string()) if isinstance(shard, str) else shard
+    cols["row"] = (
+        pa.array(np.arange(first_row, first_row + n, dtype=np.int64)) if isinstance(first_row, int) else first_row
+    )
+    for f in IDMAP_SCHEMA:
+        if f.name in ("internal_id", "shard", "row"):
+            continue
+        if f.name in table.column_names:
+            cols[f.name] = table.column(f.name).cast(f.type)
+        else:
+            cols[f.name] = pa.nulls(n, f.type)
+    return pa.table(cols)
+
+
+class IdMapWriter:
+    """Appends blocks to `idmap.parquet` (written to a temp name; `close()` moves it into place atomically)."""
+
+    def __init__(self, path: Path, *, start: int = 0, previous: Path | None = None) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self.next_id = start
+        self._writer = pq.ParquetWriter(self.tmp, IDMAP_SCHEMA, compression="zstd")
+        if previous is not None:  # `index add`: carry the existing rows over, then append
+            old = read_idmap(previous)
+            if len(old) != start:
+                raise IdMapError(f"{previous} has {len(old)} rows but the index holds {start} vectors")
+            self._writer.write_table(old)
+
+    def write(self, block: pa.Table) -> None:
+        n = len(block)
+        ids = pa.array(np.arange(self.next_id, self.next_id + n, dtype=np.int64))
+        self._writer.write_table(pa.Table.from_arrays([ids, *block.columns], schema=IDMAP_SCHEMA))
+        self.next_id += n
+
+    def close(self) -> None:
+        import os
+
+        from uniretrieve.embed.manifest import fsync_dir
+
+        self._writer.close()
+        with open(self.tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+        fsync_dir(self.path.parent)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def read_idmap(path: Path, *, columns: Sequence[str] | None = None) -> pa.Table:
+    """The id map as one table (memory-maps the file); checks that row i is internal id i."""
+    table = pq.read_table(path, columns=list(columns) if columns else None, memory_map=True)
+    if columns is None or "internal_id" in columns:
+        ids = table.column("internal_id").to_numpy()
+        if len(ids) and not np.array_equal(ids, np.arange(len(ids))):
+            bad = int(np.flatnonzero(ids != np.arange(len(ids)))[0])
+            raise IdMapError(f"{path}: row {bad} holds internal id {ids[bad]}; the id map is corrupt, rebuild the index")
+    return table

@@ -1,0 +1,133 @@
+"""`index.json`: what an index directory holds and how it was made (the resolved config saved next to the artifact).
+
+An index directory is `index.faiss` (CPU-loadable FAISS index), `idmap.parquet` (index/idmap.py) and this file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from uniretrieve._version import __version__
+
+INDEX_NAME = "index.faiss"
+META_NAME = "index.json"
+FORMAT = "uniretrieve-index"
+FORMAT_VERSION = 1
+
+
+class IndexMetaError(ValueError):
+    """A missing or unreadable index.json, or an index that does not match what is asked of it."""
+
+
+@dataclass
+class BuildConfig:
+    """Options of `uniretrieve index build` (and `add`), resolved."""
+
+    index_type: str = "auto"
+    """auto | flat | ivf | ivfpq | hnsw."""
+    memory_budget: int = 8 << 30
+    """Bytes the finished index may take (and the bound `auto` chooses under)."""
+    target_recall: float = 0.95
+    """recall@10 against exact search that nprobe / efSearch are tuned to reach."""
+    latency_ms: float | None = None
+    """Optional per-query latency budget (single query, this machine) for the tuned parameter."""
+    k: int = 10
+    """The k of the recall target."""
+    nlist: int | None = None
+    """IVF lists; default 4·√N rounded to a power of two."""
+    pq_m: int | None = None
+    """PQ code bytes; default the largest that fits the budget."""
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    """HNSW build-time beam (FAISS default 40; 80 gives higher-quality graphs for high-dimensional embeddings)."""
+    block_rows: int = 16384
+    """Vectors read and added per block: the streaming buffer is block_rows × dim × 4 bytes."""
+    train_rows: int | None = None
+    """Training sample size; default 256 per IVF list (FAISS's cap, more is subsampled away), ≥ 65,536 for PQ."""
+    tune_queries: int = 500
+    """Held-out sampled vectors used to tune when no --tune-queries shards are given."""
+    gpu: bool | None = None
+    """True: use all visible GPUs (error if none); False: CPU; None: GPUs when a FAISS GPU build sees any."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_recall <= 1:
+            raise ValueError(f"target recall must be in (0, 1], got {self.target_recall}")
+        if self.block_rows <= 0 or self.k <= 0:
+            raise ValueError("block_rows and k must be positive")
+        if self.latency_ms is not None and self.latency_ms <= 0:
+            raise ValueError("--latency-ms must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BuildConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class IndexMeta:
+    """Contents of index.json."""
+
+    dim: int
+    num_vectors: int
+    type: str
+    factory: str
+    metric: str = "ip"
+    """Inner product on L2-normalised vectors (= cosine)."""
+    model: dict[str, Any] = field(default_factory=dict)
+    """model_id, weight_hash, family, prompt_regime ... of the shards (EmbeddingSpec settings)."""
+    encoder: dict[str, Any] = field(default_factory=dict)
+    """How to load the query model: the shards' Encoder.describe() (source, adapter, prompt regime ...)."""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per build/add: shard dirs, manifest hash, rows, first internal id."""
+    search_params: dict[str, Any] = field(default_factory=dict)
+    """The tuned parameter, e.g. {"nprobe": 32} or {"efSearch": 64}; {} for flat."""
+    tuning: dict[str, Any] = field(default_factory=dict)
+    """Measured recall@k, latency, query kind, target, whether it was reached, and the sweep."""
+    choice: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    build_seconds: dict[str, float] = field(default_factory=dict)
+    built_on: str = "cpu"
+    created: str = ""
+    updated: str = ""
+    uniretrieve_version: str = __version__
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def model_id(self) -> str:
+        return str(self.model.get("model_id", ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def write_meta(directory: Path, meta: IndexMeta) -> None:
+    from uniretrieve.embed.manifest import atomic_write_bytes, utc_now
+
+    meta.updated = utc_now()
+    meta.created = meta.created or meta.updated
+    atomic_write_bytes(Path(directory) / META_NAME, (json.dumps(meta.to_dict(), indent=1) + "\n").encode())
+
+
+def read_meta(directory: Path) -> IndexMeta:
+    path = Path(directory) / META_NAME
+    if not path.exists():
+        raise IndexMetaError(f"{path} does not exist: {directory} is not an index directory (make one with "
+                             f"`uniretrieve index build`)")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IndexMetaError(f"cannot read {path}: {exc}; rebuild the index") from exc
+    if d.get("format") != FORMAT:
+        raise IndexMetaError(f"{path} is not a uniretrieve index description (format={d.get('format')!r})")
+    if int(d.get("format_version", 0)) > FORMAT_VERSION:
+        raise IndexMetaError(f"{path} was written by a newer uniretrieve; upgrade uniretrieve")
+    known = {f.name for f in fields(IndexMeta)}
+    return IndexMeta(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,191 @@
+"""Tune nprobe (IVF, IVF-PQ) or efSearch (HNSW) to the smallest value that reaches a recall@k target against exact
+search, optionally under a per-query latency budget, and record what was achieved.
+
+Unlike autofaiss (criteo/autofaiss external/optimize.py), which searches for the largest parameter under a latency
+budget and only reports recall afterwards — measured with database vectors as their own queries — the target here
+is recall, and queries are either real cross-modal queries (`--tune-queries` shards, e.g. encoded captions for an
+image index) or held-out database vectors searched leave-one-out (the query's own row is excluded from both the
+exact and the ANN results, so it cannot inflate recall).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from uniretrieve.index.exact import exact_search, recall_at_k
+
+PARAM_OF_TYPE = {"ivf": "nprobe", "ivfpq": "nprobe", "hnsw": "efSearch", "flat": ""}
+LATENCY_QUERIES = 32
+
+
+@dataclass
+class TuneQueries:
+    """Queries with their exact top-(2k) (extra columns let tie-aware recall count ties past rank k)."""
+
+    vectors: np.ndarray
+    gt_ids: np.ndarray
+    gt_scores: np.ndarray
+    kind: str
+    """"cross-modal queries from <dirs>" or "held-out database vectors (leave-one-out)"."""
+    exclude: np.ndarray | None = None
+    """Per query the internal id to drop from the ANN results (leave-one-out), or None."""
+
+
+@dataclass
+class TuneResult:
+    param: str
+    value: int
+    recall: float
+    latency_ms: float
+    target: float
+    reached: bool
+    k: int
+    queries: int
+    query_kind: str
+    latency_budget_ms: float | None = None
+    note: str = ""
+    sweep: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def search_params(self) -> dict[str, int]:
+        return {self.param: self.value} if self.param else {}
+
+
+def make_tune_queries(
+    blocks: Callable[[], Any],
+    queries: np.ndarray,
+    k: int,
+    *,
+    kind: str,
+    exclude: np.ndarray | None = None,
+    exact: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None,
+) -> TuneQueries:
+    """Exact ground truth for `queries` over the database streamed by `blocks()` (one more pass over the shards).
+
+    exact: the exact-search function (index/exact.py's numpy version, or gpu.py's torch one on CUDA).
+    """
+    fn = exact or exact_search
+    gt_s, gt_i = fn(blocks(), queries, 2 * k, exclude=exclude)
+    return TuneQueries(np.ascontiguousarray(queries, np.float32), gt_i, gt_s, kind, exclude)
+
+
+def set_param(index: Any, param: str, value: int) -> None:
+    """Set nprobe / efSearch on any wrapping (IndexPreTransform for OPQ, GPU shards) via FAISS's ParameterSpace."""
+    import faiss
+
+    if not param:
+        return
+    space = faiss.GpuParameterSpace() if _is_gpu(index) else faiss.ParameterSpace()
+    space.set_index_parameter(index, param, value)
+
+
+def _is_gpu(index: Any) -> bool:
+    return "Gpu" in type(index).__name__ or "Shards" in type(index).__name__ or "Replicas" in type(index).__name__
+
+
+def candidates(index_type: str, nlist: int, k: int) -> list[int]:
+    """Ascending values to try: powers of two up to nlist (nprobe), or 16 … 4096 and at least k (efSearch)."""
+    if index_type in ("ivf", "ivfpq"):
+        vals = [2**i for i in range(0, 32) if 2**i < nlist] + [nlist]
+        return sorted(set(vals))
+    if index_type == "hnsw":
+        return [v for v in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if v >= k] or [k]
+    return [0]
+
+
+def measure(
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+    tq: TuneQueries,
+    k: int,
+    *,
+    latency: bool,
+) -> tuple[float, float]:
+    """(recall@k, median single-query latency in ms or nan) of `search(queries, k)` on the tuning queries."""
+    fetch = k + 1 if tq.exclude is not None else k
+    _, ids = search(tq.vectors, fetch)
+    if tq.exclude is not None:
+        ids = _drop_excluded(ids, tq.exclude, k)
+    rec = recall_at_k(ids, tq.gt_ids, tq.gt_scores, k)
+    lat = float("nan")
+    if latency:
+        times = []
+        for q in tq.vectors[:LATENCY_QUERIES]:
+            t0 = time.perf_counter()
+            search(q[None, :], fetch)
+            times.append((time.perf_counter() - t0) * 1000)
+        lat = float(np.median(times))
+    return rec, lat
+
+
+def _drop_excluded(ids: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
+    out = np.full((ids.shape[0], k), -1, np.int64)
+    for r in range(ids.shape[0]):
+        row = ids[r][ids[r] != exclude[r]][:k]
+        out[r, : len(row)] = row
+    return out
+
+
+def tune(
+    index: Any,
+    index_type: str,
+    tq: TuneQueries,
+    *,
+    target: float,
+    k: int = 10,
+    nlist: int = 0,
+    latency_ms: float | None = None,
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> TuneResult:
+    """The smallest parameter reaching `target` recall@k (bisection between the powers of two that bracket it); with a
+    latency budget, the best recall whose latency fits. The index is left set to the chosen value."""
+    param = PARAM_OF_TYPE[index_type]
+    run = search or (lambda q, kk: index.search(q, kk))
+    sweep: list[dict[str, float]] = []
+
+    def at(value: int, latency: bool) -> tuple[float, float]:
+        set_param(index, param, value)
+        rec, lat = measure(run, tq, k, latency=latency)
+        sweep.append({"value": value, "recall": round(rec, 5), **({"latency_ms": round(lat, 4)} if latency else {})})
+        return rec, lat
+
+    if not param:  # flat: exact by construction, measured anyway so a broken index cannot pass silently
+        rec, lat = at(0, True)
+        return TuneResult("", 0, rec, lat, target, rec >= target, k, len(tq.vectors), tq.kind, latency_ms, sweep=sweep)
+
+    vals = candidates(index_type, nlist, k)
+    lo, hi = None, None  # last failing value, first passing value
+    results: dict[int, tuple[float, float]] = {}
+    for v in vals:
+        results[v] = at(v, latency_ms is not None)
+        if latency_ms is not None and results[v][1] > latency_ms:
+            break
+        if results[v][0] >= target:
+            hi = v
+            break
+        lo = v
+    if hi is not None and lo is not None and hi - lo > 1:
+        a, b = lo, hi  # recall(a) < target <= recall(b); bisect for the smallest passing value
+        while b - a > 1:
+            mid = (a + b) // 2
+            results[mid] = at(mid, latency_ms is not None)
+            if results[mid][0] >= target and (latency_ms is None or results[mid][1] <= latency_ms):
+                b = mid
+            else:
+                a = mid
+        hi = b
+    note = ""
+    if hi is None:
+        fits = [v for v, (_, lat) in results.items() if latency_ms is None or lat <= latency_ms]
+        hi = max(fits, key=lambda v: (results[v][0], -v)) if fits else min(results)
+        note = (f"target recall {target} not reached" + (f" within {latency_ms} ms" if latency_ms is not None else "")
+                + f"; best {param}={hi} gives {results[hi][0]:.4f}")
+    rec, lat = at(hi, True)
+    return TuneResult(param, hi, rec, lat, target, rec >= target and (latency_ms is None or lat <= latency_ms), k,
+                      len(tq.vectors), tq.kind, latency_ms, note, sweep)

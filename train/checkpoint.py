@@ -1,0 +1,279 @@
+"""Checkpoints: atomic save/load of everything an exact resume needs, the final adapter, and the merged export.
+
+Layout of one resumable checkpoint (`<output_dir>/checkpoints/step-000100/`):
+
+    adapter/              peft LoRA weights + adapter_config.json (float32 master weights: a resume is exact)
+    optimizer.pt          AdamW state
+    scheduler.pt          learning-rate schedule state
+    rng-rank{r}.pt        torch CPU/CUDA, Python and NumPy RNG states of rank r (dropout continues identically)
+    config.yaml           the resolved training config
+    trainer_state.json    step, data position, last metrics; written last: a directory without it is incomplete
+
+A checkpoint is built in a hidden temporary directory next to its final name and renamed into place, so a crash
+never leaves a half-written `step-*` behind. Under torchrun all ranks write into the same directory (a shared
+filesystem is assumed, as for any multi-node checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from uniretrieve.train import distributed
+from uniretrieve.train.config import atomic_write_text, save_config
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+ADAPTER = "adapter"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, incomplete or does not match the run; the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Atomic files and directories
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def torch_save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished temporary directory to `final`, replacing an existing one (as atomically as POSIX allows:
+    the old directory is moved aside first, so `final` is always either the old or the new complete version)."""
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with f.open("rb") as fh:
+                os.fsync(fh.fileno())
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def fresh_tmp_dir(final: Path) -> Path:
+    tmp = final.with_name(f".{final.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)  # left over by a crashed save
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+# --------------------------------------------------------------------------------------------------------------
+# RNG
+# --------------------------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Adapter
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _write_adapter(student: Any, path: Path) -> None:
+    student.model.save_pretrained(str(path))
+
+
+def save_adapter(student: Any, path: Path, config: Any | None = None) -> Path:
+    """The trained LoRA adapter (peft format) plus the resolved config, atomically. Rank 0 only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = fresh_tmp_dir(path)
+    _write_adapter(student, tmp)
+    if config is not None:
+        save_config(config, tmp / "config.yaml")
+    replace_dir(tmp, path)
+    return path
+
+
+def load_adapter_weights(student: Any, adapter_dir: Path) -> None:
+    """Load saved LoRA weights into the (already LoRA-wrapped) student, in place, exactly."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    f = Path(adapter_dir) / "adapter_model.safetensors"
+    if not f.is_file():
+        raise CheckpointError(f"{adapter_dir} holds no adapter_model.safetensors; the checkpoint is incomplete")
+    result = set_peft_model_state_dict(student.model, load_file(str(f), device=str(student.device)))
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise CheckpointError(
+            f"{f} has weights the current LoRA layout lacks ({unexpected[:3]} ...); the checkpoint was made with "
+            "other lora settings"
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Resumable checkpoints
+# --------------------------------------------------------------------------------------------------------------
+
+
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    return Path(output_dir) / CHECKPOINTS / f"step-{step:06d}"
+
+
+def save_checkpoint(
+    output_dir: Path,
+    *,
+    student: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    step: int,
+    position: Mapping[str, int],
+    config: Any,
+    metrics: Mapping[str, float],
+) -> Path:
+    """Write `checkpoints/step-XXXXXX` after optimizer step `step` (1-based count of completed steps).
+
+    Collective under torchrun: every rank must call it (each writes its RNG state; rank 0 writes the rest).
+    """
+    final = checkpoint_dir(output_dir, step)
+    tmp = final.with_name(f".{final.name}.tmp")
+    if distributed.is_main():
+        fresh_tmp_dir(final)
+    distributed.barrier()
+    torch_save_atomic(rng_state(), tmp / f"rng-rank{distributed.rank()}.pt")
+    if distributed.is_main():
+        _write_adapter(student, tmp / ADAPTER)
+        torch_save_atomic(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch_save_atomic(scheduler.state_dict(), tmp / "scheduler.pt")
+        save_config(config, tmp / "config.yaml")
+    distributed.barrier()
+    if distributed.is_main():
+        state = {
+            "step": step,
+            "position": dict(position),
+            "world_size": distributed.world_size(),
+            "metrics": dict(metrics),
+        }
+        atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=2) + "\n")
+        replace_dir(tmp, final)
+    distributed.barrier()
+    return final
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The complete checkpoint with the highest step under `output_dir`, or None."""
+    root = Path(output_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    done = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
+
+
+def read_trainer_state(ckpt: Path) -> dict[str, Any]:
+    f = Path(ckpt) / STATE_FILE
+    if not f.is_file():
+        raise CheckpointError(f"{ckpt} is not a complete checkpoint (no {STATE_FILE}); pick another step-* dir")
+    return json.loads(f.read_text())
+
+
+def load_checkpoint(
+    ckpt: Path, *, student: Any, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
+    """Restore LoRA weights, optimizer, scheduler and this rank's RNG; returns the trainer state."""
+    ckpt = Path(ckpt)
+    state = read_trainer_state(ckpt)
+    if state.get("world_size", 1) != distributed.world_size():
+        raise CheckpointError(
+            f"{ckpt} was written by {state.get('world_size')} processes, this run has {distributed.world_size()}; "
+            "resume with the same number of processes (the per-rank RNG streams and data slices depend on it)"
+        )
+    load_adapter_weights(student, ckpt / ADAPTER)
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=student.device, weights_only=False))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
+    rng_file = ckpt / f"rng-rank{distributed.rank()}.pt"
+    if not rng_file.is_file():
+        raise CheckpointError(f"{rng_file} is missing; the checkpoint is incomplete")
+    set_rng_state(torch.load(rng_file, weights_only=False))
+    return state
+
+
+def prune_checkpoints(output_dir: Path, keep_last: int) -> list[Path]:
+    """Delete all but the `keep_last` newest complete checkpoints (0 keeps all); returns what was deleted."""
+    if keep_last <= 0:
+        return []
+    root = Path(output_dir) / CHECKPOINTS
+    done = sorted(
+        (p for p in root.glob("step-*") if (p / STATE_FILE).is_file()), key=lambda p: int(p.name.split("-")[1])
+    )
+    doomed = done[:-keep_last]
+    for p in doomed:
+        shutil.rmtree(p)
+    return doomed
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Merged export
+# --------------------------------------------------------------------------------------------------------------
+
+
+def save_merged(base: str, adapter_dir: Path, out_dir: Path, *, dtype: torch.dtype | str = "auto") -> Path:
+    """A full MLLM checkpoint (weights + processor) with the adapter folded in, loadable by `Encoder.from_pretrained`.
+
+    The base is loaded fresh from `base` on the CPU, so the vision tower and projector are exactly the base's
+    (stage 1 never changes them; "restored at inference", [P] §3.2). dtype "auto" keeps the checkpoint's own dtype.
+    """
+    from uniretrieve.models.loading import load_backbone
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    loaded = load_backbone(base, device=torch.device("cpu"), dtype=dtype, adapter=str(adapter_dir))  # type: ignore[arg-type]
+    tmp = fresh_tmp_dir(out_dir)
+    loaded.model.save_pretrained(str(tmp))
+    loaded.processor.save_pretrained(str(tmp))
+    cfg = Path(adapter_dir) / "config.yaml"
+    if cfg.is_file():
+        shutil.copy2(cfg, tmp / "config.yaml")
+    provenance = {"base": base, "base_source": loaded.source, "adapter": str(Path(adapter_dir).resolve())}
+    atomic_write_text(tmp / "uniretrieve-merge.json", json.dumps(provenance, indent=2) + "\n")
+    replace_dir(tmp, out_dir)
+    return out_dir

@@ -1,0 +1,221 @@
+"""The ablation's CLIP-style dual encoder: separate towers, pooled outputs, a 77-token text limit, trained with the
+CLIP contrastive loss on the same image–caption data and step × batch budget as the MLLM's pretraining.
+
+It is the paper's foil (unime-method.md §5): a dual encoder whose text tower cannot read past 77 tokens, so long
+captions lose their tail. It uses transformers' real `CLIPModel`, with the tiny base's vision-tower sizes and its
+tokenizer (shared vocabulary, so the comparison is about architecture, not tokenization).
+
+`ClipStyleEncoder` offers the `encode(items)` interface of `uniretrieve.Encoder`, so the same evaluation code scores
+both. An item with both text and image (instruction tasks) is embedded as the normalised sum of its image and text
+embeddings (a simple late fusion, our choice); an instruction is prepended to the text.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from uniretrieve.models.images import load_image
+from uniretrieve.train.batching import ShuffledEpochs
+from uniretrieve.train.checkpoint import fresh_tmp_dir, replace_dir
+from uniretrieve.train.config import ConfigError, OptimConfig, atomic_write_text, save_config
+from uniretrieve.train.loop import build_optimizer, build_scheduler, seed_everything
+from uniretrieve.train.pretrain_data import read_llava_pretrain
+from uniretrieve.train.tiny_base import TinyBaseConfig
+from uniretrieve.types import Item
+
+CLIP_TEXT_TOKENS = 77
+"""CLIP's context length (Radford et al., 2021), the limit Long-CLIP and the UniME paper point at."""
+
+
+@dataclass(kw_only=True)
+class ClipBaselineConfig:
+    data: str
+    """LLaVA-Pretrain json or folder: the same image–caption pairs the tiny MLLM is pretrained on."""
+    tokenizer: str
+    """A directory with the tiny base's tokenizer (e.g. the pretraining run's `processor/`)."""
+    output_dir: str
+    batch_size: int = 64
+    max_steps: int = 1000
+    seed: int = 0
+    log_every: int = 10
+    text_layers: int = 4
+    text_hidden: int = 256
+    projection_dim: int = 256
+    max_text_tokens: int = CLIP_TEXT_TOKENS
+    base: TinyBaseConfig = field(default_factory=TinyBaseConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, weight_decay=0.1, warmup_steps=50))
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 2 or self.max_steps < 1:
+            raise ConfigError("batch_size must be >= 2 and max_steps >= 1")
+
+
+def _tokenize(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str, torch.Tensor]:
+    """`<s> text </s>` cut to `max_tokens` (the `</s>` always kept: CLIP pools at the first eos), right-padded."""
+    rows = []
+    for t in texts:
+        ids = tokenizer(t, add_special_tokens=False)["input_ids"][: max_tokens - 2]
+        rows.append([tokenizer.bos_token_id, *ids, tokenizer.eos_token_id])
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def build_clip(cfg: ClipBaselineConfig, tokenizer: Any) -> Any:
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+    b = cfg.base
+    text = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.text_hidden,
+        intermediate_size=4 * cfg.text_hidden,
+        num_hidden_layers=cfg.text_layers,
+        num_attention_heads=max(1, cfg.text_hidden // 64),
+        max_position_embeddings=cfg.max_text_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=b.vision_hidden,
+        intermediate_size=4 * b.vision_hidden,
+        num_hidden_layers=b.vision_layers,
+        num_attention_heads=b.vision_heads,
+        image_size=b.image_size,
+        patch_size=b.patch_size,
+    )
+    config = CLIPConfig(
+        text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=cfg.projection_dim
+    )
+    torch.manual_seed(cfg.seed)
+    return CLIPModel(config)
+
+
+def train_clip_baseline(cfg: ClipBaselineConfig, *, console: Any | None = None) -> Path:
+    """Train and save the dual encoder to `output_dir/final` (model, tokenizer, image processor, config)."""
+    from rich.console import Console
+    from transformers import AutoTokenizer, CLIPImageProcessor
+
+    console = console or Console()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    seed_everything(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": cfg.base.image_size},
+        crop_size={"height": cfg.base.image_size, "width": cfg.base.image_size},
+    )
+    model = build_clip(cfg, tokenizer).train()
+    examples = read_llava_pretrain(cfg.data)
+    plan = ShuffledEpochs(len(examples), cfg.batch_size, seed=cfg.seed)
+    optimizer = build_optimizer(list(model.parameters()), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
+    t0 = time.perf_counter()
+    with (out / "metrics.jsonl").open("w") as log:
+        for step in range(cfg.max_steps):
+            ex = [examples[i] for i in plan.global_batch(step)]
+            text = _tokenize(tokenizer, [e.caption for e in ex], cfg.max_text_tokens)
+            pixels = image_processor([load_image(e.image) for e in ex], return_tensors="pt")["pixel_values"]
+            loss = model(**text, pixel_values=pixels, return_loss=True).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
+                row = {"step": step + 1, "loss": round(float(loss.detach()), 5),
+                       "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                console.print(f"clip-baseline step {step + 1}/{cfg.max_steps}  loss {row['loss']:.4f}")
+    final = out / "final"
+    tmp = fresh_tmp_dir(final)
+    model.eval().save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    image_processor.save_pretrained(tmp)
+    atomic_write_text(tmp / "clip_baseline.json", json.dumps({"max_text_tokens": cfg.max_text_tokens}))
+    replace_dir(tmp, final)
+    return final
+
+
+class ClipStyleEncoder:
+    """`encode(items)` over a trained dual encoder, returning L2-normalised float32 `[N, D]` like `Encoder`."""
+
+    family = "clip_dual_encoder"
+    prompt_regime = "clip"
+
+    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_text_tokens: int, source: str) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.max_text_tokens = max_text_tokens
+        self.model_id = source
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> ClipStyleEncoder:
+        from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+        p = Path(path)
+        meta = json.loads((p / "clip_baseline.json").read_text())
+        return cls(
+            CLIPModel.from_pretrained(p, dtype=torch.float32),
+            AutoTokenizer.from_pretrained(p),
+            CLIPImageProcessor.from_pretrained(p),
+            meta["max_text_tokens"],
+            str(p),
+        )
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.projection_dim)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "family": self.family, "dim": self.dim, "prompt_regime": "clip",
+                "max_text_tokens": self.max_text_tokens, "normalized": True}  # fmt: skip
+
+    @torch.inference_mode()
+    def _texts(self, texts: Sequence[str]) -> torch.Tensor:
+        out = self.model.get_text_features(**_tokenize(self.tokenizer, texts, self.max_text_tokens))
+        return F.normalize(getattr(out, "pooler_output", out), dim=-1)
+
+    @torch.inference_mode()
+    def _images(self, images: Sequence[Any]) -> torch.Tensor:
+        pixels = self.image_processor([load_image(im) for im in images], return_tensors="pt")["pixel_values"]
+        out = self.model.get_image_features(pixel_values=pixels)
+        return F.normalize(getattr(out, "pooler_output", out), dim=-1)
+
+    def encode(self, items: Sequence[Item], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+        out = np.zeros((len(items), self.dim), dtype=np.float32)
+        for s in range(0, len(items), batch_size):
+            chunk = items[s : s + batch_size]
+            vec = torch.zeros((len(chunk), self.dim))
+            t_idx = [i for i, it in enumerate(chunk) if it.text is not None]
+            i_idx = [i for i, it in enumerate(chunk) if it.image is not None]
+            if t_idx:
+                texts = [" ".join(x for x in (chunk[i].instruction, chunk[i].text) if x) for i in t_idx]
+                vec[t_idx] += self._texts(texts)
+            if i_idx:
+                vec[i_idx] += self._images([chunk[i].image for i in i_idx])
+            out[s : s + len(chunk)] = F.normalize(vec, dim=-1).numpy()
+        return out
+
+    def encode_texts(self, texts: Sequence[str], instruction: str | None = None, **kw: Any) -> np.ndarray:
+        return self.encode([Item(text=t, instruction=instruction) for t in texts], **kw)
+
+    def encode_images(self, images: Sequence[Any], instruction: str | None = None, **kw: Any) -> np.ndarray:
+        return self.encode([Item(image=im, instruction=instruction) for im in images], **kw)

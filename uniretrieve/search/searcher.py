@@ -1,0 +1,323 @@
+"""`Searcher`: an index directory + its id map + the model it was built with → ranked hits for queries.
+
+    s = Searcher.load("idx/")                    # the model recorded in index.json loads on first text/image query
+    s.search(texts=["a red car"], k=10)           # list (per query) of lists of Hit
+    s.search(images=["q.jpg"], where="modality = 'text'")
+    s.search(vectors=q)                           # float32 [n, D], no model needed
+
+Filtered search (`where`) over-fetches until k passing hits come back (fetch grows ×4, starting from
+k · N / passing rows), and answers the few queries still short with a search restricted to the passing ids, so k
+hits come back whenever k rows pass (clip-retrieval's service has no metadata filters at all).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from uniretrieve.search.filters import FILTER_COLUMNS, WhereFilter
+from uniretrieve.search.query import Query, Term, combine
+from uniretrieve.types import ImageLike, Item
+
+MAX_OVERFETCH = 65536  # past this many candidates per query, a restricted search is cheaper than fetching more
+
+
+class ModelMismatchError(ValueError):
+    """A query model other than the index's (another space), refused unless forced."""
+
+
+@dataclass
+class Hit:
+    rank: int
+    score: float
+    internal_id: int
+    id: str
+    modality: str | None = None
+    text: str | None = None
+    source: str | None = None
+    instruction: str | None = None
+    group_id: str | None = None
+    width: int | None = None
+    height: int | None = None
+    shard: str | None = None
+    row: int | None = None
+    metadata: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class Searcher:
+    """Search one index directory. Build with `Searcher.load`."""
+
+    def __init__(self, index_dir: Path, meta: Any, index: Any, idmap: pa.Table, *, encoder: Any = None,
+                 model: str | None = None, force: bool = False, device: str | None = None,
+                 gpu: bool | None = None) -> None:
+        from uniretrieve.index import gpu as gpu_mod
+        from uniretrieve.index.tune import set_param
+
+        self.dir = index_dir
+        self.meta = meta
+        self.cpu_index = index
+        self.idmap = idmap
+        self.device = device
+        self.force = force
+        self._model_override = model
+        self._encoder = None
+        self.timings: dict[str, float] = {}
+        self.filter_columns = [c for c in (*FILTER_COLUMNS, "metadata") if c in idmap.column_names]
+        for name, value in meta.search_params.items():
+            set_param(index, name, int(value))
+        self.on_gpu = False
+        self.work = index
+        self.torch_exact = None
+        use_gpu = gpu_mod.resolve_gpu(gpu) if gpu is not False else False
+        if use_gpu and meta.type in gpu_mod.GPU_INDEX_TYPES:
+            try:
+                self.work = gpu_mod.index_to_gpus(index, fp16=meta.type == "flat")
+                for name, value in meta.search_params.items():
+                    set_param(self.work, name, int(value))
+                self.on_gpu = True
+            except RuntimeError:  # a layout the GPU indexes lack (e.g. SQ8 re-ranking): stay on the CPU
+                self.work = index
+        elif gpu is not False and meta.type == "flat" and gpu_mod.cuda_device_count() > 0:
+            # CUDA but no FAISS GPU build: exact search as a torch matmul + top-k on the device
+            self.torch_exact = gpu_mod.TorchExactIndex(index.reconstruct_n(0, index.ntotal))
+        if encoder is not None:
+            self._set_encoder(encoder)
+
+    @classmethod
+    def load(cls, index_dir: str | Path, *, model: str | None = None, force: bool = False, device: str | None = None,
+             encoder: Any = None, gpu: bool | None = False) -> Searcher:
+        """Open `index_dir` (index.faiss, idmap.parquet, index.json), checking they agree.
+
+        model: query with this model instead of the recorded one; refused (ModelMismatchError) when its weights
+        differ from the index's unless `force`. encoder: an already loaded Encoder (same check).
+        gpu: None = FAISS GPUs when present; False = CPU (the default for the Python API); True = require a GPU.
+        """
+        import faiss
+
+        from uniretrieve.index.idmap import IDMAP_NAME, read_idmap
+        from uniretrieve.index.meta import INDEX_NAME, IndexMetaError, read_meta
+
+        d = Path(index_dir)
+        meta = read_meta(d)
+        index = faiss.read_index(str(d / INDEX_NAME))
+        idmap = read_idmap(d / IDMAP_NAME)
+        if index.ntotal != meta.num_vectors or len(idmap) != index.ntotal or index.d != meta.dim:
+            raise IndexMetaError(f"{d}: index.faiss holds {index.ntotal} × {index.d}, idmap.parquet {len(idmap)} rows, "
+                                 f"index.json says {meta.num_vectors} × {meta.dim}; rebuild the index")
+        return cls(d, meta, index, idmap, encoder=encoder, model=model, force=force, device=device, gpu=gpu)
+
+    # --- the model ---------------------------------------------------------------------------------------------
+    @property
+    def encoder(self) -> Any:
+        """The query encoder: --model if given, else the model recorded in index.json (loaded on first use)."""
+        if self._encoder is None:
+            from uniretrieve.models.encoder import Encoder
+
+            rec = {**self.meta.model, **self.meta.encoder}
+            name = self._model_override or rec.get("source") or rec.get("model_id")
+            if not name:
+                raise ModelMismatchError(f"{self.dir}/index.json records no model; pass --model to encode queries "
+                                         f"(vector queries need none)")
+            t0 = time.perf_counter()
+            adapter = rec.get("adapter") if self._model_override is None else None
+            enc = Encoder.from_pretrained(name, device=self.device, adapter=adapter,
+                                          prompt_regime=rec.get("prompt_regime") or "e5v",
+                                          max_text_tokens=rec.get("max_text_tokens"))
+            self.timings["model_load"] = time.perf_counter() - t0
+            self._set_encoder(enc)
+        return self._encoder
+
+    def _set_encoder(self, enc: Any) -> None:
+        check_model(self.meta.model, enc.describe(), self.meta.dim, force=self.force, where=str(self.dir))
+        self._encoder = enc
+
+    def encode(self, queries: Sequence[Query]) -> np.ndarray:
+        """Embed queries (all terms in one encode call), combining weighted terms → float32 [n, D]."""
+        items = [t.item for q in queries for t in q.terms]
+        t0 = time.perf_counter()
+        vecs = self.encoder.encode(items)
+        out = np.empty((len(queries), self.meta.dim), np.float32)
+        pos = 0
+        for i, q in enumerate(queries):
+            n = len(q.terms)
+            out[i] = combine(vecs[pos : pos + n], [t.weight for t in q.terms])
+            pos += n
+        self.timings["encode"] = self.timings.get("encode", 0.0) + time.perf_counter() - t0
+        return out
+
+    # --- search ------------------------------------------------------------------------------------------------
+    def search(
+        self,
+        texts: Sequence[str] | None = None,
+        images: Sequence[ImageLike] | None = None,
+        vectors: np.ndarray | None = None,
+        *,
+        queries: Sequence[Query] | None = None,
+        k: int = 10,
+        where: str | None = None,
+        instruction: str | None = None,
+    ) -> list[list[Hit]]:
+        """Hits for each query, in the order given: texts, then images, then vectors, then `queries`."""
+        qs: list[Query] = []
+        qs += [Query([Term(1.0, Item(text=t, instruction=instruction))], t) for t in texts or []]
+        qs += [Query([Term(1.0, Item(image=im, instruction=instruction))], str(im)) for im in images or []]
+        parts = [self.encode(qs)] if qs else []
+        if queries:
+            parts.append(self.encode(list(queries)))
+        if vectors is not None:
+            v = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+            if v.shape[1] != self.meta.dim:
+                raise ValueError(f"query vectors have dim {v.shape[1]}, the index {self.meta.dim}")
+            parts.append(v)
+        if not parts:
+            return []
+        return self.search_vectors(np.concatenate(parts), k=k, where=where)
+
+    def search_vectors(self, vectors: np.ndarray, *, k: int = 10, where: str | None = None) -> list[list[Hit]]:
+        if k <= 0:
+            raise ValueError("k must be positive")
+        q = np.ascontiguousarray(vectors, dtype=np.float32)
+        t0 = time.perf_counter()
+        if where:
+            scores, ids = self._search_filtered(q, k, self.where_mask(where))
+        else:
+            scores, ids = self._raw_search(q, min(k, self.cpu_index.ntotal))
+        self.timings["search"] = self.timings.get("search", 0.0) + time.perf_counter() - t0
+        return [self._hits(s, i) for s, i in zip(scores, ids, strict=True)]
+
+    def where_mask(self, where: str) -> np.ndarray:
+        """Boolean mask over internal ids of the rows passing `where`."""
+        t0 = time.perf_counter()
+        mask = WhereFilter(where, self.filter_columns).mask(self.idmap)
+        self.timings["filter"] = self.timings.get("filter", 0.0) + time.perf_counter() - t0
+        return mask
+
+    def _raw_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        from uniretrieve.index import gpu as gpu_mod
+
+        if self.torch_exact is not None:
+            return self.torch_exact.search(q, k)
+        return gpu_mod.search_index(self.work, q, k, on_gpu=self.on_gpu, cpu_index=self.cpu_index)
+
+    def _wide_search(self, q: np.ndarray, fetch: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`fetch` candidates with the search effort scaled by fetch/k: the tuned nprobe/efSearch reach the
+        target recall for k results, and `fetch` results need proportionally more lists probed (or a wider beam)."""
+        from uniretrieve.index.tune import set_param
+
+        params = self.meta.search_params
+        scale = fetch / k
+        wider = {}
+        if "nprobe" in params:
+            wider["nprobe"] = min(int(self.meta.choice.get("nlist") or params["nprobe"]),
+                                  math.ceil(params["nprobe"] * scale))
+        if "efSearch" in params:
+            wider["efSearch"] = max(fetch, math.ceil(params["efSearch"] * scale))
+        try:
+            for name, value in wider.items():
+                set_param(self.work, name, value)
+            return self._raw_search(q, fetch)
+        finally:
+            for name in wider:
+                set_param(self.work, name, int(params[name]))
+
+    def _search_filtered(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = self.cpu_index.ntotal
+        n_ok = int(allowed.sum())
+        nq = len(q)
+        out_s = np.full((nq, k), -np.inf, np.float32)
+        out_i = np.full((nq, k), -1, np.int64)
+        if n_ok == 0:
+            return out_s, out_i
+        want = min(k, n_ok)
+        fetch = min(n, max(k, math.ceil(k * n / n_ok * 1.5)))
+        pending = np.arange(nq)
+        while len(pending):
+            s, i = self._wide_search(q[pending], fetch, k)
+            ok = (i >= 0) & allowed[np.where(i >= 0, i, 0)]
+            still = []
+            for row, qi in enumerate(pending):
+                keep = np.flatnonzero(ok[row])[:k]
+                if len(keep) >= want:
+                    out_s[qi, : len(keep)], out_i[qi, : len(keep)] = s[row, keep], i[row, keep]
+                else:
+                    still.append(qi)
+            pending = np.asarray(still, dtype=np.int64)
+            if fetch >= min(n, MAX_OVERFETCH):
+                break
+            fetch = min(n, fetch * 4)
+        if len(pending):
+            s, i = self._restricted_search(q[pending], k, np.flatnonzero(allowed))
+            out_s[pending], out_i[pending] = s, i
+        return out_s, out_i
+
+    def _restricted_search(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Search only `ids`: FAISS's ID selector with every IVF list probed (flat, IVF, IVF-PQ), or exact scores
+        of the reconstructed vectors (HNSW, whose graph walk cannot reach rows cut off by the filter)."""
+        import faiss
+
+        from uniretrieve.index.exact import exact_search
+
+        index = self.cpu_index
+        if self.meta.type == "hnsw" or "Refine" in self.meta.factory:
+            vecs = index.reconstruct_batch(ids.astype(np.int64))
+            s, local = exact_search([vecs], q, k)
+            return s, np.where(local >= 0, ids[np.maximum(local, 0)], -1)
+        sel = faiss.IDSelectorBatch(ids.astype(np.int64))
+        if self.meta.type in ("ivf", "ivfpq"):
+            ivf = faiss.extract_index_ivf(index)
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=ivf.nlist)
+        else:
+            params = faiss.SearchParameters(sel=sel)
+        return index.search(q, k, params=params)
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
+        valid = ids >= 0
+        rows = self.idmap.take(pa.array(ids[valid])).to_pylist()
+        hits = []
+        for rank, (score, row) in enumerate(zip(scores[valid], rows, strict=True), start=1):
+            meta = row.get("metadata")
+            hits.append(Hit(
+                rank=rank, score=float(score), internal_id=int(row["internal_id"]), id=row["id"],
+                modality=row.get("modality"), text=row.get("text"), source=row.get("source"),
+                instruction=row.get("instruction"), group_id=row.get("group_id"), width=row.get("width"),
+                height=row.get("height"), shard=row.get("shard"), row=row.get("row"),
+                metadata=_json_or_raw(meta),
+            ))
+        return hits
+
+
+def _json_or_raw(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return {"raw": text}
+    return obj if isinstance(obj, dict) else {"value": obj}
+
+
+def check_model(recorded: dict[str, Any], described: dict[str, Any], dim: int, *, force: bool, where: str) -> None:
+    """Refuse a query model whose dim differs (always) or whose weights differ from the index's (unless forced)."""
+    qdim = int(described.get("dim", dim))
+    if qdim != dim:
+        raise ModelMismatchError(f"the query model {described.get('model_id')!r} makes {qdim}-d vectors but {where} "
+                                 f"holds {dim}-d vectors; it cannot search this index")
+    rec_hash, new_hash = recorded.get("weight_hash"), described.get("weight_hash")
+    same = (rec_hash == new_hash) if rec_hash and new_hash else recorded.get("model_id") == described.get("model_id")
+    if not same and not force:
+        raise ModelMismatchError(
+            f"{where} was built with model {recorded.get('model_id')!r} (weights {rec_hash or '?'}), but the query "
+            f"model is {described.get('model_id')!r} (weights {new_hash or '?'}): their vectors live in different "
+            f"spaces and results would be meaningless. Drop --model to use the index's model, or pass --force."
+        )
