@@ -5,16 +5,16 @@ It is the paper's foil (unime-method.md §5): a dual encoder whose text tower ca
 captions lose their tail. It uses transformers' real `CLIPModel`, with the tiny base's vision-tower sizes and its
 tokenizer (shared vocabulary, so the comparison is about architecture, not tokenization).
 
-`ClipStyleEncoder` offers the `encode(items)` interface of `uniretrieve.Encoder`, so the same evaluation code scores
-both. An item with both text and image (instruction tasks) is embedded as the normalised sum of its image and text
-embeddings (a simple late fusion, our choice); an instruction is prepended to the text.
+`ClipStyleEncoder` offers the interface of `uniretrieve.Encoder`, so the same evaluation code scores both. An item
+with both text and image (instruction tasks) is embedded as the normalised sum of its image and text embeddings (a
+simple late fusion, our choice); an instruction is prepended to the text.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from uniretrieve.models.backbones import MMEB_IMAGE_PLACEHOLDER
 from uniretrieve.models.images import load_image
 from uniretrieve.train.batching import ShuffledEpochs
 from uniretrieve.train.checkpoint import fresh_tmp_dir, replace_dir
@@ -153,18 +154,59 @@ def train_clip_baseline(cfg: ClipBaselineConfig, *, console: Any | None = None) 
     return final
 
 
-class ClipStyleEncoder:
-    """`encode(items)` over a trained dual encoder, returning L2-normalised float32 `[N, D]` like `Encoder`."""
+@dataclass
+class ClipBatch:
+    """Prepared inputs of a batch: tokenized texts and/or pixels, and which rows have which."""
 
-    family = "clip_dual_encoder"
-    prompt_regime = "clip"
+    text: dict[str, torch.Tensor] | None
+    pixels: torch.Tensor | None
+    text_rows: list[int]
+    image_rows: list[int]
+    size: int
+    truncated: int = 0
 
-    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_text_tokens: int, source: str) -> None:
-        self.model = model.eval()
+
+class ClipInputBuilder:
+    """Items → `ClipBatch` (CPU work only; picklable for DataLoader workers, like `InputBuilder`)."""
+
+    def __init__(self, tokenizer: Any, image_processor: Any, max_text_tokens: int) -> None:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.max_text_tokens = max_text_tokens
+
+    def __call__(self, items: Sequence[Item]) -> ClipBatch:
+        t_rows = [i for i, it in enumerate(items) if it.text is not None or it.instruction]
+        i_rows = [i for i, it in enumerate(items) if it.image is not None]
+        texts = [_clip_text(items[i]) for i in t_rows]
+        text = _tokenize(self.tokenizer, texts, self.max_text_tokens) if texts else None
+        pixels = None
+        if i_rows:
+            images = [load_image(items[i].image) for i in i_rows]
+            pixels = self.image_processor(images, return_tensors="pt")["pixel_values"]
+        return ClipBatch(text, pixels, t_rows, i_rows, len(items))
+
+
+def _clip_text(item: Item) -> str:
+    """Instruction and text as plain words: CLIP has no prompt template, and MMEB's image placeholder is dropped."""
+    raw = " ".join(x for x in (item.instruction, item.text) if x)
+    return " ".join(raw.replace(MMEB_IMAGE_PLACEHOLDER, " ").split())
+
+
+class ClipStyleEncoder:
+    """The `Encoder` interface (`encode`, `batches`, `input_builder`, `forward`, `describe`) over a trained dual
+    encoder, so the evaluation harness scores it unchanged. Prompts do not exist for it: `prompt_regime` may be set
+    to whichever regime a benchmark asks for, the texts are embedded as plain words either way."""
+
+    family = "clip_dual_encoder"
+
+    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_text_tokens: int, source: str) -> None:
+        self.model = model.eval()
+        self.input_builder = ClipInputBuilder(tokenizer, image_processor, max_text_tokens)
+        self.max_text_tokens = max_text_tokens
         self.model_id = source
+        self.prompt_regime = "e5v"
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> ClipStyleEncoder:
@@ -185,33 +227,28 @@ class ClipStyleEncoder:
         return int(self.model.config.projection_dim)
 
     def describe(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "family": self.family, "dim": self.dim, "prompt_regime": "clip",
+        return {"model_id": self.model_id, "family": self.family, "dim": self.dim, "prompt_regime": "none",
                 "max_text_tokens": self.max_text_tokens, "normalized": True}  # fmt: skip
 
-    @torch.inference_mode()
-    def _texts(self, texts: Sequence[str]) -> torch.Tensor:
-        out = self.model.get_text_features(**_tokenize(self.tokenizer, texts, self.max_text_tokens))
-        return F.normalize(getattr(out, "pooler_output", out), dim=-1)
+    def batches(self, items: Sequence[Item], batch_size: int) -> Iterator[list[int]]:
+        for s in range(0, len(items), batch_size):
+            yield list(range(s, min(s + batch_size, len(items))))
 
     @torch.inference_mode()
-    def _images(self, images: Sequence[Any]) -> torch.Tensor:
-        pixels = self.image_processor([load_image(im) for im in images], return_tensors="pt")["pixel_values"]
-        out = self.model.get_image_features(pixel_values=pixels)
-        return F.normalize(getattr(out, "pooler_output", out), dim=-1)
+    def forward(self, batch: ClipBatch) -> torch.Tensor:
+        vec = torch.zeros((batch.size, self.dim))
+        if batch.text is not None:
+            out = self.model.get_text_features(**batch.text)
+            vec[batch.text_rows] += F.normalize(getattr(out, "pooler_output", out), dim=-1)
+        if batch.pixels is not None:
+            out = self.model.get_image_features(pixel_values=batch.pixels)
+            vec[batch.image_rows] += F.normalize(getattr(out, "pooler_output", out), dim=-1)
+        return F.normalize(vec, dim=-1)
 
     def encode(self, items: Sequence[Item], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         out = np.zeros((len(items), self.dim), dtype=np.float32)
-        for s in range(0, len(items), batch_size):
-            chunk = items[s : s + batch_size]
-            vec = torch.zeros((len(chunk), self.dim))
-            t_idx = [i for i, it in enumerate(chunk) if it.text is not None]
-            i_idx = [i for i, it in enumerate(chunk) if it.image is not None]
-            if t_idx:
-                texts = [" ".join(x for x in (chunk[i].instruction, chunk[i].text) if x) for i in t_idx]
-                vec[t_idx] += self._texts(texts)
-            if i_idx:
-                vec[i_idx] += self._images([chunk[i].image for i in i_idx])
-            out[s : s + len(chunk)] = F.normalize(vec, dim=-1).numpy()
+        for idx in self.batches(items, batch_size):
+            out[idx] = self.forward(self.input_builder([items[i] for i in idx])).numpy()
         return out
 
     def encode_texts(self, texts: Sequence[str], instruction: str | None = None, **kw: Any) -> np.ndarray:

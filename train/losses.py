@@ -160,7 +160,7 @@ def kd_kl_loss(
 
 
 def _select_hard_negatives(
-    sim: torch.Tensor, *, k: int, beta: float, fill: Fill
+    sim: torch.Tensor, *, k: int, beta: float, fill: Fill, same: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Filter false negatives and pick the k hardest survivors per row, on a *detached* [n, n] similarity matrix.
 
@@ -177,6 +177,8 @@ def _select_hard_negatives(
     positive = sim.diagonal()
     # [P] §3.3.1: α_i = cos(q_i, c_i+) + β; every candidate above α_i is a likely false negative.
     excluded = (sim > positive[:, None] + beta) & ~eye
+    if same is not None:  # candidates known to equal the positive (the same answer text or image)
+        excluded = excluded | (same & ~eye)
     candidate = ~eye & ~excluded
     n_candidates = candidate.sum(dim=1)
     slot = torch.arange(k, device=device)
@@ -204,12 +206,14 @@ def _select_hard_negatives(
 
 
 def _hard_negative_direction(
-    sim: torch.Tensor, *, k: int, beta: float, temperature: float, fill: Fill
+    sim: torch.Tensor, *, k: int, beta: float, temperature: float, fill: Fill, same: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Mean InfoNCE over rows of `sim` [n, n] (row i: anchor i, positive column i), plus detached statistics."""
     n = sim.shape[0]
     detached = sim.detach()
-    idx, valid, excluded, distinct, n_candidates = _select_hard_negatives(detached, k=k, beta=beta, fill=fill)
+    idx, valid, excluded, distinct, n_candidates = _select_hard_negatives(
+        detached, k=k, beta=beta, fill=fill, same=same
+    )
     positive = sim.diagonal()[:, None]  # [n, 1], differentiable
     negatives = sim.gather(1, idx)  # [n, k], differentiable through the selected entries only
     logits = torch.cat([positive, negatives], dim=1) / temperature
@@ -229,11 +233,17 @@ def _hard_negative_direction(
     return loss, stats
 
 
-def _in_batch_direction(sim: torch.Tensor, *, beta: float, temperature: float) -> tuple[torch.Tensor, dict]:
-    """Plain in-batch InfoNCE: every other column is a negative; no filtering (statistics still report the filter)."""
+def _in_batch_direction(
+    sim: torch.Tensor, *, beta: float, temperature: float, same: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict]:
+    """Plain in-batch InfoNCE: every other column is a negative (except known duplicates of the positive); no
+    similarity filtering (statistics still report what the filter would remove)."""
     n = sim.shape[0]
     labels = torch.arange(n, device=sim.device)
-    loss = F.cross_entropy(sim / temperature, labels)
+    logits = sim / temperature
+    if same is not None:
+        logits = logits.masked_fill(same & ~torch.eye(n, dtype=torch.bool, device=sim.device), float("-inf"))
+    loss = F.cross_entropy(logits, labels)
     with torch.no_grad():
         detached = sim.detach()
         eye = torch.eye(n, dtype=torch.bool, device=sim.device)
@@ -259,6 +269,7 @@ def hard_negative_infonce(
     symmetric: bool = False,
     in_batch: bool = False,
     normalize: bool = True,
+    same_target: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """InfoNCE over the positive and the k hardest in-batch negatives, after false-negative filtering (UniME stage 2).
 
@@ -302,6 +313,10 @@ def hard_negative_infonce(
             then ``loss = (qt_loss + tq_loss) / 2``. Default off, as in [P] Eq. 4 and [R].
         in_batch: ignore the filter and top-k and use every other row as a negative (plain in-batch InfoNCE,
             ``cross_entropy(S / τ, arange(n))``); an ablation baseline.
+        same_target: optional [n, n] bool, True where target j is known to be the same content as target i (the
+            same answer text or image, frequent in classification and VQA data). Such candidates are excluded like
+            false negatives, whatever their similarity: they are positives the β filter cannot see (their similarity
+            equals the positive's). Default None: the paper's behaviour.
         normalize: L2-normalise the inputs (default). Set False only for inputs that are already unit vectors
             and where raw dot products are wanted.
 
@@ -332,10 +347,14 @@ def hard_negative_infonce(
         q, t = F.normalize(q, dim=-1), F.normalize(t, dim=-1)
     sim = q @ t.T  # [n, n]: sim[i, j] = cos(query i, target j)
 
+    if same_target is not None and same_target.shape != sim.shape:
+        raise ValueError(f"same_target must be [n, n] = {tuple(sim.shape)}; got {tuple(same_target.shape)}")
+    same = None if same_target is None else same_target.to(device=sim.device, dtype=torch.bool)
+
     def direction(s: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if in_batch:
-            return _in_batch_direction(s, beta=beta, temperature=temperature)
-        return _hard_negative_direction(s, k=k, beta=beta, temperature=temperature, fill=fill)
+            return _in_batch_direction(s, beta=beta, temperature=temperature, same=same)
+        return _hard_negative_direction(s, k=k, beta=beta, temperature=temperature, fill=fill, same=same)
 
     qt_loss, stats = direction(sim)
     out: dict[str, torch.Tensor] = {"loss": qt_loss, "qt_loss": qt_loss}

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from uniretrieve._version import __version__
+from uniretrieve.cli import demo as demo_cmd
 from uniretrieve.cli import encode as encode_cmd
 from uniretrieve.cli import eval as eval_cmd
 from uniretrieve.cli import index as index_cmd
@@ -45,6 +46,7 @@ def _root(
 
 
 # --- sub-commands (one line each) -------------------------------------------------------------------------
+app.command("demo")(demo_cmd.demo)
 app.command("models")(models_cmd.models)
 app.add_typer(scenes_cmd.app, name="scenes")
 app.add_typer(index_cmd.app, name="index")

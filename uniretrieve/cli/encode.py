@@ -19,7 +19,9 @@ def encode(
         Path, typer.Argument(help="Image folder (recursive) or a .txt/.jsonl/.csv/.parquet table.")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Shard directory (created or resumed).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Checkpoint dir, hub id or registered name.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Checkpoint dir, hub id or registered name (built in: unime-tiny).")
+    ] = "unime-tiny",
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter directory merged into the model.")] = None,
     prompt_regime: Annotated[str, typer.Option(help="e5v (Summary-above prompts) or mmeb.")] = "e5v",
     instruction: Annotated[str | None, typer.Option(help="One instruction for every item.")] = None,

@@ -117,3 +117,12 @@ def presets() -> None:
 
     for name in list_presets():
         typer.echo(f"{name}\t{preset_path(name)}")
+
+
+from uniretrieve.cli.train_recipe import pretrain as _pretrain  # noqa: E402
+from uniretrieve.cli.train_recipe import unime_tiny as _unime_tiny  # noqa: E402
+from uniretrieve.cli.train_stage2 import stage2 as _stage2  # noqa: E402
+
+app.command("stage2")(_stage2)
+app.command("pretrain")(_pretrain)
+app.command("unime-tiny")(_unime_tiny)

@@ -39,7 +39,13 @@ def resolve_source(name_or_path: str) -> str:
     reg = REGISTERED_MODELS.get(name_or_path)
     if reg is not None:
         if reg.shipped:
-            return str(resources.files("uniretrieve").joinpath(reg.source))
+            path = Path(str(resources.files("uniretrieve").joinpath(reg.source)))
+            if not (path / "config.json").exists():
+                raise ModelLoadError(
+                    f"the built-in {name_or_path} has no weights at {path}; rebuild them with "
+                    f"`uniretrieve train {name_or_path} --out runs/{name_or_path} --install`"
+                )
+            return str(path)
         return reg.source
     return name_or_path
 

@@ -1,0 +1,102 @@
+"""The paper's ablation, measured on generated scenes (issue: built-in model; UniME Table 5 analogue).
+
+    python -m benchmarks.ablation --recipe runs/unime-tiny --out runs/ablation
+
+Rows (all scored on the recipe's held-out test split, a seed never used in training):
+  CLIP-style dual encoder   separate towers, pooled, 77-token text limit, CLIP loss on the same image–caption pairs,
+                            as many pairs as the MLLM's pretraining and stage 2 together
+  base MLLM, prompted       the generatively pretrained base, E5-V prompts, no UniME training
+  stage 1 only              base → stage 1
+  stage 2 only              base → stage 2
+  stage 2, in-batch         base → stage 1 → stage 2 with plain in-batch InfoNCE instead of hard negatives
+  stage 1 + stage 2         = unime-tiny
+The recipe (`uniretrieve train unime-tiny --out runs/unime-tiny`) provides the data, the base, stage 1 and
+stage 1 + stage 2; this script trains the three other rows, evaluates all six and prints a Markdown table (and
+`--json`). Each step is skipped when its output exists, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+
+def train_rows(recipe: Path, out: Path, cfg: dict[str, Any], console: Any) -> dict[str, Any]:
+    """Train the rows the recipe does not make; returns row name → model path or encoder."""
+    from uniretrieve.train.clip_baseline import ClipBaselineConfig, ClipStyleEncoder, train_clip_baseline
+    from uniretrieve.train.config import load_config
+    from uniretrieve.train.stage2 import Stage2Config, run_stage2
+
+    data = recipe / "data"
+    base, stage1 = recipe / "base" / "final", recipe / "stage1" / "merged"
+
+    def stage2(name: str, start: Path, overrides: list[str]) -> Path:
+        run = out / name
+        if (run / "merged" / "config.json").exists():
+            return run / "merged"
+        s2 = load_config(Stage2Config, cfg["stage2_preset"], [*cfg["stage2_overrides"], *overrides], model=str(start),
+                         output_dir=str(run), seed=cfg["seed"],
+                         **{"data.root": str(data / "mmeb-train"), "checkpoint.merge": True})  # fmt: skip
+        return Path(run_stage2(s2, console=console).merged_dir)
+
+    clip_dir = out / "clip" / "final"
+    if not (clip_dir / "clip_baseline.json").exists():
+        s2_steps = load_config(Stage2Config, cfg["stage2_preset"], cfg["stage2_overrides"], model="x",
+                               output_dir="x", **{"data.root": "x"})  # fmt: skip
+        pairs = cfg["pretrain_steps"] * 32 + (s2_steps.max_steps or 0) * s2_steps.batch_size
+        clip_dir = train_clip_baseline(ClipBaselineConfig(
+            data=str(data / "llava-pretrain"), tokenizer=str(recipe / "base" / "processor"),
+            output_dir=str(out / "clip"), batch_size=32, max_steps=max(1, pairs // 32), seed=cfg["seed"]),
+            console=console)  # fmt: skip
+    return {
+        "CLIP-style dual encoder": ClipStyleEncoder.from_pretrained(clip_dir),
+        "base MLLM, prompted": base,
+        "stage 1 only": stage1,
+        "stage 2 only": stage2("stage2-only", base, []),
+        "stage 1 + stage 2, in-batch negatives": stage2("stage2-inbatch", stage1, ["loss.in_batch=true"]),
+        "stage 1 + stage 2 (unime-tiny)": recipe / "stage2" / "merged",
+    }
+
+
+def main() -> None:
+    from rich.console import Console
+
+    from uniretrieve.train.model_card import markdown_table
+    from uniretrieve.train.recipe_tiny import evaluate_model
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", type=Path, required=True, help="the `uniretrieve train unime-tiny --out` folder")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    console = Console()
+    cfg = json.loads((args.recipe / "model" / "recipe.json").read_text())
+    t0 = time.perf_counter()
+    rows = train_rows(args.recipe, args.out, cfg, console)
+    scores: dict[str, Any] = {}
+    cache = args.out / "scores.json"
+    done = json.loads(cache.read_text()) if cache.exists() else {}
+    for name, model in rows.items():
+        if name in done:
+            scores[name] = done[name]
+            continue
+        console.print(f"scoring {name}")
+        if isinstance(model, Path):
+            scores[name] = evaluate_model(model, args.recipe / "data")
+        else:
+            scores[name] = evaluate_model("clip-baseline", args.recipe / "data", encoder=model)
+        done[name] = scores[name]
+        cache.write_text(json.dumps(done))
+    table = markdown_table(scores)
+    console.print(table)
+    console.print(f"{time.perf_counter() - t0:.0f} s on {platform.processor() or platform.machine()}")
+    if args.json:
+        args.json.write_text(json.dumps(scores, indent=2))
+
+
+if __name__ == "__main__":
+    main()

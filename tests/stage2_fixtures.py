@@ -1,0 +1,64 @@
+"""Small MMEB-train-format data for the stage-2 tests, and a spawnable stage-2 rank."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 30)}
+
+
+def write_mmeb_train(root: Path, rows: int = 8) -> Path:
+    """Two subsets: image→text (`Cls`: image query, label target) and text→image (`T2I`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    img_dir = root / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    names = list(COLOURS)
+    for i in range(rows):
+        c = names[i % 4]
+        Image.new("RGB", (20 + i, 24), COLOURS[c]).save(img_dir / f"im{i}.png")
+    cls = {"qry": ["<|image_1|>\nRepresent the given image for classification\n"] * rows,
+           "qry_image_path": [f"images/im{i}.png" for i in range(rows)],
+           "pos_text": [f"{names[i % 4]} picture {i}" for i in range(rows)], "pos_image_path": [""] * rows,
+           "neg_text": [""] * rows, "neg_image_path": [""] * rows}  # fmt: skip
+    t2i = {"qry": [f"Find an image of a {names[i % 4]} picture number {i}" for i in range(rows)],
+           "qry_image_path": [""] * rows, "pos_text": ["<|image_1|>\nRepresent the given image.\n"] * rows,
+           "pos_image_path": [f"images/im{i}.png" for i in range(rows)]}  # fmt: skip
+    for name, cols in (("Cls", cls), ("T2I", t2i)):
+        (root / name).mkdir(exist_ok=True)
+        pq.write_table(pa.table(cols), root / name / "original-00000-of-00001.parquet")
+    return root
+
+
+def stage2_config(model_dir: Path, data: Path, out: Path, **overrides: Any) -> Any:
+    from uniretrieve.train.config import load_config
+    from uniretrieve.train.stage2 import Stage2Config
+
+    values: dict[str, Any] = {"model": str(model_dir), "output_dir": str(out), "data.root": str(data),
+                              "batch_size": 8, "chunk_size": 3, "max_steps": 3, "log_every": 1, "device": "cpu",
+                              "data.image_size": 32, "loss.k": 3, "checkpoint.every_steps": 0,
+                              "checkpoint.merge": False, **overrides}  # fmt: skip
+    return load_config(Stage2Config, "stage2-tiny", [], **values)
+
+
+def ddp_stage2_worker(rank: int, world: int, port: int, cfg_dict: dict[str, Any]) -> None:
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    from uniretrieve.train.config import config_from_dict
+    from uniretrieve.train.stage2 import Stage2Config, run_stage2
+
+    try:
+        run_stage2(config_from_dict(Stage2Config, cfg_dict))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

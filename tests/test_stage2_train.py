@@ -1,0 +1,117 @@
+"""Stage 2 end to end: MMEB-train data, the chunked step = the plain step, CLI run, merged model, 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from tests.stage2_fixtures import ddp_stage2_worker, stage2_config, write_mmeb_train
+from tests.train_fixtures import free_port, single_thread  # noqa: F401  (fixture)
+from uniretrieve import Encoder
+from uniretrieve.cli.app import app
+from uniretrieve.train.config import LoraConfig, config_to_dict
+from uniretrieve.train.gradcache import gradcache_step
+from uniretrieve.train.stage2 import HardNegConfig, hn_loss_fn, prepare_groups, run_stage2
+from uniretrieve.train.stage2_data import Stage2DataConfig, Stage2DataError, load_stage2_data
+from uniretrieve.train.student import build_student
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_subsets_caps_weights_and_prompts(tmp_path: Path) -> None:
+    root = write_mmeb_train(tmp_path / "mmeb", rows=8)
+    data = load_stage2_data(Stage2DataConfig(root=str(root), image_size=16))
+    assert data.counts == {"Cls": 8, "T2I": 8} and len(data.pool) == 16
+    mixed = load_stage2_data(
+        Stage2DataConfig(root=str(root), caps={"Cls": 3}, weights={"Cls": 2.0, "T2I": 0.5}), seed=1
+    )
+    assert mixed.counts == {"Cls": 6, "T2I": 4}
+    cls_rows = [mixed.pairs[i].row for i in mixed.pool if mixed.pairs[i].subset == "Cls"]
+    assert len(set(cls_rows)) == 3 and all(cls_rows.count(r) == 2 for r in set(cls_rows))
+    assert load_stage2_data(Stage2DataConfig(root=str(root), subsets=["T2I"])).counts == {"T2I": 8}
+
+    pair = data.pairs[0]
+    e5v = data.item(pair.query, pair.query_image, "e5v")
+    assert e5v.text == "Represent the given image for classification" and e5v.image.size == (16, 16)
+    raw = data.item(pair.query, pair.query_image, "mmeb")
+    assert raw.text.startswith("<|image_1|>")
+    with pytest.raises(Stage2DataError, match="Nope"):
+        load_stage2_data(Stage2DataConfig(root=str(root), subsets=["Nope"]))
+    with pytest.raises(Stage2DataError, match="not a folder"):
+        load_stage2_data(Stage2DataConfig(root=str(tmp_path / "missing")))
+
+
+def test_chunked_step_equals_plain_full_batch_step(tiny_model_dir: Path, tmp_path: Path) -> None:
+    root = write_mmeb_train(tmp_path / "mmeb", rows=4)
+    data = load_stage2_data(Stage2DataConfig(root=str(root), image_size=32))
+    torch.manual_seed(0)
+    student = build_student(str(tiny_model_dir), LoraConfig(r=4, alpha=8, dropout=0.0, init="random"),
+                            device="cpu", precision="fp32")  # fmt: skip
+    batch = list(range(len(data.pool)))  # queries and targets each mix image and text-only items
+    groups, n = prepare_groups(student, data, batch, "e5v")
+    assert len(groups) == 4
+    loss_cfg = HardNegConfig(k=3, temperature=0.05)
+    loss_fn = hn_loss_fn(groups, n, loss_cfg)
+
+    plain = loss_fn(*[student.embed(g[2]) for g in groups])
+    plain["loss"].backward()
+    want = {k: p.grad.clone() for k, p in student.trainable_parameters()}
+    assert all(g.abs().sum() > 0 for g in want.values())
+    for chunk in (1, 3):
+        for _, p in student.trainable_parameters():
+            p.grad = None
+        out = gradcache_step([student.embed] * len(groups), [g[2] for g in groups], loss_fn, chunk_size=chunk)
+        assert out["loss"].item() == pytest.approx(plain["loss"].item(), rel=1e-5)
+        for k, p in student.trainable_parameters():
+            torch.testing.assert_close(p.grad, want[k], rtol=1e-4, atol=1e-5 * want[k].abs().max().item(), msg=k)
+
+
+def test_cli_stage2_trains_and_merges(tiny_model_dir: Path, tmp_path: Path) -> None:
+    root = write_mmeb_train(tmp_path / "mmeb", rows=8)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", "stage2", "--model", str(tiny_model_dir), "--data", str(root),
+                                   "-o", str(out), "--max-steps", "3", "--merge", "--set", "batch_size=8",
+                                   "--set", "chunk_size=4", "--set", "loss.k=3", "--set", "data.image_size=32",
+                                   "--set", "log_every=1"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["loss"] == r["loss"] for r in rows)  # finite
+    assert {"false_negative_rate", "hard_negative_sim"} <= rows[0].keys()
+    enc = Encoder.from_pretrained(str(out / "merged"), device="cpu")
+    base = Encoder.from_pretrained(str(tiny_model_dir), device="cpu")
+    assert (enc.encode_texts(["red picture"]) != base.encode_texts(["red picture"])).any()
+    bad = CliRunner().invoke(app, ["train", "stage2", "--model", str(tiny_model_dir), "--data",
+                                   str(tmp_path / "nope"), "-o", str(tmp_path / "r2")])  # fmt: skip
+    assert bad.exit_code != 0 and "not a folder" in bad.output
+
+
+def test_two_processes_equal_one(tiny_model_dir: Path, tmp_path: Path) -> None:
+    root = write_mmeb_train(tmp_path / "mmeb", rows=8)
+    common = {"lora.dropout": 0.0, "lora.init": "random", "max_steps": 2}
+    one = stage2_config(tiny_model_dir, root, tmp_path / "one", **common)
+    run_stage2(one)
+    two = stage2_config(tiny_model_dir, root, tmp_path / "two", **common)
+    mp.start_processes(ddp_stage2_worker, args=(2, free_port(), config_to_dict(two)), nprocs=2, join=True,
+                       start_method="spawn")  # fmt: skip
+    la = [json.loads(x)["loss"] for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x)["loss"] for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert lb == pytest.approx(la, rel=1e-5)
+    a = load_file(str(tmp_path / "one" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "adapter" / "adapter_model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize("preset", ["stage2-tiny", "stage2-llava-next-mistral-7b"])
+def test_stage2_presets_parse(preset: str) -> None:
+    from uniretrieve.train.config import load_config
+    from uniretrieve.train.stage2 import Stage2Config
+
+    cfg = load_config(Stage2Config, preset, [], model="m", output_dir="o", **{"data.root": "d"})
+    assert cfg.loss.k == 8 and cfg.loss.beta == pytest.approx(0.1) and cfg.loss.temperature == pytest.approx(0.02)

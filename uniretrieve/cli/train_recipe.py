@@ -1,0 +1,42 @@
+"""`uniretrieve train pretrain` and `uniretrieve train unime-tiny`: the built-in model's own training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def pretrain(
+    data: Annotated[Path, typer.Option(help="LLaVA-Pretrain json or its folder (e.g. scenes/llava-pretrain).")],
+    output_dir: Annotated[Path, typer.Option(help="Run folder (resumes from its checkpoints).")],
+    max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 800,
+    batch_size: Annotated[int, typer.Option(help="Image–caption pairs per step.")] = 32,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Generative (image → caption) pretraining of the tiny LLaVA base, from scratch."""
+    from uniretrieve.train.pretrain_run import PretrainConfig
+    from uniretrieve.train.pretrain_run import pretrain as run
+
+    final = run(PretrainConfig(data=str(data), output_dir=str(output_dir), max_steps=max_steps,
+                               batch_size=batch_size, seed=seed))  # fmt: skip
+    typer.echo(f"pretrained base → {final}")
+
+
+def unime_tiny(
+    out: Annotated[Path, typer.Option(help="Recipe folder: data, base, stage1, stage2, model.")],
+    install: Annotated[bool, typer.Option(help="Copy the result into the package as the built-in unime-tiny.")] = (
+        False
+    ),
+    pretrain_steps: Annotated[int, typer.Option(help="Generative pretraining steps.")] = 800,
+    train_scenes: Annotated[int, typer.Option(help="Training scenes to generate.")] = 5000,
+) -> None:
+    """Reproduce the built-in unime-tiny: scenes → pretraining → stage 1 → stage 2 → scores + model card."""
+    from uniretrieve.models.names import shipped_dir
+    from uniretrieve.train.recipe_tiny import TinyRecipeConfig, run_recipe
+    from uniretrieve.train.recipe_tiny import install as do_install
+
+    model = run_recipe(TinyRecipeConfig(out=str(out), pretrain_steps=pretrain_steps, train_scenes=train_scenes))
+    if install:
+        typer.echo(f"installed → {do_install(model, shipped_dir('unime-tiny'))}")

@@ -1,0 +1,61 @@
+"""`uniretrieve train stage2`: hard-negative enhanced instruction tuning over `uniretrieve.train.stage2`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from uniretrieve.cli.train_options import (
+    ConfigOpt,
+    MaxStepsOpt,
+    MergeOpt,
+    ModelOpt,
+    OutputOpt,
+    ResumeOpt,
+    SetOpt,
+    fail,
+    max_steps_overrides,
+)
+
+
+def stage2(
+    config: ConfigOpt = "stage2-tiny",
+    sets: SetOpt = None,
+    output_dir: OutputOpt = None,
+    model: ModelOpt = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="MMEB-train folder: one sub-folder of Parquet files per subset.")
+    ] = None,
+    image_root: Annotated[Path | None, typer.Option(help="Folder the image paths are relative to.")] = None,
+    max_steps: MaxStepsOpt = None,
+    merge: MergeOpt = None,
+    resume: ResumeOpt = None,
+) -> None:
+    """Stage 2: instruction tuning with false-negative filtering and top-k hard negatives (InfoNCE, GradCache)."""
+    from uniretrieve.models.images import ImageLoadError
+    from uniretrieve.train import distributed
+    from uniretrieve.train.checkpoint import CheckpointError
+    from uniretrieve.train.config import ConfigError, load_config
+    from uniretrieve.train.stage2 import Stage2Config, run_stage2
+    from uniretrieve.train.stage2_data import Stage2DataError
+
+    values: dict[str, object] = {
+        "model": model,
+        "output_dir": str(output_dir) if output_dir else None,
+        "data.root": str(data) if data else None,
+        "data.image_root": str(image_root) if image_root else None,
+        "checkpoint.merge": merge,
+        "checkpoint.resume": resume,
+    }
+    try:
+        cfg = load_config(Stage2Config, config, max_steps_overrides(sets, max_steps), **values)
+        result = run_stage2(cfg)
+    except (ConfigError, Stage2DataError, CheckpointError, ImageLoadError) as exc:
+        fail(exc)
+    if distributed.is_main():
+        typer.echo(f"adapter: {result.adapter_dir}")
+        if result.merged_dir:
+            typer.echo(f"merged model: {result.merged_dir}")
+    distributed.shutdown()
