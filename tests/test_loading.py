@@ -130,3 +130,13 @@ def test_processor_settings_from_registry_and_caller_reach_the_processor(tiny_ch
     n_default = enc.input_builder([Item(image=big_img)]).inputs["input_ids"].shape[1]
     n_small = small.input_builder([Item(image=big_img)]).inputs["input_ids"].shape[1]
     assert n_small < n_default
+
+
+def test_a_shipped_name_without_weights_says_how_to_build_them(monkeypatch) -> None:
+    from uniretrieve.models import names
+
+    monkeypatch.setitem(
+        names.REGISTERED_MODELS, "toy-tiny", names.RegisteredModel("weights/toy-tiny", "llava", "t", shipped=True)
+    )
+    with pytest.raises(ModelLoadError, match="uniretrieve train toy-tiny"):
+        Encoder.from_pretrained("toy-tiny")

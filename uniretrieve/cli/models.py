@@ -9,7 +9,7 @@ from rich.table import Table
 def models() -> None:
     """List the supported backbone families and the registered model names."""
     from uniretrieve.models.backbones import REGISTRY
-    from uniretrieve.models.names import REGISTERED_MODELS
+    from uniretrieve.models.names import REGISTERED_MODELS, shipped_dir
 
     console = Console()
     table = Table(title="Backbone families")
@@ -29,6 +29,11 @@ def models() -> None:
     names.add_column("name")
     names.add_column("resolves to")
     names.add_column("family")
+    names.add_column("status")
     for name, entry in REGISTERED_MODELS.items():
-        names.add_row(name, entry.source, entry.family)
+        status = "hub or a local copy"
+        if entry.shipped:
+            installed = (shipped_dir(name) / "config.json").exists()
+            status = "built in" if installed else f"not installed: uniretrieve train {name} --out DIR --install"
+        names.add_row(name, entry.source, entry.family, status)
     console.print(names)
