@@ -37,3 +37,23 @@ def test_clip_baseline_trains_and_truncates_at_77_tokens(tmp_path: Path) -> None
     a, b, c = enc.encode_texts([head + " red", head + " blue", "square " * 3 + "blue"])
     np.testing.assert_allclose(a, b, atol=1e-6)  # the difference lies past token 77: invisible to CLIP
     assert np.abs(a - c).max() > 1e-3
+
+
+def test_clip_vision_tower_initialises_the_mllm_vit(tmp_path: Path) -> None:
+    import torch
+
+    from uniretrieve.train.clip_baseline import build_clip
+    from uniretrieve.train.pretrain_run import load_vision_tower
+
+    tok = train_tokenizer(["a plain red square"] * 10, SMALL)
+    cfg = ClipBaselineConfig(data="x", tokenizer="x", output_dir="x", text_layers=1, text_hidden=32,
+                             projection_dim=16, base=SMALL, seed=3)  # fmt: skip
+    clip = build_clip(cfg, tok)
+    clip.save_pretrained(tmp_path / "clip")
+    model, _ = build_base(SMALL, tok)
+    tower = model.model.vision_tower
+    before = tower.state_dict()["embeddings.patch_embedding.weight"].clone()
+    load_vision_tower(model, tmp_path / "clip")
+    after = tower.state_dict()["embeddings.patch_embedding.weight"]
+    want = clip.vision_model.embeddings.patch_embedding.weight
+    assert torch.equal(after, want) and not torch.equal(before, want)

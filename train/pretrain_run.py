@@ -53,6 +53,9 @@ class PretrainConfig:
     log_every: int = 10
     checkpoint_every: int = 200
     keep_last: int = 1
+    vision_init: str | None = None
+    """A trained CLIP-style dual encoder (train/clip_baseline.py, same vision sizes) whose vision tower initialises
+    the ViT: contrastive pre-alignment, so the captioner starts from image-dependent features."""
     freeze_vision: bool = True
     """Keep the randomly initialised ViT fixed; train the projector and the language model. Trained jointly from
     scratch, the ViT collapsed in our runs to image-independent features (caption loss with a wrong image equal to
@@ -124,6 +127,8 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
     wrapper = REGISTRY["llava"].wrapper_for("mistral", frozenset())
     prompts = {r: caption_prompt(wrapper.template, "<image>", r) for r in {e.request for e in examples}}
 
+    if cfg.vision_init is not None and ckpt_missing(out):
+        load_vision_tower(model, Path(cfg.vision_init))
     if cfg.freeze_vision:
         model.model.vision_tower.requires_grad_(False)
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
@@ -179,6 +184,23 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
     atomic_write_text(tmp / "pretrain.json", json.dumps({"steps": cfg.max_steps, "data": cfg.data}, indent=2))
     replace_dir(tmp, final)
     return final
+
+
+def ckpt_missing(out: Path) -> bool:
+    return latest_checkpoint(out) is None
+
+
+def load_vision_tower(model: Any, clip_dir: Path) -> None:
+    """Copy a CLIPModel's vision transformer into the LLaVA's vision tower (same CLIPVisionConfig sizes)."""
+    from transformers import CLIPModel
+
+    clip = CLIPModel.from_pretrained(clip_dir, dtype=torch.float32)
+    state = clip.vision_model.state_dict()
+    tower = model.model.vision_tower
+    target = tower.vision_model if hasattr(tower, "vision_model") else tower
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if "post_layernorm" not in k]:
+        raise ValueError(f"{clip_dir}: vision weights do not fit the ViT (missing {missing}, unexpected {unexpected})")
 
 
 def _save_step(out: Path, step: int, model: Any, optimizer: Any, scheduler: Any) -> None:
