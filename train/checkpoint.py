@@ -16,7 +16,6 @@ filesystem is assumed, as for any multi-node checkpoint).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from uniretrieve.embed.manifest import fsync_dir
 from uniretrieve.train import distributed
 from uniretrieve.train.config import atomic_write_text, save_config
 
@@ -43,15 +43,6 @@ class CheckpointError(RuntimeError):
 # --------------------------------------------------------------------------------------------------------------
 # Atomic files and directories
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def torch_save_atomic(obj: Any, path: Path) -> None:
@@ -76,7 +67,7 @@ def replace_dir(tmp: Path, final: Path) -> None:
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     if old.exists():
         shutil.rmtree(old)
 

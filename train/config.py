@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import tempfile
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -384,18 +382,11 @@ def load_config(
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file atomically: temp file in the same directory, flush + fsync, os.replace."""
+    """Write a text file atomically (temp file in the same directory, fsync, rename; see embed/manifest.py)."""
+    from uniretrieve.embed.manifest import atomic_write_bytes
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_config(cfg: Any, path: Path) -> Path:
