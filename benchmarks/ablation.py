@@ -4,7 +4,7 @@
 
 Rows (all scored on the recipe's held-out test split, a seed never used in training):
   CLIP-style dual encoder   separate towers, pooled, 77-token text limit, CLIP loss on the same image–caption pairs,
-                            as many pairs as the MLLM's pretraining and stage 2 together
+                            as many pairs as the MLLM's ViT pre-alignment, pretraining and stage 2 together
   base MLLM, prompted       the generatively pretrained base, E5-V prompts, no UniME training
   stage 1 only              base → stage 1
   stage 2 only              base → stage 2
@@ -47,7 +47,8 @@ def train_rows(recipe: Path, out: Path, cfg: dict[str, Any], console: Any) -> di
     if not (clip_dir / "clip_baseline.json").exists():
         s2_steps = load_config(Stage2Config, cfg["stage2_preset"], cfg["stage2_overrides"], model="x",
                                output_dir="x", **{"data.root": "x"})  # fmt: skip
-        pairs = cfg["pretrain_steps"] * 32 + (s2_steps.max_steps or 0) * s2_steps.batch_size
+        pairs = (cfg.get("align_steps", 0) * cfg.get("align_batch_size", 0) + cfg["pretrain_steps"] * 32
+                 + (s2_steps.max_steps or 0) * s2_steps.batch_size)
         clip_dir = train_clip_baseline(ClipBaselineConfig(
             data=str(data / "llava-pretrain"), tokenizer=str(recipe / "base" / "processor"),
             output_dir=str(out / "clip"), batch_size=32, max_steps=max(1, pairs // 32), seed=cfg["seed"]),

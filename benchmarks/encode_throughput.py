@@ -12,7 +12,12 @@ JPEG files and caption texts (benchmarks/encode_inputs.py), then times, per moda
                 worker, full causal-LM forward with output_hidden_states=True, hidden_states[-1][:, -1];
   encoder     — `Encoder.encode`'s loop in-process (length-bucketed batches, base forward, no LM head), with the
                 processor and the forward timed apart: the profile of where Encoder time goes;
-  encoder+Nw  — the same batches built by N DataLoader workers from `enc.input_builder`.
+  encoder+Nw  — the same batches built by N DataLoader workers from `enc.input_builder`;
+  encoder bf16 — (--bf16) the in-process loop with the model in bfloat16: a precision change, opt-in in the Encoder,
+                so it is reported beside the fp32 paths, never as the default.
+Below each table: model FLOPs per item of the reference and of the Encoder (counted by torch's FlopCounterMode on
+the first items). Their ratio bounds what any exact implementation at the same precision can gain on compute-bound
+hardware: the Encoder already skips the LM head, the only work the reference does that an embedding never needs.
 Every path's embeddings are compared with the reference's (cosine per item); the command exits 1 when any is
 below --min-cos. Only ratios measured within one run are comparable on a shared machine.
 """
@@ -81,11 +86,14 @@ def bench_preset(
     mfu: bool,
     attn: str | None,
     seed: int,
+    bf16: bool = False,
 ) -> dict[str, Any]:
     """All timed runs of one preset; returns a JSON-able record (embeddings dropped)."""
+    import dataclasses
+
     import torch
 
-    from benchmarks.encoder_runs import encoder_flops, run_in_process, run_with_workers
+    from benchmarks.encoder_runs import count_flops, encoder_flops, run_in_process, run_with_workers
     from benchmarks.model_configs import parameter_count
     from benchmarks.reference_loop import run_reference
     from benchmarks.timing import RunResult, matmul_rate
@@ -96,6 +104,13 @@ def bench_preset(
     enc = Encoder.from_pretrained(
         str(_checkpoint(preset, cache, device)), device=device, dtype=dtype, attn_implementation=attn
     )
+    enc16 = (
+        Encoder.from_pretrained(
+            str(_checkpoint(preset, cache, device)), device=device, dtype=torch.bfloat16, attn_implementation=attn
+        )
+        if bf16
+        else None
+    )
     images, texts = _load_inputs(preset, cache, n_images, n_texts, seed)
     record: dict[str, Any] = {
         "preset": name,
@@ -104,6 +119,7 @@ def bench_preset(
         "dtype": preset.dtype,
         "attn_implementation": enc.model.config._attn_implementation,
         "runs": [],
+        "flops_per_item": {},
     }
     peak = matmul_rate(enc.device, dtype) if mfu else None
     record["matmul_flops_per_s"] = peak
@@ -125,6 +141,13 @@ def bench_preset(
         # Warm-up (untimed): first-call allocations, kernel selection, lazy imports in both paths.
         reference(1)
         run_in_process(enc, items[:batch_size], modality=modality, batch_size=batch_size)
+        if enc16 is not None:
+            run_in_process(enc16, items[:batch_size], modality=modality, batch_size=batch_size)
+        n_count = min(len(items), 8)
+        record["flops_per_item"][modality] = {
+            "reference": count_flops(lambda n=n_count, f=reference: f(n)) / n_count,
+            "encoder": encoder_flops(enc, items[:n_count], batch_size=batch_size) / n_count,
+        }
         best: dict[str, RunResult] = {}
         # Interleaved repeats, so machine-load drift hits every path alike; each path keeps its best pass.
         for _ in range(repeats):
@@ -133,6 +156,9 @@ def bench_preset(
                 runs.append(
                     run_with_workers(enc, items, modality=modality, batch_size=batch_size, workers=workers)
                 )
+            if enc16 is not None:
+                r16 = run_in_process(enc16, items, modality=modality, batch_size=batch_size)
+                runs.append(dataclasses.replace(r16, path="encoder bf16"))
             for r in runs:
                 if r.path not in best or r.seconds < best[r.path].seconds:
                     best[r.path] = r
@@ -220,6 +246,12 @@ def print_tables(report: dict[str, Any]) -> None:
                 cells.append(_fmt(None if r["mfu"] is None else 100 * r["mfu"], ".1f") + "%")
             table.add_row(*cells)
         console.print(table)
+        for modality, f in rec.get("flops_per_item", {}).items():
+            console.print(
+                f"  {modality}: model FLOPs per item, reference {f['reference'] / 1e9:.2f} G, Encoder "
+                f"{f['encoder'] / 1e9:.2f} G → an exact implementation at the same precision gains at most "
+                f"{f['reference'] / f['encoder']:.2f}× where compute-bound"
+            )
         for r in rec["runs"]:
             if r["modality"] == "images" and r["prep_items_per_s"]:
                 fwd = r["items"] / r["forward_seconds"]
@@ -275,6 +307,9 @@ def main(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON instead of tables.")
     ] = False,
+    bf16: Annotated[
+        bool, typer.Option(help="Add the Encoder in bfloat16 as an extra path (a precision change, opt-in).")
+    ] = False,
     seed: int = 0,
 ) -> None:
     import torch
@@ -314,6 +349,7 @@ def main(
                 bench_preset(
                     p, device=device, cache=cache, n_images=n_img, n_texts=n_txt, batch_size=batch_size,
                     workers=workers, ref_text_batch=ref_text_batch, repeats=repeats, mfu=mfu, attn=attn, seed=seed,
+                    bf16=bf16,
                 )
             )  # fmt: skip
             gc.collect()  # the next 7B model must not share the GPU with this one's leftovers

@@ -65,6 +65,17 @@ def run_with_workers(
 def encoder_flops(enc: Encoder, items: Sequence[Item], *, batch_size: int) -> int:
     """Model FLOPs (matmuls, convolutions, attention) of the Encoder's forward passes over `items`, counted by
     torch's FlopCounterMode in an untimed pass. These are the FLOPs an embedding needs: no LM head."""
+
+    def passes() -> None:
+        with torch.inference_mode():
+            for idx in enc.batches(items, batch_size):
+                enc.forward(enc.input_builder([items[i] for i in idx]))
+
+    return count_flops(passes)
+
+
+def count_flops(fn: Any) -> int:
+    """FLOPs (matmuls, convolutions, attention) that `fn()` runs, counted by torch's FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
     def sdpa_shapes(q: Any, k: Any, v: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
@@ -73,7 +84,6 @@ def encoder_flops(enc: Encoder, items: Sequence[Item], *, batch_size: int) -> in
     # torch's table covers the CUDA attention kernels but not the CPU flash kernel SDPA picks on CPU.
     cpu_sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa_shapes}
     counter = FlopCounterMode(display=False, custom_mapping=cpu_sdpa)
-    with counter, torch.inference_mode():
-        for idx in enc.batches(items, batch_size):
-            enc.forward(enc.input_builder([items[i] for i in idx]))
+    with counter:
+        fn()
     return int(counter.get_total_flops())

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformers import AutoConfig
 from typer.testing import CliRunner
 
 from benchmarks.encode_inputs import captions, write_images
@@ -105,21 +106,29 @@ def test_gpu_presets_have_the_real_sizes(name: str, published: float) -> None:
 
 def test_one_command_writes_a_complete_json_report(tmp_path: Path) -> None:
     args = ["--preset", "tiny", "--threads", "1", "--images", "2", "--texts", "5", "--workers", "1", "--mfu", "--json",
-            "--cache-dir", str(tmp_path)]  # fmt: skip
+            "--bf16", "--cache-dir", str(tmp_path)]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     (rec,) = report["presets"]
     assert rec["preset"] == "tiny"
     paths = {(r["modality"], r["path"]) for r in rec["runs"]}
-    assert paths == {(m, p) for m in ("images", "texts") for p in ("reference", "encoder", "encoder+1w")}
+    assert paths == {
+        (m, p) for m in ("images", "texts") for p in ("reference", "encoder", "encoder+1w", "encoder bf16")
+    }
     for r in rec["runs"]:
-        assert r["min_cos_vs_reference"] >= 0.999
+        assert r["min_cos_vs_reference"] >= (0.99 if r["path"] == "encoder bf16" else 0.999)
         assert r["items"] == (2 if r["modality"] == "images" else 5)
         assert r["items_per_s"] > 0 and r["tokens_per_s"] > 0 and r["mfu"] > 0
         assert r["cpu_seconds"] > 0 and r["cpu_speedup_vs_reference"] > 0
         if r["path"] == "reference":
             assert r["speedup_vs_reference"] == 1.0 == r["cpu_speedup_vs_reference"]
+    # Same image prompts, no padding: the reference's extra FLOPs are exactly its LM head over every position.
+    img = next(r for r in rec["runs"] if r["modality"] == "images" and r["path"] == "reference")
+    flops = rec["flops_per_item"]["images"]
+    text = AutoConfig.from_pretrained(tmp_path / "model-tiny").text_config
+    per_item_tokens = img["tokens"] / img["items"]
+    assert flops["reference"] - flops["encoder"] == 2 * per_item_tokens * text.hidden_size * text.vocab_size
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when no GPU is present")

@@ -57,6 +57,13 @@ def test_labels_cover_only_the_caption(tmp_path: Path) -> None:
         scored = b["input_ids"][row][b["labels"][row] != -100]
         text = tok.decode(scored)
         assert text.strip() in ("a red square</s>", "a much longer caption about a blue circle</s>")
+    # a text-only row (no image token) beside an image row: each scores its answer alone
+    text_prompt = "[INST] a red square\nSummary above sentence in one word: [/INST]"
+    b = caption_batch(proc, [prompt, text_prompt], [make_image(0), None], ["a red square", "red square"],
+                      max_length=64)  # fmt: skip
+    assert b["pixel_values"].shape[0] == 1
+    assert [tok.decode(b["input_ids"][r][b["labels"][r] != -100]).strip() for r in range(2)] == [
+        "a red square</s>", "red square</s>"]
 
 
 def test_pretraining_lowers_loss_resumes_exactly_and_loads(tmp_path: Path) -> None:
@@ -79,6 +86,23 @@ def test_pretraining_lowers_loss_resumes_exactly_and_loads(tmp_path: Path) -> No
     enc = Encoder.from_pretrained(str(final), device="cpu")
     assert enc.family == "llava" and enc.input_builder.wrapper.name == "mistral"
     assert enc.encode_texts(["a red square"]).shape == (1, SMALL.text_hidden)
+
+
+def test_max_caption_words_keeps_only_short_captions(tmp_path: Path) -> None:
+    from uniretrieve.train.config import ConfigError
+    from uniretrieve.train.pretrain_run import training_examples
+
+    data = _write_data(tmp_path / "data", n=4)
+    entries = json.loads((data / "blip_laion_cc_sbu_558k.json").read_text())
+    long = "a plain red square filling the picture, drawn with a darker red outline on nothing else at all"
+    entries.append({"id": "long", "image": "s0.png", "conversations": [
+        {"from": "human", "value": "<image>\nDescribe the image in detail."}, {"from": "gpt", "value": long}]})
+    (data / "blip_laion_cc_sbu_558k.json").write_text(json.dumps(entries))
+    assert len(training_examples(_cfg(data, tmp_path / "o", 1))) == 5
+    short = training_examples(_cfg(data, tmp_path / "o", 1, max_caption_words=10))
+    assert len(short) == 4 and all(e.caption != long for e in short)
+    with pytest.raises(ConfigError, match="at most 2 words"):
+        training_examples(_cfg(data, tmp_path / "o", 1, max_caption_words=2))
 
 
 def test_bad_data_is_named(tmp_path: Path) -> None:

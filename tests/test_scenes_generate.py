@@ -201,10 +201,25 @@ def test_mmeb_train_nli_and_pretrain_layouts(corpus: Corpus) -> None:
     assert len(rows) == 80 and list(rows[0]) == ["sent0", "sent1", "hard_neg"]
     assert all(r["sent0"] != r["sent1"] and r["hard_neg"] not in (r["sent0"], r["sent1"]) for r in rows)
     entries = json.loads((out / "llava-pretrain" / "blip_laion_cc_sbu_558k.json").read_text(encoding="utf-8"))
-    assert len(entries) == 80 and all(
-        (out / "llava-pretrain" / "images" / e["image"]).is_file() for e in entries
-    )
-    assert all(e["conversations"][0]["value"].startswith("<image>\n") for e in entries)
+    with_image = [e for e in entries if "image" in e]
+    assert all((out / "llava-pretrain" / "images" / e["image"]).is_file() for e in with_image)
+    assert all(e["conversations"][0]["value"].startswith("<image>\n") for e in with_image)
+    requests = [e["conversations"][0]["value"] for e in with_image]
+    assert requests.count("<image>\nDescribe the image.") == requests.count("<image>\nDescribe the image in detail.")
+    assert requests.count("<image>\nDescribe the image.") == 40
+    # E5-V summary rows: an image, or a short caption (text only), answered with one object's colour and shape
+    scenes = {json.loads(x)["scene_id"]: json.loads(x) for x in (out / "scenes" / "train.jsonl").read_text().splitlines()}
+    summaries = [e for e in with_image if e["conversations"][0]["value"].endswith("Summary above image in one word:")]
+    assert len(summaries) >= 40
+    for e in summaries:
+        objs = {f"{o['colour']} {o['shape']}" for o in scenes[e["image"].removesuffix(".jpg")]["objects"]}
+        assert e["conversations"][1]["value"] in objs
+    text_only = [e for e in entries if "image" not in e]
+    assert 20 <= len(text_only) <= 40
+    for e in text_only:
+        caption, ending = e["conversations"][0]["value"].rsplit("\n", 1)
+        assert ending == "Summary above sentence in one word:" and "<image>" not in caption
+        assert e["conversations"][1]["value"].split()[0] in caption.lower()
 
 
 def test_project_loaders_read_the_generated_layouts(corpus: Corpus) -> None:

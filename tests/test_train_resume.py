@@ -17,7 +17,7 @@ from tests.train_fixtures import (
     stage1_config,
     write_nli_csv,
 )
-from uniretrieve.train.batching import ShuffledEpochs, local_slice
+from uniretrieve.train.batching import GroupedEpochs, ShuffledEpochs, local_slice
 from uniretrieve.train.checkpoint import CheckpointError
 from uniretrieve.train.config import OptimConfig
 from uniretrieve.train.loop import lr_factor
@@ -118,3 +118,18 @@ def test_data_order_is_a_function_of_seed_and_step() -> None:
     assert local_slice([4, 5, 6]) == [4, 5, 6]  # single process: the whole batch
     with pytest.raises(ValueError, match="fewer than one batch"):
         ShuffledEpochs(2, 3, seed=0)
+
+
+def test_grouped_epochs_fill_each_batch_from_one_group_and_see_each_example_once() -> None:
+    groups = [0] * 50 + [1] * 33 + [2] * 7  # group 2 never fills a batch of 8: its rows wait (tails are dropped)
+    plan = GroupedEpochs(groups, 8, seed=1)
+    assert plan.steps_per_epoch == 6 + 4
+    for epoch in range(2):
+        batches = [plan.global_batch(epoch * plan.steps_per_epoch + b) for b in range(plan.steps_per_epoch)]
+        assert all(len({groups[i] for i in b}) == 1 for b in batches)
+        seen = [i for b in batches for i in b]
+        assert len(seen) == len(set(seen)) == 80
+        assert [groups[b[0]] for b in batches] != sorted(groups[b[0]] for b in batches)  # groups interleave
+    assert GroupedEpochs(groups, 8, seed=1).global_batch(13) == plan.global_batch(13)  # a function of seed, step
+    with pytest.raises(ValueError, match="no group holds a full batch"):
+        GroupedEpochs([0, 1, 2], 2, seed=0)

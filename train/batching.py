@@ -80,6 +80,36 @@ class ShuffledEpochs:
         return {"epoch": epoch, "batch_in_epoch": b}
 
 
+class GroupedEpochs(ShuffledEpochs):
+    """ShuffledEpochs whose every batch holds examples of one group only (e.g. one MMEB-train subset).
+
+    With mixed batches most in-batch negatives belong to other tasks and are told apart by their format alone (a
+    class label vs a caption vs an image); a batch from one task makes every negative a same-task candidate, as the
+    evaluation's candidate lists are. Each epoch shuffles each group, cuts it into full batches (a group's tail
+    is dropped) and shuffles the batches of all groups together: a pure function of (seed, epoch).
+    """
+
+    def __init__(self, groups: Sequence[int], batch_size: int, *, seed: int) -> None:
+        super().__init__(len(groups), batch_size, seed=seed)
+        self.groups = torch.as_tensor(list(groups), dtype=torch.long)
+        self.steps_per_epoch = int((torch.bincount(self.groups) // batch_size).sum())
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"no group holds a full batch of {batch_size}; lower batch_size or add data")
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if self._cache is None or self._cache[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            perm = torch.randperm(self.num_examples, generator=g)
+            batches = []
+            for gid in torch.unique(self.groups).tolist():
+                members = perm[self.groups[perm] == gid]
+                full = len(members) // self.batch_size
+                batches.append(members[: full * self.batch_size].view(full, self.batch_size))
+            stacked = torch.cat(batches)
+            self._cache = (epoch, stacked[torch.randperm(len(stacked), generator=g)].reshape(-1))
+        return self._cache[1]
+
+
 def local_slice(global_batch: Sequence[T]) -> list[T]:
     """This rank's contiguous share of the global batch (the whole batch in a single process)."""
     ws, r = world_size(), rank()

@@ -121,7 +121,7 @@ def train_clip_baseline(cfg: ClipBaselineConfig, *, console: Any | None = None) 
         crop_size={"height": cfg.base.image_size, "width": cfg.base.image_size},
     )
     model = build_clip(cfg, tokenizer).train()
-    examples = read_llava_pretrain(cfg.data)
+    examples = [e for e in read_llava_pretrain(cfg.data) if e.image is not None]  # image–caption pairs only
     plan = ShuffledEpochs(len(examples), cfg.batch_size, seed=cfg.seed)
     optimizer = build_optimizer(list(model.parameters()), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)

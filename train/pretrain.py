@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 
-def caption_prompt(wrapper_template: str, image_token: str, request: str) -> str:
-    return wrapper_template.replace("{body}", f"{image_token}\n{request}")
+def caption_prompt(wrapper_template: str, image_token: str | None, request: str) -> str:
+    """The chat-wrapped human turn: `{image_token}\n{request}`, or the request alone for a text-only row."""
+    return wrapper_template.replace("{body}", f"{image_token}\n{request}" if image_token else request)
 
 
 def caption_batch(
@@ -24,18 +25,21 @@ def caption_batch(
     """Processor inputs plus `labels` that score only the caption tokens and the closing `</s>`.
 
     Batches are right-padded so each prompt occupies the same leading positions in the prompt-only and the full
-    sequence; captions longer than `max_length` tokens are cut (the prompt is never cut).
+    sequence; captions longer than `max_length` tokens are cut (the prompt is never cut). `images[i]` is None for a
+    text-only row (its prompt holds no image token).
     """
+    pics = [im for im in images if im is not None]
+    kw: dict[str, Any] = {"images": pics} if pics else {}
     tok = processor.tokenizer
     side = tok.padding_side
     tok.padding_side = "right"
     try:
         cut = [tok.decode(tok(c.strip(), add_special_tokens=False)["input_ids"][:max_length]) for c in captions]
         texts = [f"{p} {c}{tok.eos_token}" for p, c in zip(prompts, cut, strict=True)]
-        enc = processor(text=texts, images=list(images), padding=True, return_tensors="pt")
+        enc = processor(text=texts, padding=True, return_tensors="pt", **kw)
         prompt_lens = [
-            int(m.sum()) for m in processor(text=list(prompts), images=list(images), padding=True,
-                                            return_tensors="pt")["attention_mask"]
+            int(m.sum()) for m in processor(text=list(prompts), padding=True, return_tensors="pt",
+                                            **kw)["attention_mask"]
         ]  # fmt: skip
     finally:
         tok.padding_side = side

@@ -21,7 +21,8 @@ class PretrainDataError(ValueError):
 
 @dataclass(frozen=True)
 class CaptionExample:
-    image: Path
+    image: Path | None
+    """None for a text-only conversation (no "image" key, as in LLaVA's instruction data)."""
     request: str
     """The human turn without the image placeholder (e.g. "Describe the image.")."""
     caption: str
@@ -61,7 +62,8 @@ def read_llava_pretrain(data: str | Path, *, limit: int | None = None) -> list[C
             if human["from"] != "human" or gpt["from"] != "gpt":
                 raise KeyError("conversations must be [human, gpt]")
             request = human["value"].replace("<image>", "").strip()
-            out.append(CaptionExample(root / e["image"], request, gpt["value"].strip()))
+            image = root / e["image"] if e.get("image") else None
+            out.append(CaptionExample(image, request, gpt["value"].strip()))
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise PretrainDataError(f"{path} entry {i}: {exc!r}; expected the LLaVA-Pretrain layout") from exc
     if not out:

@@ -37,7 +37,7 @@ from uniretrieve.train.checkpoint import (
 from uniretrieve.train.config import ConfigError, OptimConfig, atomic_write_text, save_config
 from uniretrieve.train.loop import build_optimizer, build_scheduler, seed_everything
 from uniretrieve.train.pretrain import caption_batch, caption_loss, caption_prompt
-from uniretrieve.train.pretrain_data import read_llava_pretrain
+from uniretrieve.train.pretrain_data import CaptionExample, read_llava_pretrain
 from uniretrieve.train.tiny_base import TinyBaseConfig, build_base, save_checkpoint, train_tokenizer
 
 
@@ -56,6 +56,11 @@ class PretrainConfig:
     vision_init: str | None = None
     """A trained CLIP-style dual encoder (train/clip_baseline.py, same vision sizes) whose vision tower initialises
     the ViT: contrastive pre-alignment, so the captioner starts from image-dependent features."""
+    max_caption_words: int | None = None
+    """Train only on captions of at most this many words, like LLaVA's feature-alignment stage (short BLIP
+    captions). Measured on the generated scenes (benchmarks/image_dependence.py): with the long captions' template
+    sentences dominating the loss, the captioner learned the text prior and ignored its image (loss with a shuffled
+    image equal to the loss with the right one); on short captions alone it learns to read the image."""
     freeze_vision: bool = True
     """Keep the randomly initialised ViT fixed; train the projector and the language model. Trained jointly from
     scratch, the ViT collapsed in our runs to image-independent features (caption loss with a wrong image equal to
@@ -71,6 +76,8 @@ class PretrainConfig:
             raise ConfigError("batch_size and max_steps must be >= 1")
         if self.checkpoint_every < 0:
             raise ConfigError("checkpoint_every must be >= 0")
+        if self.max_caption_words is not None and self.max_caption_words < 1:
+            raise ConfigError("max_caption_words must be >= 1 (or null for every caption)")
 
 
 class LengthGroupedEpochs(ShuffledEpochs):
@@ -98,18 +105,32 @@ class LengthGroupedEpochs(ShuffledEpochs):
         return self._cache[1]
 
 
-def _load_or_make_processor(cfg: PretrainConfig, captions: list[str], out: Path) -> Any:
+def make_processor(data: str | Path, out: Path, base: TinyBaseConfig | None = None) -> Any:
+    """`out/processor`: the tokenizer trained on every caption of `data` (short and long) and the LLaVA processor;
+    made once and reused (the CLIP-style pre-alignment and the pretraining share it)."""
     from transformers import AutoProcessor
 
     pdir = out / "processor"
     if (pdir / "processor_config.json").exists():
         return AutoProcessor.from_pretrained(pdir)
-    tok = train_tokenizer(captions, cfg.base)
-    _, proc = build_base(cfg.base, tok)
+    base = base or TinyBaseConfig()
+    tok = train_tokenizer([e.caption for e in read_llava_pretrain(data)], base)
+    _, proc = build_base(base, tok)
     tmp = fresh_tmp_dir(pdir)
     proc.save_pretrained(tmp)
     replace_dir(tmp, pdir)
     return AutoProcessor.from_pretrained(pdir)
+
+
+def training_examples(cfg: PretrainConfig) -> list[CaptionExample]:
+    """The data's image–caption pairs, restricted to captions of at most `max_caption_words` words when set."""
+    examples = read_llava_pretrain(cfg.data)
+    if cfg.max_caption_words is None:
+        return examples
+    kept = [e for e in examples if len(e.caption.split()) <= cfg.max_caption_words]
+    if not kept:
+        raise ConfigError(f"{cfg.data}: no caption has at most {cfg.max_caption_words} words (max_caption_words)")
+    return kept
 
 
 def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
@@ -120,12 +141,11 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    examples = read_llava_pretrain(cfg.data)
     seed_everything(cfg.seed)
-    processor = _load_or_make_processor(cfg, [e.caption for e in examples], out)
+    processor = make_processor(cfg.data, out, cfg.base)
+    examples = training_examples(cfg)
     model, _ = build_base(cfg.base, processor.tokenizer)
     wrapper = REGISTRY["llava"].wrapper_for("mistral", frozenset())
-    prompts = {r: caption_prompt(wrapper.template, "<image>", r) for r in {e.request for e in examples}}
 
     if cfg.vision_init is not None and ckpt_missing(out):
         load_vision_tower(model, Path(cfg.vision_init))
@@ -156,8 +176,8 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
         ex = [examples[i] for i in batch_ids]
         batch = caption_batch(
             processor,
-            [prompts[e.request] for e in ex],
-            [load_image(e.image) for e in ex],
+            [caption_prompt(wrapper.template, "<image>" if e.image else None, e.request) for e in ex],
+            [load_image(e.image) if e.image else None for e in ex],
             [e.caption for e in ex],
             max_length=cfg.max_caption_tokens,
         )

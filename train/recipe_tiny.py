@@ -1,11 +1,14 @@
-"""The `unime-tiny` recipe: generated scenes → generative pretraining → stage 1 → stage 2 → scores → model dir.
+"""The `unime-tiny` recipe: scenes → ViT pre-alignment → generative pretraining → stage 1 → stage 2 → scores.
 
 One call (`uniretrieve train unime-tiny --out DIR`) reproduces the built-in model on a 2-core CPU. Every step writes
 its own folder under `out` and is skipped when its result is already there, so an interrupted recipe resumes
 (the training steps also resume mid-run from their checkpoints).
 
     out/data/      `uniretrieve scenes generate` (train seed 0; the test split from `test_seed`, never trained on)
-    out/base/      generative pretraining (train/pretrain_run.py) → base/final: the "no UniME training" model
+    out/align/     a CLIP-style dual encoder (train/clip_baseline.py) on the image–caption pairs: its ViT, frozen,
+                   is the captioner's vision tower (LLaVA starts from a contrastively trained CLIP ViT too)
+    out/base/      generative pretraining on the short captions (train/pretrain_run.py; tokenizer in
+                   base/processor) → base/final: the "no UniME training" model
     out/stage1/    `train stage1` (preset stage1-tiny, teacher all-MiniLM-L6-v2) → stage1/merged
     out/stage2/    `train stage2` (preset stage2-tiny, hard negatives) → stage2/merged
     out/model/     stage2/merged in float16 + MODEL_CARD.md + scores.json: what ships as `unime-tiny`
@@ -37,7 +40,11 @@ class TinyRecipeConfig:
     test_seed: int = 1
     train_scenes: int = 5000
     test_scenes: int = 1000
-    pretrain_steps: int = 800
+    align_steps: int = 250
+    align_batch_size: int = 64
+    pretrain_steps: int = 500
+    pretrain_max_caption_words: int | None = 20
+    """LLaVA-style feature alignment on the short captions (≤ 15 words); see PretrainConfig.max_caption_words."""
     stage1_preset: str = "stage1-tiny"
     stage1_overrides: list[str] = field(default_factory=lambda: ["max_text_tokens=96", "max_steps=200"])
     stage2_preset: str = "stage2-tiny"
@@ -59,15 +66,33 @@ def step_data(cfg: TinyRecipeConfig, console: Any) -> Path:
     return out
 
 
-def step_pretrain(cfg: TinyRecipeConfig, data: Path, console: Any) -> Path:
+def step_align(cfg: TinyRecipeConfig, data: Path, console: Any) -> Path:
+    """The tokenizer, then a contrastive (CLIP-style) run whose vision tower the captioner starts from."""
+    from uniretrieve.train.clip_baseline import ClipBaselineConfig, train_clip_baseline
+    from uniretrieve.train.pretrain_run import make_processor
+
+    pairs = data / "llava-pretrain"
+    make_processor(pairs, Path(cfg.out) / "base")
+    out = Path(cfg.out) / "align"
+    console.rule("vision pre-alignment (CLIP-style contrastive)")
+    if (out / "final" / "clip_baseline.json").exists():
+        return out / "final"
+    return train_clip_baseline(ClipBaselineConfig(
+        data=str(pairs), tokenizer=str(Path(cfg.out) / "base" / "processor"), output_dir=str(out),
+        batch_size=cfg.align_batch_size, max_steps=cfg.align_steps, seed=cfg.seed, text_layers=2, text_hidden=128),
+        console=console)  # fmt: skip
+
+
+def step_pretrain(cfg: TinyRecipeConfig, data: Path, align: Path, console: Any) -> Path:
     from uniretrieve.train.pretrain_run import PretrainConfig, pretrain
 
     out = Path(cfg.out) / "base"
-    console.rule("generative pretraining (image → caption)")
+    console.rule("generative pretraining (image → short caption)")
     if _done(out / "final"):
         return out / "final"
     return pretrain(PretrainConfig(data=str(data / "llava-pretrain"), output_dir=str(out), seed=cfg.seed,
-                                   max_steps=cfg.pretrain_steps), console=console)  # fmt: skip
+                                   max_steps=cfg.pretrain_steps, vision_init=str(align),
+                                   max_caption_words=cfg.pretrain_max_caption_words), console=console)  # fmt: skip
 
 
 def step_stage1(cfg: TinyRecipeConfig, base: Path, data: Path, console: Any) -> Path:
@@ -141,7 +166,8 @@ def run_recipe(cfg: TinyRecipeConfig, *, console: Any | None = None) -> Path:
     console = console or Console()
     t0 = time.perf_counter()
     data = step_data(cfg, console)
-    base = step_pretrain(cfg, data, console)
+    align = step_align(cfg, data, console)
+    base = step_pretrain(cfg, data, align, console)
     stage1 = step_stage1(cfg, base, data, console)
     stage2 = step_stage2(cfg, stage1, data, console)
     console.rule("scores on the held-out test split")

@@ -13,13 +13,13 @@ in batch order (`index_copy`, differentiable) before gathering across ranks with
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 
 from uniretrieve.train import distributed
-from uniretrieve.train.batching import ShuffledEpochs, local_slice
+from uniretrieve.train.batching import GroupedEpochs, ShuffledEpochs, local_slice
 from uniretrieve.train.config import ConfigError, LoraConfig, OptimConfig, TrainConfig
 from uniretrieve.train.gradcache import gradcache_step
 from uniretrieve.train.losses import hard_negative_infonce
@@ -37,6 +37,12 @@ class HardNegConfig:
     """Fewer than k survivors: "repeat" cycles them ([P] §3.3.2), "mask" drops the empty slots."""
     in_batch: bool = False
     """Plain InfoNCE over every in-batch candidate (no filtering, no top-k): the ablation's baseline."""
+    in_batch_warmup_steps: int = 0
+    """The first N optimizer steps use the plain in-batch loss, then the hard negatives. Measured on unime-tiny,
+    whose base has no cross-modal alignment yet: top-k hard negatives from step 0 collapse every embedding to one
+    point (all similarities → 0.999, loss → ln(k+1)) at τ 0.02 and 0.05 alike, while in-batch InfoNCE separates
+    positives from negatives; hardest-negative selection early in training is known to collapse models (Schroff
+    et al., 2015, FaceNet §3.2). The paper starts from a 7B MLLM whose embeddings already discriminate: 0 there."""
     symmetric: bool = False
     """Also the target→query direction."""
     mask_same_target: bool = True
@@ -45,8 +51,14 @@ class HardNegConfig:
     (its similarity equals the positive's). Off = the paper's β filter alone."""
 
     def __post_init__(self) -> None:
-        if self.k < 1 or not self.temperature > 0 or self.beta < 0:
-            raise ConfigError("loss.k must be >= 1, loss.temperature > 0 and loss.beta >= 0")
+        if self.k < 1 or not self.temperature > 0 or self.beta < 0 or self.in_batch_warmup_steps < 0:
+            raise ConfigError(
+                "loss.k must be >= 1, loss.temperature > 0, loss.beta >= 0 and loss.in_batch_warmup_steps >= 0"
+            )
+
+    def at_step(self, step: int) -> HardNegConfig:
+        """The loss used at (0-based) optimizer step `step`: in-batch during the warm-up."""
+        return replace(self, in_batch=True) if step < self.in_batch_warmup_steps else self
 
 
 def _stage2_optim() -> OptimConfig:
@@ -106,7 +118,7 @@ def hn_loss_fn(groups: list[Group], n: int, loss: HardNegConfig, same: torch.Ten
         side = {s: reps[0].new_zeros((n, d)) for s in ("q", "t")}
         for (s, rows, _), r in zip(groups, reps, strict=True):
             side[s] = side[s].index_copy(0, rows.to(r.device), r)
-        return hard_negative_infonce(
+        out = hard_negative_infonce(
             distributed.gather_with_grad(side["q"]),
             distributed.gather_with_grad(side["t"]),
             k=loss.k,
@@ -117,6 +129,7 @@ def hn_loss_fn(groups: list[Group], n: int, loss: HardNegConfig, same: torch.Ten
             in_batch=loss.in_batch,
             same_target=same,
         )
+        return {**out, "in_batch": torch.tensor(float(loss.in_batch))}  # logged: which loss this step used
 
     return loss_fn
 
@@ -128,7 +141,7 @@ def make_step_fn(student: Any, data: Stage2Data, cfg: Stage2Config) -> Any:
         return gradcache_step(
             [student.embed] * len(groups),
             [g[2] for g in groups],
-            hn_loss_fn(groups, n, cfg.loss, same),
+            hn_loss_fn(groups, n, cfg.loss.at_step(step), same),
             chunk_size=cfg.chunk_size,
             loss_scale=distributed.ddp_loss_scale(),
         )
@@ -161,6 +174,7 @@ def run_stage2(cfg: Stage2Config, *, console: Any | None = None) -> Stage2Result
         mix = ", ".join(f"{s} {c}" for s, c in data.counts.items())
         console.print(f"data: {len(data.pool)} pairs per epoch from {cfg.data.root} ({mix})")
     seed_everything(cfg.seed)
+    subset_ids = {name: i for i, name in enumerate(data.counts)}
     student = build_student(
         cfg.model,
         cfg.lora,
@@ -170,7 +184,11 @@ def run_stage2(cfg: Stage2Config, *, console: Any | None = None) -> Stage2Result
         prompt_regime=cfg.prompt_regime,
         max_text_tokens=cfg.max_text_tokens,
     )
-    plan = ShuffledEpochs(len(data.pool), cfg.batch_size, seed=cfg.seed)
+    plan = (
+        GroupedEpochs([subset_ids[data.pairs[i].subset] for i in data.pool], cfg.batch_size, seed=cfg.seed)
+        if cfg.data.batch_by_subset
+        else ShuffledEpochs(len(data.pool), cfg.batch_size, seed=cfg.seed)
+    )
     result = train_loop(cfg, student, plan, make_step_fn(student, data, cfg), console=console)
     return Stage2Result(
         output_dir=str(result.output_dir),

@@ -42,6 +42,9 @@ class Stage2DataConfig:
     """Subset → how many times each kept row appears per epoch (default 1.0)."""
     image_size: int = 336
     """Images are resized to image_size × image_size before the processor ([P] §4.1: 336×336)."""
+    batch_by_subset: bool = False
+    """Every global batch from one subset (train/batching.GroupedEpochs), so in-batch and hard negatives are
+    same-task candidates; off = batches mix the subsets at random."""
 
     def __post_init__(self) -> None:
         if self.image_size < 8:

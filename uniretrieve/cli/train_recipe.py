@@ -14,13 +14,20 @@ def pretrain(
     max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 800,
     batch_size: Annotated[int, typer.Option(help="Image–caption pairs per step.")] = 32,
     seed: Annotated[int, typer.Option()] = 0,
+    vision_init: Annotated[
+        Path | None, typer.Option(help="A CLIP-style run's final/ whose ViT (frozen) becomes the vision tower.")
+    ] = None,
+    max_caption_words: Annotated[
+        int | None, typer.Option(help="Train only on captions of at most this many words (LLaVA-style alignment).")
+    ] = None,
 ) -> None:
-    """Generative (image → caption) pretraining of the tiny LLaVA base, from scratch."""
+    """Generative (image → caption) pretraining of the tiny LLaVA base; the ViT stays frozen."""
     from uniretrieve.train.pretrain_run import PretrainConfig
     from uniretrieve.train.pretrain_run import pretrain as run
 
     final = run(PretrainConfig(data=str(data), output_dir=str(output_dir), max_steps=max_steps,
-                               batch_size=batch_size, seed=seed))  # fmt: skip
+                               batch_size=batch_size, seed=seed, max_caption_words=max_caption_words,
+                               vision_init=None if vision_init is None else str(vision_init)))  # fmt: skip
     typer.echo(f"pretrained base → {final}")
 
 
@@ -29,10 +36,10 @@ def unime_tiny(
     install: Annotated[bool, typer.Option(help="Copy the result into the package as the built-in unime-tiny.")] = (
         False
     ),
-    pretrain_steps: Annotated[int, typer.Option(help="Generative pretraining steps.")] = 800,
+    pretrain_steps: Annotated[int, typer.Option(help="Generative pretraining steps.")] = 500,
     train_scenes: Annotated[int, typer.Option(help="Training scenes to generate.")] = 5000,
 ) -> None:
-    """Reproduce the built-in unime-tiny: scenes → pretraining → stage 1 → stage 2 → scores + model card."""
+    """Reproduce the built-in unime-tiny: scenes → ViT alignment → pretraining → stage 1 → stage 2 → scores."""
     from uniretrieve.models.names import shipped_dir
     from uniretrieve.train.recipe_tiny import TinyRecipeConfig, run_recipe
     from uniretrieve.train.recipe_tiny import install as do_install

@@ -27,7 +27,16 @@ from uniretrieve.scenes.claims import (
     noun_phrase,
     render_claim,
 )
-from uniretrieve.scenes.spec import ATTRIBUTES, CELL_NAMES, RELATIONS, Scene, SceneObject, relation_holds
+from uniretrieve.scenes.spec import (
+    ATTRIBUTES,
+    CELL_NAMES,
+    COLOURS,
+    RELATIONS,
+    SHAPES,
+    Scene,
+    SceneObject,
+    relation_holds,
+)
 
 SHORT_MAX_WORDS = 15
 LONG_MIN_WORDS, LONG_MAX_WORDS = 80, 200
@@ -276,3 +285,18 @@ def paraphrase_pair(scene: Scene, rng: random.Random) -> tuple[str, str, int, in
     """Two different wordings of one scene, with their style indices."""
     s0, s1 = rng.sample(range(len(PARAPHRASE_STYLES)), 2)
     return paraphrase(scene, s0, rng), paraphrase(scene, s1, rng), s0, s1
+
+
+def summary_answer(text: str) -> str | None:
+    """ "colour shape" of the first object a caption names (its first colour word and the next shape word), the
+    one-word-summary answer of the pretraining's summary rows; None when the text names no such pair."""
+    words = [w.strip(".,;:!?").lower() for w in text.split()]
+    for i, w in enumerate(words):
+        if w in COLOURS:
+            for v in words[i + 1 :]:
+                for shape in (v, v.removesuffix("s"), v.removesuffix("es")):  # circles, crosses
+                    if shape in SHAPES:
+                        return f"{w} {shape}"
+            return None
+    return None
+

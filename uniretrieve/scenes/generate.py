@@ -19,7 +19,13 @@ from typing import Any
 
 from uniretrieve._version import __version__
 from uniretrieve.scenes import layouts
-from uniretrieve.scenes.captions import PARAPHRASE_STYLES, long_caption, paraphrase, short_captions
+from uniretrieve.scenes.captions import (
+    PARAPHRASE_STYLES,
+    long_caption,
+    paraphrase,
+    short_captions,
+    summary_answer,
+)
 from uniretrieve.scenes.files import sync_all, write_text
 from uniretrieve.scenes.negatives import CATEGORIES, hard_negative, perturbed_scene
 from uniretrieve.scenes.spec import SamplerConfig, Scene, sample_scenes, scene_rng
@@ -171,6 +177,23 @@ def _check_existing(out: Path, cfg: GenerateConfig) -> bool:
     return True
 
 
+def _summary_entries(scene: Scene, rng: random.Random) -> list[tuple[str, str | None, str, str]]:
+    """E5-V's one-word summary as a pretraining task: the image, and a short caption of it (text only), each answered
+    with the colour and shape of an object they show or name. The last prompt token must then predict content, as
+    E5-V's prompt relies on (a web-scale LLM learns that elsewhere; this base learns it here)."""
+    picks = rng.sample(scene.objects, min(2, len(scene.objects)))
+    out: list[tuple[str, str | None, str, str]] = [
+        (f"{scene.scene_id}-summary-{j}", scene.scene_id, layouts.SUMMARY_IMAGE_REQUEST, f"{o.colour} {o.shape}")
+        for j, o in enumerate(picks)
+    ]
+    caption = short_captions(scene, rng, 1)[0]
+    answer = summary_answer(caption)
+    if answer is not None:
+        request = layouts.SUMMARY_TEXT_REQUEST.format(text=caption)
+        out.append((f"{scene.scene_id}-text-summary", None, request, answer))
+    return out
+
+
 def generate(cfg: GenerateConfig, log: Callable[[str], None] = lambda _m: None) -> GenerateResult:
     """Write every layout in `cfg.layouts` under `cfg.out` (see the module docstring)."""
     out = Path(cfg.out)
@@ -232,11 +255,13 @@ def generate(cfg: GenerateConfig, log: Callable[[str], None] = lambda _m: None) 
         counts["nli"] = layouts.write_nli(out / "nli", triplets)
         log(f"nli: {counts['nli']} triplets")
     if "llava-pretrain" in want:
-        entries = []
+        entries: list[tuple[str, str | None, str, str]] = []
         for s in train:
             rng = _rng(cfg, "pretrain", s)
-            entries.append((f"{s.scene_id}-short", s.scene_id, short_captions(s, rng, 1)[0]))
-            entries.append((f"{s.scene_id}-long", s.scene_id, long_caption(s, rng, variant=rng.randrange(2))))
+            entries.append((f"{s.scene_id}-short", s.scene_id, layouts.SHORT_REQUEST, short_captions(s, rng, 1)[0]))
+            long = long_caption(s, rng, variant=rng.randrange(2))
+            entries.append((f"{s.scene_id}-long", s.scene_id, layouts.LONG_REQUEST, long))
+            entries.extend(_summary_entries(s, _rng(cfg, "summary", s)))
         counts["llava-pretrain"] = layouts.write_llava_pretrain(out / "llava-pretrain", entries, train_images)
         log(f"llava-pretrain: {counts['llava-pretrain']} entries")
 

@@ -27,6 +27,9 @@ PARQUET_TEST = "test-00000-of-00001.parquet"
 PARQUET_TRAIN = "original-00000-of-00001.parquet"
 LONG_REQUEST = "<image>\nDescribe the image in detail."
 SHORT_REQUEST = "<image>\nDescribe the image."
+SUMMARY_IMAGE_REQUEST = "<image>\nSummary above image in one word:"
+SUMMARY_TEXT_REQUEST = "{text}\nSummary above sentence in one word:"
+"""E5-V's summary prompts (unime-method.md §0) as pretraining requests, answered with one object's colour and shape."""
 
 
 class ImageStore:
@@ -217,16 +220,20 @@ def write_nli(root: Path, triplets: Sequence[tuple[str, str, str]]) -> int:
     return len(triplets)
 
 
-def write_llava_pretrain(root: Path, entries: Sequence[tuple[str, str, str]], images: ImageStore) -> int:
+def write_llava_pretrain(
+    root: Path, entries: Sequence[tuple[str, str | None, str, str]], images: ImageStore
+) -> int:
     """LLaVA-Pretrain layout: blip_laion_cc_sbu_558k.json (id, image, conversations) and images/ beside it.
-    `entries` = [(entry id, scene_id, caption), …]; long captions get the "in detail" request."""
+    `entries` = [(entry id, scene_id or None, human turn, answer), …]; an entry without a scene is text-only and has
+    no "image" key (as the text-only conversations of LLaVA's instruction data)."""
     out = []
-    for entry_id, scene_id, caption in entries:
-        name = f"{scene_id}.jpg"
-        write_image(root / "images" / name, images.jpeg((scene_id, None)))
-        request = LONG_REQUEST if len(caption.split()) > 40 else SHORT_REQUEST
-        out.append({"id": entry_id, "image": name,
-                    "conversations": [{"from": "human", "value": request}, {"from": "gpt", "value": caption}]})  # fmt: skip
+    for entry_id, scene_id, request, answer in entries:
+        row: dict[str, Any] = {"id": entry_id}
+        if scene_id is not None:
+            row["image"] = f"{scene_id}.jpg"
+            write_image(root / "images" / row["image"], images.jpeg((scene_id, None)))
+        row["conversations"] = [{"from": "human", "value": request}, {"from": "gpt", "value": answer}]
+        out.append(row)
     write_text(root / LLAVA_PRETRAIN_JSON, _json(out))
     return len(out)
 
