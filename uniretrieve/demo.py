@@ -93,6 +93,14 @@ def demo_queries(corpus: Path, rows: list[dict[str, Any]]) -> list[DemoQuery]:
     ]
 
 
+def scene_summary(scene: dict[str, Any]) -> str:
+    """The generator's ground truth of a scene, to judge a hit by: "small red circle, large striped blue star"."""
+    return ", ".join(
+        " ".join(w for w in (o["size"], "" if o["texture"] == "solid" else o["texture"], o["colour"], o["shape"]) if w)
+        for o in scene["objects"]
+    )
+
+
 def _short_captions(corpus: Path) -> list[list[str]]:
     import pyarrow.parquet as pq
 
@@ -113,6 +121,7 @@ def run_demo(cfg: DemoConfig, *, console: Any | None = None) -> list[dict[str, A
     index_dir = build(cfg, shards, console)
     searcher = Searcher.load(index_dir)
     rows = [json.loads(line) for line in (corpus / "scenes" / "test.jsonl").read_text().splitlines()]
+    contents = {r["scene_id"]: scene_summary(r) for r in rows}
     console.print(f"[bold]4. search[/]  {searcher.meta.num_vectors} images, top {cfg.k}")
     report = []
     for q in demo_queries(corpus, rows):
@@ -124,11 +133,12 @@ def run_demo(cfg: DemoConfig, *, console: Any | None = None) -> list[dict[str, A
         rank = ids.index(q.expected) + 1 if q.expected in ids else None
         shown = q.text if q.text is not None else q.image
         table = Table(title=f"{q.title}: {shown[:100]}{'…' if len(shown) > 100 else ''}", title_justify="left")
-        for col in ("rank", "score", "image", ""):
+        for col in ("rank", "score", "image", "what it shows", ""):
             table.add_column(col)
         for h in hits[: cfg.k]:
-            mark = "← described" if Path(h.id).stem == q.expected else ""
-            table.add_row(str(h.rank), f"{h.score:.3f}", h.id, mark)
+            stem = Path(h.id).stem
+            mark = "← described" if stem == q.expected else ""
+            table.add_row(str(h.rank), f"{h.score:.3f}", h.id, contents.get(stem, ""), mark)
         console.print(table)
         console.print(f"   the described image ranks {rank} of {len(hits)}")
         report.append({"query": q.title, "text": q.text, "image": q.image, "expected": q.expected, "rank": rank,
