@@ -62,10 +62,10 @@ class PretrainConfig:
     sentences dominating the loss, the captioner learned the text prior and ignored its image (loss with a shuffled
     image equal to the loss with the right one); on short captions alone it learns to read the image."""
     freeze_vision: bool = True
-    """Keep the randomly initialised ViT fixed; train the projector and the language model. Trained jointly from
-    scratch, the ViT collapsed in our runs to image-independent features (caption loss with a wrong image equal to
-    the loss with the right one); the fixed random ViT keeps scene-dependent features (cosine 0.86–0.93 between
-    scenes at initialisation) that the projector learns to read, like LLaVA's frozen pretrained encoder."""
+    """Keep the ViT (from `vision_init`, else random) fixed and train the projector and the language model, as LLaVA
+    freezes its pretrained CLIP encoder. Measured (benchmarks/RESULTS.md): only a contrastively pre-aligned frozen ViT
+    made the captioner read its images; trained jointly from scratch or frozen at random initialisation, the caption
+    loss with a shuffled image stayed equal to the loss with the right one."""
     base: TinyBaseConfig = field(default_factory=TinyBaseConfig)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01, warmup_steps=50, max_grad_norm=1.0)

@@ -160,20 +160,47 @@ def package(stage2: Path, out: Path, scores: dict[str, Any], cfg: TinyRecipeConf
     return out
 
 
+class StepTimes:
+    """Seconds of each recipe step that did its work, kept in `out/step_seconds.json` across resumed runs, so the
+    model card reports the whole recipe's time even when it finished in a later run."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "step_seconds.json"
+        self.seconds: dict[str, float] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def run(self, name: str, already_done: bool, fn: Any) -> Any:
+        t0 = time.perf_counter()
+        result = fn()
+        if not already_done:
+            from uniretrieve.train.config import atomic_write_text
+
+            self.seconds[name] = round(time.perf_counter() - t0, 1)
+            atomic_write_text(self.path, json.dumps(self.seconds, indent=2))
+        return result
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+
 def run_recipe(cfg: TinyRecipeConfig, *, console: Any | None = None) -> Path:
     from rich.console import Console
 
     console = console or Console()
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    times = StepTimes(root)
     t0 = time.perf_counter()
-    data = step_data(cfg, console)
-    align = step_align(cfg, data, console)
-    base = step_pretrain(cfg, data, align, console)
-    stage1 = step_stage1(cfg, base, data, console)
-    stage2 = step_stage2(cfg, stage1, data, console)
+    data = times.run("data", (root / "data" / "config.json").exists(), lambda: step_data(cfg, console))
+    align = times.run("align", (root / "align" / "final" / "clip_baseline.json").exists(),
+                      lambda: step_align(cfg, data, console))  # fmt: skip
+    base = times.run("pretrain", _done(root / "base" / "final"), lambda: step_pretrain(cfg, data, align, console))
+    stage1 = times.run("stage1", _done(root / "stage1" / "merged"), lambda: step_stage1(cfg, base, data, console))
+    stage2 = times.run("stage2", _done(root / "stage2" / "merged"), lambda: step_stage2(cfg, stage1, data, console))
     console.rule("scores on the held-out test split")
-    scores = evaluate_model(stage2, data, batch_size=cfg.eval_batch_size)
-    out = package(stage2, Path(cfg.out) / "model", scores, cfg, time.perf_counter() - t0)
-    console.print(f"unime-tiny → {out} ({time.perf_counter() - t0:.0f} s)")
+    scores = times.run("eval", False, lambda: evaluate_model(stage2, data, batch_size=cfg.eval_batch_size))
+    out = package(stage2, root / "model", scores, cfg, times.total)
+    console.print(f"unime-tiny → {out} ({time.perf_counter() - t0:.0f} s in this run, {times.total:.0f} s in all)")
     return out
 
 

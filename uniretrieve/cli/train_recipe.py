@@ -15,7 +15,8 @@ def pretrain(
     batch_size: Annotated[int, typer.Option(help="Image–caption pairs per step.")] = 32,
     seed: Annotated[int, typer.Option()] = 0,
     vision_init: Annotated[
-        Path | None, typer.Option(help="A CLIP-style run's final/ whose ViT (frozen) becomes the vision tower.")
+        Path | None, typer.Option(help="A CLIP-style run's final/ whose ViT (frozen) becomes the vision tower; without one the "
+                     "ViT stays random and, in our runs, the captioner never learned to read its images.")
     ] = None,
     max_caption_words: Annotated[
         int | None, typer.Option(help="Train only on captions of at most this many words (LLaVA-style alignment).")
