@@ -38,27 +38,10 @@ _PROMPT_TEXT = [
 
 def build_tokenizer(vocab_size: int = 2000) -> Any:
     """Byte-level BPE with a BOS post-processor (Llama style) and every special token the presets use."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from uniretrieve.train.tiny_base import bpe_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
     corpus = [" ".join(WORDS), " ".join(w.capitalize() for w in WORDS), *_PROMPT_TEXT]
-    tok.train_from_iterator(corpus * 50, trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-    fast.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[4:]})
-    return fast
+    return bpe_tokenizer(corpus * 50, vocab_size, SPECIAL_TOKENS)
 
 
 def _ids(tok: Any) -> dict[str, int]:

@@ -4,6 +4,7 @@ and IVF-PQ indexes at 100k and 1M vectors, D = 1024 and 4096.
     python benchmarks/search.py                       # the full grid (heavy: up to 1M × 4096 = 16 GB float32)
     python benchmarks/search.py --quick               # smoke run: 5k × 256, every index type, in well under a minute
     python benchmarks/search.py --sizes 100000 --dims 1024 --types hnsw,ivf --out results.jsonl
+    python benchmarks/search.py --sizes 1000000 --dims 4096 --types ivf --storage fp16   # half-precision vectors
 
 Vectors are synthetic but embedding-like (clusters in a low-dimensional subspace plus noise, unit norm), generated
 block by block from per-block seeds, so no configuration ever holds the whole float32 matrix unless the index is
@@ -101,24 +102,32 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def run_one(index_type: str, n: int, d: int, nq: int, target: float, workdir: str) -> dict[str, Any]:
-    """Build one index in this process and measure it."""
+def run_one(index_type: str, n: int, d: int, nq: int, target: float, workdir: str, storage: str = "fp32",
+            tune: str = "queries") -> dict[str, Any]:
+    """Build one index in this process and measure it.
+
+    tune="queries": nprobe/efSearch are tuned on 500 fresh queries drawn apart from the measured ones (what
+    `index build --tune-queries` does with real queries); "database": on held-out database vectors, leave-one-out
+    (the build's default when no query shards are given)."""
     import faiss
 
     from uniretrieve.index.build import build_index
     from uniretrieve.index.exact import exact_search, recall_at_k
     from uniretrieve.index.gpu import cuda_device_count
     from uniretrieve.index.meta import BuildConfig
+    from uniretrieve.index.source import ArraySource
     from uniretrieve.search.searcher import Searcher
 
     cuda_device_count()  # imports torch now, so its ~0.5 GB of libraries do not count as build memory
     src = SyntheticSource(n, d)
     queries = src.generate(nq, (src.seed, 10**9))  # a block number no corpus reaches
+    tune_src = ArraySource(src.generate(500, (src.seed, 10**9 + 1))) if tune == "queries" else None
     reset_peak_rss()
     base = rss_bytes()
     t0 = time.perf_counter()
-    meta = build_index(src, f"{workdir}/{index_type}-{n}-{d}", BuildConfig(index_type=index_type,
-                       target_recall=target, memory_budget=1 << 40), overwrite=True, log=lambda s: None)
+    meta = build_index(src, f"{workdir}/{index_type}-{n}-{d}", BuildConfig(index_type=index_type, storage=storage,
+                       target_recall=target, memory_budget=1 << 40), tune_source=tune_src, overwrite=True,
+                       log=lambda s: None)
     build_s = time.perf_counter() - t0
     peak = peak_rss_bytes() - base
     gt_s, gt_i = exact_search((v for v, _ in src.blocks(BLOCK)), queries, 20)
@@ -133,7 +142,7 @@ def run_one(index_type: str, n: int, d: int, nq: int, target: float, workdir: st
         searcher.search_vectors(q[None, :], k=10)
     single_ms = (time.perf_counter() - t0) / min(50, nq) * 1000
     return {
-        "type": index_type, "factory": meta.factory, "n": n, "dim": d, "queries": nq,
+        "type": index_type, "factory": meta.factory, "n": n, "dim": d, "queries": nq, "tuned_on": tune,
         "recall@10": round(recall_at_k(found, gt_i, gt_s, 10), 4), "tuned": meta.search_params,
         "tuned_recall@10": meta.tuning.get("recall"), "qps_batch": round(nq / batch_s, 1),
         "latency_ms_single": round(single_ms, 3), "build_s": round(build_s, 2),
@@ -150,13 +159,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dims", default="1024,4096")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--target-recall", type=float, default=0.95)
+    ap.add_argument("--storage", default="fp32", choices=["fp32", "fp16"], help="full vectors as float32 or float16")
+    ap.add_argument("--tune", default="queries", choices=["queries", "database"],
+                    help="tune on fresh queries (default) or leave-one-out database vectors")
     ap.add_argument("--workdir", default="/tmp/uniretrieve-bench-search")
     ap.add_argument("--out", default=None, help="append JSON lines here too")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: "type,n,d" in a child process
     args = ap.parse_args(argv)
     if args.one:
         t, n, d = args.one.split(",")
-        print(json.dumps(run_one(t, int(n), int(d), args.queries, args.target_recall, args.workdir)))
+        print(json.dumps(run_one(t, int(n), int(d), args.queries, args.target_recall, args.workdir, args.storage,
+                                 args.tune)))
         return
     sizes = [5000] if args.quick else [int(s) for s in args.sizes.split(",")]
     dims = [256] if args.quick else [int(s) for s in args.dims.split(",")]
@@ -166,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         for d in dims:
             for t in args.types.split(","):
                 cmd = [sys.executable, __file__, "--one", f"{t},{n},{d}", "--queries", str(nq),
-                       "--target-recall", str(args.target_recall), "--workdir", args.workdir]
+                       "--target-recall", str(args.target_recall), "--workdir", args.workdir,
+                       "--storage", args.storage, "--tune", args.tune]
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode != 0:
                     row = {"type": t, "n": n, "dim": d, "error": res.stderr.strip().splitlines()[-1:]}

@@ -34,9 +34,10 @@ def resolve_choice(n: int, d: int, config: BuildConfig, *, gpu: bool, train_n: i
     """train_n: rows available for training (the training source's size), which bounds the PQ codebook bits."""
     train_n = min(train_n or n, config.train_rows or PQ_TRAIN_ROWS, PQ_TRAIN_ROWS)
     if config.index_type == "auto":
-        return choose_index(n, d, memory_budget=config.memory_budget, gpu=gpu, train_n=train_n)
+        return choose_index(n, d, memory_budget=config.memory_budget, gpu=gpu, train_n=train_n,
+                            storage=config.storage)
     return make_choice(config.index_type, n, d, nlist=config.nlist, pq_m=config.pq_m, hnsw_m=config.hnsw_m,
-                       budget=config.memory_budget, train_n=train_n)
+                       budget=config.memory_budget, train_n=train_n, storage=config.storage)
 
 
 def train_rows(choice: IndexChoice, n: int, config: BuildConfig) -> int:

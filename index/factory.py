@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 INDEX_TYPES = ("flat", "ivf", "ivfpq", "hnsw")
+# How flat, IVF and HNSW store full vectors: float32, or float16 through FAISS's SQfp16 codec (half the memory;
+# scores differ from float32 ones by fp16 rounding of unit vectors, ~1e-3). IVF-PQ stores codes either way.
+STORAGES = {"fp32": ("Flat", 4), "fp16": ("SQfp16", 2)}
 # Exact search while N·d ≤ this: a 1e8-float scan (400 MB, e.g. 100k × 1024 or 25k × 4096) is tens of ms per query
 # batch on a CPU; beyond, an ANN index answers in a few ms at the target recall.
 FLAT_MAX_ELEMENTS = 100_000_000
@@ -86,16 +89,16 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(c, n // 39)))
 
 
-def flat_bytes(n: int, d: int) -> int:
-    return 4 * n * d
+def flat_bytes(n: int, d: int, storage: str = "fp32") -> int:
+    return STORAGES[storage][1] * n * d
 
 
-def hnsw_bytes(n: int, d: int, m: int = HNSW_M) -> int:
-    return 4 * n * d + 8 * m * n
+def hnsw_bytes(n: int, d: int, m: int = HNSW_M, storage: str = "fp32") -> int:
+    return STORAGES[storage][1] * n * d + 8 * m * n
 
 
-def ivf_bytes(n: int, d: int, nlist: int) -> int:
-    return (4 * d + ID_BYTES) * n + 4 * nlist * d
+def ivf_bytes(n: int, d: int, nlist: int, storage: str = "fp32") -> int:
+    return (STORAGES[storage][1] * d + ID_BYTES) * n + 4 * nlist * d
 
 
 def ivfpq_bytes(n: int, d: int, nlist: int, m: int, opq_dim: int) -> int:
@@ -123,20 +126,25 @@ def make_choice(
     reason: str = "",
     budget: int | None = None,
     train_n: int | None = None,
+    storage: str = "fp32",
 ) -> IndexChoice:
-    """The factory string and expected memory for an explicit type (`--type flat|ivf|ivfpq|hnsw`)."""
+    """The factory string and expected memory for an explicit type (`--type flat|ivf|ivfpq|hnsw`); `storage`
+    (fp32 | fp16) is how flat, IVF and HNSW keep full vectors."""
     if index_type not in INDEX_TYPES:
         raise IndexChoiceError(f"unknown index type {index_type!r}; choose auto or one of {', '.join(INDEX_TYPES)}")
+    if storage not in STORAGES:
+        raise IndexChoiceError(f"unknown vector storage {storage!r}; choose one of {', '.join(STORAGES)}")
+    codec = STORAGES[storage][0]
     why = reason or f"--type {index_type} was asked for"
     if index_type == "flat":
-        return IndexChoice("flat", "Flat", flat_bytes(n, d), why)
+        return IndexChoice("flat", codec, flat_bytes(n, d, storage), why)
     if index_type == "hnsw":
-        return IndexChoice("hnsw", f"HNSW{hnsw_m},Flat", hnsw_bytes(n, d, hnsw_m), why, hnsw_m=hnsw_m)
+        return IndexChoice("hnsw", f"HNSW{hnsw_m},{codec}", hnsw_bytes(n, d, hnsw_m, storage), why, hnsw_m=hnsw_m)
     c = nlist or default_nlist(n)
     if c > n:
         raise IndexChoiceError(f"nlist={c} is more than the {n} vectors; use fewer lists or --type flat")
     if index_type == "ivf":
-        return IndexChoice("ivf", f"IVF{c},Flat", ivf_bytes(n, d, c), why, nlist=c)
+        return IndexChoice("ivf", f"IVF{c},{codec}", ivf_bytes(n, d, c, storage), why, nlist=c)
     m = pq_m or _pq_m_for_budget(n, d, c, budget)
     if m is None:
         need = ivfpq_bytes(n, d, c, 4, pq_layout(d, 4)[0])
@@ -177,26 +185,30 @@ def _pq_m_for_budget(n: int, d: int, nlist: int, budget: int | None) -> int | No
     return None
 
 
-def choose_index(n: int, d: int, *, memory_budget: int, gpu: bool = False, train_n: int | None = None) -> IndexChoice:
+def choose_index(n: int, d: int, *, memory_budget: int, gpu: bool = False, train_n: int | None = None,
+                 storage: str = "fp32") -> IndexChoice:
     """`--type auto`: the exact index while it fits and is cheap, else the best ANN index that fits the budget."""
     if n <= 0:
         raise IndexChoiceError("the shards hold no vectors; nothing to index")
-    flat = flat_bytes(n, d)
+    flat = flat_bytes(n, d, storage)
     budget_s = format_bytes(memory_budget)
     if flat <= memory_budget and (n * d <= FLAT_MAX_ELEMENTS or n < 10_000):
-        return make_choice("flat", n, d, reason=f"{n}×{d} floats ({format_bytes(flat)}) fit {budget_s} and an exact "
-                           f"scan is cheap at this size (N·d ≤ {FLAT_MAX_ELEMENTS:.0e}): exact search, recall 1.0")
+        return make_choice("flat", n, d, storage=storage, reason=f"{n}×{d} {storage} vectors ({format_bytes(flat)}) "
+                           f"fit {budget_s} and an exact scan is cheap at this size (N·d ≤ {FLAT_MAX_ELEMENTS:.0e}): "
+                           f"exact search")
     c = default_nlist(n)
-    if not gpu and n <= HNSW_MAX_ROWS and hnsw_bytes(n, d) <= memory_budget:
-        return make_choice("hnsw", n, d, reason=f"{n} vectors: too many for a fast exact scan; HNSW{HNSW_M} "
-                           f"({format_bytes(hnsw_bytes(n, d))}) fits {budget_s} and gives the lowest CPU latency "
+    hnsw = hnsw_bytes(n, d, storage=storage)
+    if not gpu and n <= HNSW_MAX_ROWS and hnsw <= memory_budget:
+        return make_choice("hnsw", n, d, storage=storage, reason=f"{n} vectors: too many for a fast exact scan; "
+                           f"HNSW{HNSW_M} ({format_bytes(hnsw)}) fits {budget_s} and gives the lowest CPU latency "
                            f"at high recall below {HNSW_MAX_ROWS:.0e} vectors")
-    if ivf_bytes(n, d, c) <= memory_budget:
+    ivf = ivf_bytes(n, d, c, storage)
+    if ivf <= memory_budget:
         why = "HNSW has no GPU kernels" if gpu else f"HNSW builds slowly past {HNSW_MAX_ROWS:.0e} vectors"
         if not gpu and n <= HNSW_MAX_ROWS:
             why = "HNSW's links do not fit the budget"
-        return make_choice("ivf", n, d, nlist=c, reason=f"{n} vectors: IVF{c},Flat keeps full vectors "
-                           f"({format_bytes(ivf_bytes(n, d, c))} fits {budget_s}); {why}")
+        return make_choice("ivf", n, d, nlist=c, storage=storage, reason=f"{n} vectors: IVF{c} keeps full "
+                           f"{storage} vectors ({format_bytes(ivf)} fits {budget_s}); {why}")
     choice = make_choice("ivfpq", n, d, nlist=c, budget=memory_budget, reason="", train_n=train_n)
     return IndexChoice(**{**choice.to_dict(), "reason": (
         f"full vectors ({format_bytes(flat)}) exceed {budget_s}: IVF-PQ with {choice.pq_m}-byte codes "

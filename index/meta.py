@@ -40,6 +40,8 @@ class BuildConfig:
     """IVF lists; default 4·√N rounded to a power of two."""
     pq_m: int | None = None
     """PQ code bytes; default the largest that fits the budget."""
+    storage: str = "fp32"
+    """fp32 | fp16: how flat, IVF and HNSW indexes keep full vectors (fp16: FAISS SQfp16, half the memory)."""
     hnsw_m: int = 32
     ef_construction: int = 80
     """HNSW build-time beam (FAISS default 40; 80 gives higher-quality graphs for high-dimensional embeddings)."""
@@ -60,6 +62,8 @@ class BuildConfig:
             raise ValueError("block_rows and k must be positive")
         if self.latency_ms is not None and self.latency_ms <= 0:
             raise ValueError("--latency-ms must be positive")
+        if self.storage not in ("fp32", "fp16"):
+            raise ValueError(f"--storage must be fp32 or fp16, got {self.storage!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -32,24 +32,9 @@ _CORPUS = [
 
 
 def build_tokenizer(out_dir: Path | None = None, vocab_size: int = 600):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from uniretrieve.train.tiny_base import bpe_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(_CORPUS * 20, trainer)
-    # Llama-style: BOS in front of every sequence.
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-    fast.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[4:]})
+    fast = bpe_tokenizer(_CORPUS * 20, vocab_size, SPECIAL_TOKENS)
     if out_dir is not None:
         fast.save_pretrained(out_dir)
     return fast

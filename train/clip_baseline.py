@@ -28,7 +28,7 @@ from uniretrieve.models.images import load_image
 from uniretrieve.train.batching import ShuffledEpochs
 from uniretrieve.train.checkpoint import fresh_tmp_dir, replace_dir
 from uniretrieve.train.config import ConfigError, OptimConfig, atomic_write_text, save_config
-from uniretrieve.train.loop import build_optimizer, build_scheduler, seed_everything
+from uniretrieve.train.loop import apply_gradients, build_optimizer, build_scheduler, seed_everything
 from uniretrieve.train.pretrain_data import read_llava_pretrain
 from uniretrieve.train.tiny_base import TinyBaseConfig
 from uniretrieve.types import Item
@@ -134,10 +134,7 @@ def train_clip_baseline(cfg: ClipBaselineConfig, *, console: Any | None = None) 
             loss = model(**text, pixel_values=pixels, return_loss=True).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.optim.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            apply_gradients(model.parameters(), optimizer, scheduler, cfg.optim.max_grad_norm)
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
                 row = {"step": step + 1, "loss": round(float(loss.detach()), 5),
                        "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip

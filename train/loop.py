@@ -103,6 +103,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total: i
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg))
 
 
+def apply_gradients(
+    params: Any, optimizer: torch.optim.Optimizer, scheduler: Any, max_grad_norm: float | None
+) -> torch.Tensor:
+    """Clip the gradients to `max_grad_norm` (none: no clipping), step the optimizer and the LR schedule.
+
+    Returns the total gradient norm before clipping (logged by the stages)."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm is not None else float("inf"))
+    optimizer.step()
+    scheduler.step()
+    return grad_norm
+
+
 def _plain(v: Any) -> Any:
     if isinstance(v, torch.Tensor):
         v = v.item()
@@ -233,10 +245,7 @@ def train_loop(
                 f"({plan.position(step)})"
             )
         distributed.all_reduce_gradients(params)
-        max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        optimizer.step()
-        scheduler.step()
+        grad_norm = apply_gradients(params, optimizer, scheduler, cfg.optim.max_grad_norm)
         seconds = time.perf_counter() - t0
         row: dict[str, Any] = {"step": step + 1, "lr": lr}
         row.update({k: _plain(v) for k, v in metrics.items()})

@@ -35,7 +35,7 @@ from uniretrieve.train.checkpoint import (
     torch_save_atomic,
 )
 from uniretrieve.train.config import ConfigError, OptimConfig, atomic_write_text, save_config
-from uniretrieve.train.loop import build_optimizer, build_scheduler, seed_everything
+from uniretrieve.train.loop import apply_gradients, build_optimizer, build_scheduler, seed_everything
 from uniretrieve.train.pretrain import caption_batch, caption_loss, caption_prompt
 from uniretrieve.train.pretrain_data import CaptionExample, read_llava_pretrain
 from uniretrieve.train.tiny_base import TinyBaseConfig, build_base, save_checkpoint, train_tokenizer
@@ -184,10 +184,7 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
         loss = caption_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.optim.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
+        apply_gradients(model.parameters(), optimizer, scheduler, cfg.optim.max_grad_norm)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.max_steps:
             row = {"step": done, "loss": round(float(loss.detach()), 5), "lr": scheduler.get_last_lr()[0],

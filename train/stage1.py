@@ -138,7 +138,7 @@ def run_stage1(cfg: Stage1Config, *, console: Any | None = None) -> Stage1Result
     from rich.console import Console
 
     from uniretrieve.train.loop import find_resume, seed_everything, train_loop
-    from uniretrieve.train.student import build_student, resolve_device
+    from uniretrieve.train.student import resolve_device, student_for
 
     console = console or Console(stderr=True)
     distributed.init_distributed()
@@ -163,15 +163,7 @@ def run_stage1(cfg: Stage1Config, *, console: Any | None = None) -> Stage1Result
     text_rows = {t: i for i, t in enumerate(texts)}
 
     seed_everything(cfg.seed)
-    student = build_student(
-        cfg.model,
-        cfg.lora,
-        device=device,
-        precision=cfg.precision,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        prompt_regime=cfg.prompt_regime,
-        max_text_tokens=cfg.max_text_tokens,
-    )
+    student = student_for(cfg, device)
     plan = ShuffledEpochs(data.num_examples, data.examples_per_batch(cfg.batch_size), seed=cfg.seed)
     result = train_loop(cfg, student, plan, make_step_fn(student, data, teacher, text_rows, cfg), console=console)
     return Stage1Result(

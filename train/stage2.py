@@ -163,7 +163,7 @@ def run_stage2(cfg: Stage2Config, *, console: Any | None = None) -> Stage2Result
     from rich.console import Console
 
     from uniretrieve.train.loop import find_resume, seed_everything, train_loop
-    from uniretrieve.train.student import build_student, resolve_device
+    from uniretrieve.train.student import resolve_device, student_for
 
     console = console or Console(stderr=True)
     distributed.init_distributed()
@@ -175,15 +175,7 @@ def run_stage2(cfg: Stage2Config, *, console: Any | None = None) -> Stage2Result
         console.print(f"data: {len(data.pool)} pairs per epoch from {cfg.data.root} ({mix})")
     seed_everything(cfg.seed)
     subset_ids = {name: i for i, name in enumerate(data.counts)}
-    student = build_student(
-        cfg.model,
-        cfg.lora,
-        device=device,
-        precision=cfg.precision,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        prompt_regime=cfg.prompt_regime,
-        max_text_tokens=cfg.max_text_tokens,
-    )
+    student = student_for(cfg, device)
     plan = (
         GroupedEpochs([subset_ids[data.pairs[i].subset] for i in data.pool], cfg.batch_size, seed=cfg.seed)
         if cfg.data.batch_by_subset

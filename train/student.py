@@ -239,6 +239,20 @@ def build_student(
     return student
 
 
+def student_for(cfg: Any, device: torch.device) -> Student:
+    """`build_student` from a stage config's shared fields (model, lora, precision, gradient_checkpointing,
+    prompt_regime, max_text_tokens): stage 1 and stage 2 build their student the same way."""
+    return build_student(
+        cfg.model,
+        cfg.lora,
+        device=device,
+        precision=cfg.precision,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        prompt_regime=cfg.prompt_regime,
+        max_text_tokens=cfg.max_text_tokens,
+    )
+
+
 def _check_frozen(student: Student, lora: LoraConfig) -> None:
     """Only LoRA parameters train; without `lora.vision` nothing under the vision paths does."""
     trainable = student.trainable_parameters()

@@ -9,7 +9,7 @@ domain's words. Weights ship as float16 safetensors (≈ 13 MB) and load as floa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,11 @@ class TinyBaseConfig:
         return asdict(self)
 
 
-def train_tokenizer(texts: Iterable[str], cfg: TinyBaseConfig) -> Any:
-    """Byte-level BPE with Llama-style `<s>` prepended; `[INST]`/`[/INST]` are single tokens."""
+def bpe_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: Sequence[str]) -> Any:
+    """A byte-level BPE trained on `texts`, Llama-style (`<s>` prepended to every sequence).
+
+    `special_tokens` must hold `<unk>`, `<s>`, `<pad>` and `</s>` in its first four places, in any order; the rest
+    (image tokens, chat-template markers) become single, never-split tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -46,8 +49,8 @@ def train_tokenizer(texts: Iterable[str], cfg: TinyBaseConfig) -> Any:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=cfg.vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -58,7 +61,13 @@ def train_tokenizer(texts: Iterable[str], cfg: TinyBaseConfig) -> Any:
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
-    fast.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[4:]})
+    fast.add_special_tokens({"additional_special_tokens": list(special_tokens[4:])})
+    return fast
+
+
+def train_tokenizer(texts: Iterable[str], cfg: TinyBaseConfig) -> Any:
+    """The tiny base's tokenizer: byte-level BPE on the captions; `[INST]`/`[/INST]` are single tokens."""
+    fast = bpe_tokenizer(texts, cfg.vocab_size, SPECIAL_TOKENS)
     fast.padding_side = "left"
     return fast
 

@@ -27,6 +27,8 @@ def build(
         "--tune-queries", help="Shard directories of real queries (e.g. encoded captions) to tune on.")] = None,
     nlist: Annotated[int | None, typer.Option("--nlist", help="IVF lists (default 4·√N, a power of two).")] = None,
     pq_m: Annotated[int | None, typer.Option("--pq-m", help="IVF-PQ code bytes (default: largest that fits).")] = None,
+    storage: Annotated[str, typer.Option("--storage", help=(
+        "fp32 | fp16: full vectors of flat/IVF/HNSW as float32 or float16 (half the memory)."))] = "fp32",
     block_rows: Annotated[int, typer.Option("--block-rows", help="Vectors per streamed block.")] = 16384,
     gpu: Annotated[bool | None, typer.Option("--gpu/--cpu", help="Use all visible GPUs / force the CPU.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing index in --out.")] = False,
@@ -42,7 +44,7 @@ def build(
     try:
         config = BuildConfig(index_type=index_type, memory_budget=parse_bytes(memory_budget),
                              target_recall=target_recall, latency_ms=latency_ms, nlist=nlist, pq_m=pq_m,
-                             block_rows=block_rows, gpu=gpu)
+                             storage=storage, block_rows=block_rows, gpu=gpu)
         source = ShardSource(shards)
         tq = ShardSource(tune_queries) if tune_queries else None
         build_index(source, out, config, tune_source=tq, overwrite=overwrite, log=typer.echo,

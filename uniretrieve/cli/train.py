@@ -22,6 +22,7 @@ from uniretrieve.cli.train_options import (
     SetOpt,
     fail,
     max_steps_overrides,
+    run_stage,
 )
 
 app = typer.Typer(
@@ -45,9 +46,6 @@ def stage1(
     resume: ResumeOpt = None,
 ) -> None:
     """Stage 1: distil a text embedder (the teacher) into the MLLM's language model (LoRA, KL on similarities)."""
-    from uniretrieve.train import distributed
-    from uniretrieve.train.checkpoint import CheckpointError
-    from uniretrieve.train.config import ConfigError, load_config
     from uniretrieve.train.stage1 import Stage1Config, run_stage1
     from uniretrieve.train.stage1_data import DataError
 
@@ -59,19 +57,7 @@ def stage1(
         "checkpoint.merge": merge,
         "checkpoint.resume": resume,
     }
-    try:
-        cfg = load_config(Stage1Config, config, max_steps_overrides(sets, max_steps), **values)
-    except ConfigError as exc:
-        fail(exc)
-    try:
-        result = run_stage1(cfg)
-    except (ConfigError, DataError, CheckpointError) as exc:
-        fail(exc)
-    if distributed.is_main():
-        typer.echo(f"adapter: {result.adapter_dir}")
-        if result.merged_dir:
-            typer.echo(f"merged model: {result.merged_dir}")
-    distributed.shutdown()
+    run_stage(Stage1Config, run_stage1, config, max_steps_overrides(sets, max_steps), values, (DataError,))
 
 
 @app.command("stage1-eval")

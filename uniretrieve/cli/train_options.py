@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -43,3 +44,32 @@ def max_steps_overrides(sets: list[str] | None, max_steps: int | None) -> list[s
     return out
 
 
+
+
+def run_stage(
+    config_cls: type,
+    run: Callable[[Any], Any],
+    config: str,
+    overrides: list[str],
+    values: dict[str, object],
+    errors: tuple[type[Exception], ...],
+) -> None:
+    """Resolve a stage's typed config (preset or YAML < `--set` < explicit options), run it, print what it wrote.
+
+    `errors` are the stage's user-facing failures (bad config, data or checkpoint): they end the command with a
+    one-line message and exit code 2 instead of a traceback. Under torchrun only rank 0 prints.
+    """
+    from uniretrieve.train import distributed
+    from uniretrieve.train.checkpoint import CheckpointError
+    from uniretrieve.train.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config_cls, config, overrides, **values)
+        result = run(cfg)
+    except (ConfigError, CheckpointError, *errors) as exc:
+        fail(exc)
+    if distributed.is_main():
+        typer.echo(f"adapter: {result.adapter_dir}")
+        if result.merged_dir:
+            typer.echo(f"merged model: {result.merged_dir}")
+    distributed.shutdown()

@@ -15,8 +15,8 @@ from uniretrieve.cli.train_options import (
     OutputOpt,
     ResumeOpt,
     SetOpt,
-    fail,
     max_steps_overrides,
+    run_stage,
 )
 
 
@@ -35,9 +35,6 @@ def stage2(
 ) -> None:
     """Stage 2: instruction tuning with false-negative filtering and top-k hard negatives (InfoNCE, GradCache)."""
     from uniretrieve.models.images import ImageLoadError
-    from uniretrieve.train import distributed
-    from uniretrieve.train.checkpoint import CheckpointError
-    from uniretrieve.train.config import ConfigError, load_config
     from uniretrieve.train.stage2 import Stage2Config, run_stage2
     from uniretrieve.train.stage2_data import Stage2DataError
 
@@ -49,13 +46,7 @@ def stage2(
         "checkpoint.merge": merge,
         "checkpoint.resume": resume,
     }
-    try:
-        cfg = load_config(Stage2Config, config, max_steps_overrides(sets, max_steps), **values)
-        result = run_stage2(cfg)
-    except (ConfigError, Stage2DataError, CheckpointError, ImageLoadError) as exc:
-        fail(exc)
-    if distributed.is_main():
-        typer.echo(f"adapter: {result.adapter_dir}")
-        if result.merged_dir:
-            typer.echo(f"merged model: {result.merged_dir}")
-    distributed.shutdown()
+    run_stage(
+        Stage2Config, run_stage2, config, max_steps_overrides(sets, max_steps), values,
+        (Stage2DataError, ImageLoadError),
+    )

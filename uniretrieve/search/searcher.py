@@ -67,7 +67,7 @@ class Searcher:
         self.dir = index_dir
         self.meta = meta
         self.cpu_index = index
-        self.idmap = idmap
+        self.idmap = _one_chunk(idmap)
         self.device = device
         self.force = force
         self._model_override = model
@@ -194,7 +194,7 @@ class Searcher:
         else:
             scores, ids = self._raw_search(q, min(k, self.cpu_index.ntotal))
         self.timings["search"] = self.timings.get("search", 0.0) + time.perf_counter() - t0
-        return [self._hits(s, i) for s, i in zip(scores, ids, strict=True)]
+        return self._hits(scores, ids)
 
     def where_mask(self, where: str) -> np.ndarray:
         """Boolean mask over internal ids of the rows passing `where`."""
@@ -281,20 +281,35 @@ class Searcher:
             params = faiss.SearchParameters(sel=sel)
         return index.search(q, k, params=params)
 
-    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
+    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
+        """Hits of every query ([nq, k] scores and internal ids, -1 = none) from ONE id-map lookup: a take on the
+        memory-mapped, chunked id map costs ~7 ms at 1M rows whatever its size, more than an IVF search."""
         valid = ids >= 0
-        rows = self.idmap.take(pa.array(ids[valid])).to_pylist()
-        hits = []
-        for rank, (score, row) in enumerate(zip(scores[valid], rows, strict=True), start=1):
-            meta = row.get("metadata")
-            hits.append(Hit(
-                rank=rank, score=float(score), internal_id=int(row["internal_id"]), id=row["id"],
-                modality=row.get("modality"), text=row.get("text"), source=row.get("source"),
-                instruction=row.get("instruction"), group_id=row.get("group_id"), width=row.get("width"),
-                height=row.get("height"), shard=row.get("shard"), row=row.get("row"),
-                metadata=_json_or_raw(meta),
-            ))
-        return hits
+        rows = iter(self.idmap.take(pa.array(ids[valid])).to_pylist())
+        out = []
+        for q_scores, q_valid in zip(scores, valid, strict=True):
+            hits = []
+            for rank, score in enumerate(q_scores[q_valid], start=1):
+                row = next(rows)
+                hits.append(Hit(
+                    rank=rank, score=float(score), internal_id=int(row["internal_id"]), id=row["id"],
+                    modality=row.get("modality"), text=row.get("text"), source=row.get("source"),
+                    instruction=row.get("instruction"), group_id=row.get("group_id"), width=row.get("width"),
+                    height=row.get("height"), shard=row.get("shard"), row=row.get("row"),
+                    metadata=_json_or_raw(row.get("metadata")),
+                ))
+            out.append(hits)
+        return out
+
+
+def _one_chunk(table: pa.Table) -> pa.Table:
+    """The id map as one chunk per column: `take` on a table of many chunks (one per written block) costs ~5 ms per
+    call at 1M rows, on one chunk ~0.1 ms. Columns whose strings exceed 2 GiB cannot be one chunk; they stay as
+    they are."""
+    try:
+        return table.combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowCapacityError):
+        return table
 
 
 def _json_or_raw(text: str | None) -> dict[str, Any] | None:
