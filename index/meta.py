@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from uniretrieve._version import __version__
+from uniretrieve.index.factory import STORAGES
 
 INDEX_NAME = "index.faiss"
 META_NAME = "index.json"
@@ -62,8 +63,8 @@ class BuildConfig:
             raise ValueError("block_rows and k must be positive")
         if self.latency_ms is not None and self.latency_ms <= 0:
             raise ValueError("--latency-ms must be positive")
-        if self.storage not in ("fp32", "fp16"):
-            raise ValueError(f"--storage must be fp32 or fp16, got {self.storage!r}")
+        if self.storage not in STORAGES:
+            raise ValueError(f"--storage must be one of {', '.join(STORAGES)}, got {self.storage!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
