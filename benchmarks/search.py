@@ -5,6 +5,7 @@ and IVF-PQ indexes at 100k and 1M vectors, D = 1024 and 4096.
     python benchmarks/search.py --quick               # smoke run: 5k × 256, every index type, in well under a minute
     python benchmarks/search.py --sizes 100000 --dims 1024 --types hnsw,ivf --out results.jsonl
     python benchmarks/search.py --sizes 1000000 --dims 4096 --types ivf --storage fp16   # half-precision vectors
+    python benchmarks/search.py --device gpu          # require FAISS GPUs (default auto: GPUs when FAISS sees one)
 
 Vectors are synthetic but embedding-like (clusters in a low-dimensional subspace plus noise, unit norm), generated
 block by block from per-block seeds, so no configuration ever holds the whole float32 matrix unless the index is
@@ -103,12 +104,13 @@ def rss_bytes() -> int:
 
 
 def run_one(index_type: str, n: int, d: int, nq: int, target: float, workdir: str, storage: str = "fp32",
-            tune: str = "queries") -> dict[str, Any]:
+            tune: str = "queries", gpu: bool | None = None) -> dict[str, Any]:
     """Build one index in this process and measure it.
 
     tune="queries": nprobe/efSearch are tuned on 500 fresh queries drawn apart from the measured ones (what
     `index build --tune-queries` does with real queries); "database": on held-out database vectors, leave-one-out
-    (the build's default when no query shards are given)."""
+    (the build's default when no query shards are given). gpu: None = build and search on FAISS GPUs when present
+    (as `index build` and `uniretrieve search` do), False = CPU, True = require a GPU."""
     import faiss
 
     from uniretrieve.index.build import build_index
@@ -126,12 +128,12 @@ def run_one(index_type: str, n: int, d: int, nq: int, target: float, workdir: st
     base = rss_bytes()
     t0 = time.perf_counter()
     meta = build_index(src, f"{workdir}/{index_type}-{n}-{d}", BuildConfig(index_type=index_type, storage=storage,
-                       target_recall=target, memory_budget=1 << 40), tune_source=tune_src, overwrite=True,
+                       target_recall=target, memory_budget=1 << 40, gpu=gpu), tune_source=tune_src, overwrite=True,
                        log=lambda s: None)
     build_s = time.perf_counter() - t0
     peak = peak_rss_bytes() - base
     gt_s, gt_i = exact_search((v for v, _ in src.blocks(BLOCK)), queries, 20)
-    searcher = Searcher.load(f"{workdir}/{index_type}-{n}-{d}")
+    searcher = Searcher.load(f"{workdir}/{index_type}-{n}-{d}", gpu=gpu)
     searcher.search(vectors=queries[:10], k=10)  # warm-up
     t0 = time.perf_counter()
     hits = searcher.search(vectors=queries, k=10)
@@ -142,7 +144,9 @@ def run_one(index_type: str, n: int, d: int, nq: int, target: float, workdir: st
         searcher.search_vectors(q[None, :], k=10)
     single_ms = (time.perf_counter() - t0) / min(50, nq) * 1000
     return {
-        "type": index_type, "factory": meta.factory, "n": n, "dim": d, "queries": nq, "tuned_on": tune,
+        "type": index_type, "factory": meta.factory, "n": n, "dim": d, "storage": storage, "built_on": meta.built_on,
+        "searched_on": "gpu" if searcher.on_gpu else "cpu", "queries": nq,
+        "tuned_on": tune,
         "recall@10": round(recall_at_k(found, gt_i, gt_s, 10), 4), "tuned": meta.search_params,
         "tuned_recall@10": meta.tuning.get("recall"), "qps_batch": round(nq / batch_s, 1),
         "latency_ms_single": round(single_ms, 3), "build_s": round(build_s, 2),
@@ -162,14 +166,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--storage", default="fp32", choices=["fp32", "fp16"], help="full vectors as float32 or float16")
     ap.add_argument("--tune", default="queries", choices=["queries", "database"],
                     help="tune on fresh queries (default) or leave-one-out database vectors")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
+                    help="FAISS GPUs when present (auto), never (cpu), or required (gpu)")
     ap.add_argument("--workdir", default="/tmp/uniretrieve-bench-search")
     ap.add_argument("--out", default=None, help="append JSON lines here too")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: "type,n,d" in a child process
     args = ap.parse_args(argv)
     if args.one:
         t, n, d = args.one.split(",")
+        gpu = {"auto": None, "cpu": False, "gpu": True}[args.device]
         print(json.dumps(run_one(t, int(n), int(d), args.queries, args.target_recall, args.workdir, args.storage,
-                                 args.tune)))
+                                 args.tune, gpu)))
         return
     sizes = [5000] if args.quick else [int(s) for s in args.sizes.split(",")]
     dims = [256] if args.quick else [int(s) for s in args.dims.split(",")]
@@ -180,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
             for t in args.types.split(","):
                 cmd = [sys.executable, __file__, "--one", f"{t},{n},{d}", "--queries", str(nq),
                        "--target-recall", str(args.target_recall), "--workdir", args.workdir,
-                       "--storage", args.storage, "--tune", args.tune]
+                       "--storage", args.storage, "--tune", args.tune, "--device", args.device]
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode != 0:
                     row = {"type": t, "n": n, "dim": d, "error": res.stderr.strip().splitlines()[-1:]}
@@ -197,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         if "error" in r:
             print(f"| {r['type']} | {r['n']} | {r['dim']} | error: {r['error']} | | | | |")
             continue
-        print(f"| {r['type']} ({r['factory']}) | {r['n']} | {r['dim']} | {r['recall@10']} | {r['qps_batch']} | "
+        where = ", GPU" if r.get("searched_on") == "gpu" else ""
+        print(f"| {r['type']} ({r['factory']}{where}) | {r['n']} | {r['dim']} | {r['recall@10']} | {r['qps_batch']} | "
               f"{r['latency_ms_single']} | {r['build_s']} | {r['peak_mem_bytes'] / 2**20:.0f} |")
 
 

@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from uniretrieve.index import gpu as gpu_mod
-from uniretrieve.index.factory import IndexChoice, choose_index, format_bytes, make_choice
+from uniretrieve.index.factory import (
+    MIN_TRAIN_PER_CENTROID,
+    IndexChoice,
+    choose_index,
+    format_bytes,
+    make_choice,
+)
 from uniretrieve.index.idmap import IDMAP_NAME, IdMapWriter
 from uniretrieve.index.meta import INDEX_NAME, META_NAME, BuildConfig, IndexMeta, write_meta
 from uniretrieve.index.source import VectorSource
@@ -40,15 +46,17 @@ def resolve_choice(n: int, d: int, config: BuildConfig, *, gpu: bool, train_n: i
                        budget=config.memory_budget, train_n=train_n, storage=config.storage)
 
 
-def train_rows(choice: IndexChoice, n: int, config: BuildConfig) -> int:
+def train_rows(choice: IndexChoice, n: int, d: int, config: BuildConfig) -> int:
     """256 points per IVF list (FAISS's `max_points_per_centroid`: more would be subsampled away), at least 65,536
-    for PQ codebooks, never more than the corpus."""
+    for PQ codebooks, never more than the corpus, and no more float32 rows than `memory_budget` holds, down to FAISS's
+    minimum of 39 per list. The sample is freed before adding, so it is the training phase's peak: 1M × 4096 as
+    IVF4096 would otherwise sample the whole corpus, 16 GB, for an 8 GB fp16 index (measured peak 19.8 GB)."""
     if config.train_rows:
         return min(n, config.train_rows)
-    want = 256 * max(choice.nlist, 1)
-    if choice.type == "ivfpq":
-        want = max(want, PQ_TRAIN_ROWS)
-    return min(n, want)
+    floor = max(MIN_TRAIN_PER_CENTROID * max(choice.nlist, 1), PQ_TRAIN_ROWS if choice.type == "ivfpq" else 0)
+    want = max(256 * max(choice.nlist, 1), floor)
+    fits = config.memory_budget // (4 * d)
+    return min(n, want, max(fits, floor))
 
 
 def new_index(choice: IndexChoice, d: int, config: BuildConfig) -> Any:
@@ -70,11 +78,14 @@ def train(index: Any, choice: IndexChoice, source: VectorSource, config: BuildCo
     if not choice.needs_training:
         return 0.0
     t0 = time.perf_counter()
-    m = train_rows(choice, source.num_rows, config)
+    m = train_rows(choice, source.num_rows, source.dim, config)
     rng = np.random.default_rng(config.seed)
     rows = np.sort(rng.choice(source.num_rows, size=m, replace=False))
     sample = source.take(rows)
-    log(f"training {choice.factory} on {m} sampled vectors ({format_bytes(sample.nbytes)})")
+    capped = not config.train_rows and m < min(source.num_rows, 256 * max(choice.nlist, 1))
+    log(f"training {choice.factory} on {m} sampled vectors ({format_bytes(sample.nbytes)})"
+        + (f"; fewer than 256 per list to stay within --memory-budget {format_bytes(config.memory_budget)}"
+           if capped else ""))
     if on_gpu and choice.type == "ivf":
         import faiss
 
@@ -89,6 +100,7 @@ def add_blocks(index: Any, source: VectorSource, idmap: IdMapWriter, config: Bui
     """Add vectors block by block, writing the id-map rows of each block in the same step; returns seconds."""
     t0 = time.perf_counter()
     done = 0
+    reserve_rows(index, source.num_rows)
     for vectors, rows in source.blocks(config.block_rows):
         if len(vectors) != len(rows):
             raise RuntimeError(f"block of {len(vectors)} vectors came with {len(rows)} id-map rows")
@@ -99,6 +111,23 @@ def add_blocks(index: Any, source: VectorSource, idmap: IdMapWriter, config: Bui
         raise RuntimeError(f"id map holds {idmap.next_id} rows but the index {index.ntotal} vectors")
     log(f"added {done} vectors in blocks of ≤{config.block_rows} ({time.perf_counter() - t0:.1f} s)")
     return time.perf_counter() - t0
+
+
+def reserve_rows(index: Any, rows: int) -> None:
+    """Size a flat code store (Flat, SQfp16, HNSW's vectors) for `rows` more vectors in one allocation.
+
+    FAISS grows it with std::vector::resize per added block; each reallocation holds the old and the new copy at once,
+    up to 2× the final index for a moment (100k × 4096 Flat peaked at 3.5 GB for 1.6 GB of vectors). Resizing to the
+    final size and back keeps the capacity, so the adds never reallocate. IVF lists grow one small list at a time and
+    GPU indexes manage their own memory: both are left alone."""
+    import faiss
+
+    store = faiss.downcast_index(index.storage) if isinstance(index, faiss.IndexHNSW) else index
+    if not isinstance(store, faiss.IndexFlatCodes) or not store.codes.is_owned:
+        return
+    size = store.codes.size()
+    store.codes.resize(size + rows * store.code_size)
+    store.codes.resize(size)
 
 
 def tuning_queries(source: VectorSource, config: BuildConfig, tune_source: VectorSource | None) -> TuneQueries:

@@ -74,19 +74,22 @@ def format_bytes(n: float) -> str:
     return f"{n:.2f} TiB"
 
 
+MIN_TRAIN_PER_CENTROID = 39  # FAISS warns below 39 training points per k-means centroid
+
+
 def pq_nbits_for(n: int) -> int:
     """Bits per PQ sub-code: 8 (256 centroids) once FAISS's minimum of 39 training points per centroid is met, fewer
     for small corpora (down to 4), so every codebook is trained on enough points."""
-    return int(min(8, max(4, math.floor(math.log2(max(n, 1) / 39)))))
+    return int(min(8, max(4, math.floor(math.log2(max(n, 1) / MIN_TRAIN_PER_CENTROID)))))
 
 
 def default_nlist(n: int) -> int:
     """IVF lists: 4·√N rounded to a power of two (autofaiss `get_optimal_nb_clusters` for N < 1M), with at least
     39 training points per list (FAISS warns below that) and at least one list."""
-    if n < 39 * 2:
+    if n < MIN_TRAIN_PER_CENTROID * 2:
         return 1
     c = 2 ** round(math.log2(4 * math.sqrt(n)))
-    return int(max(1, min(c, n // 39)))
+    return int(max(1, min(c, n // MIN_TRAIN_PER_CENTROID)))
 
 
 def flat_bytes(n: int, d: int, storage: str = "fp32") -> int:

@@ -55,7 +55,7 @@ class ArraySource:
         if self.ids is not None and len(self.ids) != len(self.vectors):
             raise ValueError(f"{len(self.ids)} ids for {len(self.vectors)} vectors")
         self.spec_settings = dict(self.spec_settings or {"dim": self.dim})
-        self.fingerprint = hashlib.sha256(self.vectors.tobytes()).hexdigest()[:16]
+        self.fingerprint = hashlib.sha256(memoryview(self.vectors)).hexdigest()[:16]  # no copy of the matrix
 
     @property
     def dim(self) -> int:

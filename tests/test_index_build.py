@@ -208,3 +208,71 @@ def test_unreachable_latency_budget_is_reported_not_hidden(tmp_path: Path) -> No
                        latency_ms=1e-6, tune_queries=50), log=QUIET)
     assert meta.tuning["reached"] is False and "not reached within" in meta.tuning["note"]
     assert meta.tuning["latency_budget_ms"] == 1e-6 and all("latency_ms" in s for s in meta.tuning["sweep"])
+
+
+@pytest.mark.parametrize("factory", ["Flat", "SQfp16", "HNSW32,Flat", "HNSW32,SQfp16"])
+def test_flat_code_stores_are_sized_once_not_regrown_per_block(factory: str) -> None:
+    """Each regrowth of a vector store briefly holds two copies (up to 2× the index); one allocation avoids it."""
+    from uniretrieve.index.build import reserve_rows
+
+    def moves(reserve: bool) -> int:
+        index = faiss.index_factory(16, factory, faiss.METRIC_INNER_PRODUCT)
+        store = faiss.downcast_index(index.storage) if "HNSW" in factory else index
+        x = random_vectors(600, 16, seed=3)
+        if reserve:
+            reserve_rows(index, len(x))
+        index.add(x[:1])
+        where, moved = int(store.codes.data()), 0
+        for a in range(1, 600, 50):
+            index.add(x[a : a + 50])
+            moved += int(store.codes.data()) != where
+            where = int(store.codes.data())
+        assert index.ntotal == 600 and store.codes.size() == 600 * store.code_size
+        return moved
+
+    assert moves(reserve=False) > 0  # what FAISS does by itself
+    assert moves(reserve=True) == 0
+
+
+def test_reserving_rows_changes_no_result(tmp_path: Path) -> None:
+    from uniretrieve.index.build import reserve_rows
+
+    x = random_vectors(300, 16, seed=4)
+    plain, reserved = faiss.IndexFlatIP(16), faiss.IndexFlatIP(16)
+    plain.add(x[:100])
+    reserved.add(x[:100])
+    reserve_rows(reserved, 200)  # as `index add` does on a loaded index
+    plain.add(x[100:])
+    reserved.add(x[100:])
+    q = random_vectors(5, 16, seed=5)
+    for a, b in zip(plain.search(q, 7), reserved.search(q, 7), strict=True):
+        np.testing.assert_array_equal(a, b)
+    faiss.write_index(reserved, str(tmp_path / "r.faiss"))
+    assert faiss.read_index(str(tmp_path / "r.faiss")).ntotal == 300
+
+
+def test_training_sample_stays_within_the_memory_budget() -> None:
+    """The float32 sample is the training phase's peak; it shrinks to fit --memory-budget, never below FAISS's 39
+    points per list (nor 65,536 for PQ codebooks), and an explicit train_rows is taken as given."""
+    from uniretrieve.index.build import train_rows
+    from uniretrieve.index.factory import make_choice
+
+    n, d = 1_000_000, 4096
+    ivf = make_choice("ivf", n, d, nlist=4096, storage="fp16")
+    assert train_rows(ivf, n, d, BuildConfig(memory_budget=1 << 40)) == n  # 256 per list > the corpus: all 16 GB
+    assert train_rows(ivf, n, d, BuildConfig(memory_budget=8 << 30)) == (8 << 30) // (4 * d)  # 524,288 rows = 8 GiB
+    assert train_rows(ivf, n, d, BuildConfig(memory_budget=1 << 30)) == 39 * 4096  # floor beats a tiny budget
+    pq = make_choice("ivfpq", n, d, nlist=256, pq_m=64)
+    assert train_rows(pq, n, d, BuildConfig(memory_budget=1 << 20)) == 65536
+    assert train_rows(ivf, n, d, BuildConfig(memory_budget=1 << 20, train_rows=5000)) == 5000
+    assert train_rows(ivf, 3000, d, BuildConfig(memory_budget=1 << 40)) == 3000  # never more than the corpus
+
+
+def test_a_budget_capped_sample_still_trains_an_index_that_reaches_its_recall(tmp_path: Path) -> None:
+    x = clustered_vectors(4000, 32, seed=6)
+    lines: list[str] = []
+    budget = 1200 * 4 * 32  # room for 1,200 float32 rows; IVF64 would take 4,000 (all of them)
+    meta = build_index(ArraySource(x), tmp_path / "i", BuildConfig(index_type="ivf", nlist=64, memory_budget=budget),
+                       log=lines.append)
+    assert any("on 2496 sampled vectors" in s and "--memory-budget" in s for s in lines)  # 39 × 64 rows
+    assert meta.tuning["reached"] and meta.num_vectors == 4000

@@ -20,7 +20,7 @@ def build(
     shards: Annotated[list[Path], typer.Argument(help="Embedding shard directories (made by `uniretrieve encode`).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to write.")],
     index_type: Annotated[str, typer.Option("--type", help="auto | flat | ivf | ivfpq | hnsw.")] = "auto",
-    memory_budget: Annotated[str, typer.Option("--memory-budget", help="Size the index may take, e.g. 8GB.")] = "8GB",
+    memory_budget: Annotated[str, typer.Option("--memory-budget", help="Memory the index may take (and the IVF/PQ training sample), e.g. 8GB.")] = "8GB",
     target_recall: Annotated[float, typer.Option("--target-recall", help="recall@10 vs exact search to tune to.")] = 0.95,
     latency_ms: Annotated[float | None, typer.Option("--latency-ms", help="Per-query latency budget (ms).")] = None,
     tune_queries: Annotated[list[Path] | None, typer.Option(
