@@ -24,9 +24,11 @@ import numpy as np
 def measure(rows: int, dim: int, index_type: str, reserve: bool, workdir: str) -> dict:
     from benchmarks.search import peak_rss_bytes, reset_peak_rss, rss_bytes
     from uniretrieve.index import build
+    from uniretrieve.index.gpu import cuda_device_count
     from uniretrieve.index.meta import BuildConfig
     from uniretrieve.index.source import ArraySource
 
+    cuda_device_count()  # imports torch now, as benchmarks/search.py does: its libraries are not build memory
     rng = np.random.default_rng(0)
     x = rng.standard_normal((rows, dim), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--one", choices=["reserve", "regrow"], help=argparse.SUPPRESS)  # internal: child process
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args(argv)
+    if args.rows < 1 or args.dim < 1:
+        ap.error(f"--rows and --dim must be positive, got {args.rows} × {args.dim}")
     if args.one:
         print(json.dumps(measure(args.rows, args.dim, args.type, args.one == "reserve", args.workdir)))
         return
@@ -58,7 +62,10 @@ def main(argv: list[str] | None = None) -> None:
         for way in ("regrow", "reserve"):
             cmd = [sys.executable, "-m", "benchmarks.build_memory", "--one", way, "--rows", str(args.rows),
                    "--dim", str(args.dim), "--type", args.type, "--workdir", args.workdir or tmp]
-            row = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                sys.exit(f"the {way} build failed: {(res.stderr.strip().splitlines() or ['no message'])[-1]}")
+            row = json.loads(res.stdout.splitlines()[-1])
             print(f"{way:8s} {row['factory']:12s} {row['rows']} × {row['dim']}: index {row['index_bytes'] / 2**20:.0f}"
                   f" MiB, peak growth {row['peak_growth_bytes'] / 2**20:.0f} MiB, build {row['build_s']} s", flush=True)
 

@@ -145,8 +145,7 @@ def run_one(index_type: str, n: int, d: int, nq: int, target: float, workdir: st
     single_ms = (time.perf_counter() - t0) / min(50, nq) * 1000
     return {
         "type": index_type, "factory": meta.factory, "n": n, "dim": d, "storage": storage, "built_on": meta.built_on,
-        "searched_on": "gpu" if searcher.on_gpu else "cpu", "queries": nq,
-        "tuned_on": tune,
+        "searched_on": "gpu" if searcher.on_gpu else "cpu", "queries": nq, "tuned_on": tune,
         "recall@10": round(recall_at_k(found, gt_i, gt_s, 10), 4), "tuned": meta.search_params,
         "tuned_recall@10": meta.tuning.get("recall"), "qps_batch": round(nq / batch_s, 1),
         "latency_ms_single": round(single_ms, 3), "build_s": round(build_s, 2),

@@ -17,6 +17,7 @@ import numpy as np
 
 from uniretrieve.index import gpu as gpu_mod
 from uniretrieve.index.factory import (
+    MAX_TRAIN_PER_CENTROID,
     MIN_TRAIN_PER_CENTROID,
     IndexChoice,
     choose_index,
@@ -46,17 +47,24 @@ def resolve_choice(n: int, d: int, config: BuildConfig, *, gpu: bool, train_n: i
                        budget=config.memory_budget, train_n=train_n, storage=config.storage)
 
 
-def train_rows(choice: IndexChoice, n: int, d: int, config: BuildConfig) -> int:
+def wanted_train_rows(choice: IndexChoice, n: int) -> int:
     """256 points per IVF list (FAISS's `max_points_per_centroid`: more would be subsampled away), at least 65,536
-    for PQ codebooks, never more than the corpus, and no more float32 rows than `memory_budget` holds, down to FAISS's
-    minimum of 39 per list. The sample is freed before adding, so it is the training phase's peak: 1M × 4096 as
-    IVF4096 would otherwise sample the whole corpus, 16 GB, for an 8 GB fp16 index (measured peak 19.8 GB)."""
+    for PQ codebooks, never more than the corpus."""
+    return min(n, max(MAX_TRAIN_PER_CENTROID * max(choice.nlist, 1), _min_train_rows(choice)))
+
+
+def _min_train_rows(choice: IndexChoice) -> int:
+    return max(MIN_TRAIN_PER_CENTROID * max(choice.nlist, 1), PQ_TRAIN_ROWS if choice.type == "ivfpq" else 0)
+
+
+def train_rows(choice: IndexChoice, n: int, d: int, config: BuildConfig) -> int:
+    """`config.train_rows` when set; else `wanted_train_rows`, cut to the float32 rows `memory_budget` holds, down to
+    FAISS's minimum of 39 per list (65,536 for PQ). The sample is freed before adding, so it is the training phase's
+    peak: 1M × 4096 as IVF4096 would otherwise sample the whole corpus, 16 GB, for an 8 GB fp16 index (measured peak
+    19.8 GB)."""
     if config.train_rows:
         return min(n, config.train_rows)
-    floor = max(MIN_TRAIN_PER_CENTROID * max(choice.nlist, 1), PQ_TRAIN_ROWS if choice.type == "ivfpq" else 0)
-    want = max(256 * max(choice.nlist, 1), floor)
-    fits = config.memory_budget // (4 * d)
-    return min(n, want, max(fits, floor))
+    return min(wanted_train_rows(choice, n), max(config.memory_budget // (4 * d), _min_train_rows(choice)))
 
 
 def new_index(choice: IndexChoice, d: int, config: BuildConfig) -> Any:
@@ -82,7 +90,7 @@ def train(index: Any, choice: IndexChoice, source: VectorSource, config: BuildCo
     rng = np.random.default_rng(config.seed)
     rows = np.sort(rng.choice(source.num_rows, size=m, replace=False))
     sample = source.take(rows)
-    capped = not config.train_rows and m < min(source.num_rows, 256 * max(choice.nlist, 1))
+    capped = not config.train_rows and m < wanted_train_rows(choice, source.num_rows)
     log(f"training {choice.factory} on {m} sampled vectors ({format_bytes(sample.nbytes)})"
         + (f"; fewer than 256 per list to stay within --memory-budget {format_bytes(config.memory_budget)}"
            if capped else ""))
@@ -117,8 +125,9 @@ def reserve_rows(index: Any, rows: int) -> None:
     """Size a flat code store (Flat, SQfp16, HNSW's vectors) for `rows` more vectors in one allocation.
 
     FAISS grows it with std::vector::resize per added block; each reallocation holds the old and the new copy at once,
-    up to 2× the final index for a moment (100k × 4096 Flat peaked at 3.5 GB for 1.6 GB of vectors). Resizing to the
-    final size and back keeps the capacity, so the adds never reallocate. IVF lists grow one small list at a time and
+    up to 2× the final index for a moment (benchmarks/build_memory.py: 70,000 × 4096 Flat, 1,094 MiB, peaked at
+    2,192 MiB regrown, 1,235 MiB sized once). Resizing to the final size and back keeps the capacity, so the adds
+    never reallocate. IVF lists grow one small list at a time and
     GPU indexes manage their own memory: both are left alone."""
     import faiss
 

@@ -75,6 +75,7 @@ def format_bytes(n: float) -> str:
 
 
 MIN_TRAIN_PER_CENTROID = 39  # FAISS warns below 39 training points per k-means centroid
+MAX_TRAIN_PER_CENTROID = 256  # FAISS's max_points_per_centroid: it subsamples anything beyond
 
 
 def pq_nbits_for(n: int) -> int:
