@@ -83,3 +83,11 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path, tiny_model_dir: Path, ti
     assert res.exit_code == 2 and "has no column 'body' (--text-column)" in res.output
     res = invoke(str(table), "-o", str(tmp_path / "o"), "-m", str(tiny_model_dir), "--dtype", "int8")
     assert res.exit_code == 2 and "dtype must be float16 or float32" in res.output
+
+
+def test_an_empty_input_says_so(tmp_path: Path, tiny_model_dir: Path, tiny_encoder) -> None:
+    empty = tmp_path / "none.txt"
+    empty.write_text("")
+    res = invoke(str(empty), "-o", str(tmp_path / "o"), "-m", str(tiny_model_dir))
+    assert res.exit_code == 0, res.output
+    assert "the input holds no items" in res.output and "up to date" not in res.output

@@ -100,7 +100,8 @@ def summary_table(result: EncodeResult) -> Table:
     table.add_column("what")
     table.add_column("count", justify="right")
     if result.segment is None:
-        table.add_row("up to date: nothing to encode", "0")
+        # an empty input is most likely the wrong file or column; say so rather than "up to date"
+        table.add_row("up to date: nothing to encode" if result.total_rows else "the input holds no items", "0")
     table.add_row("encoded", str(result.encoded))
     for kind, n in sorted(result.skipped.items()):
         table.add_row(f"skipped: {kind}", str(n))
