@@ -38,21 +38,43 @@ def train_rows(recipe: Path, out: Path, cfg: dict[str, Any], console: Any) -> di
         run = out / name
         if (run / "merged" / "config.json").exists():
             return run / "merged"
-        s2 = load_config(Stage2Config, cfg["stage2_preset"], [*cfg["stage2_overrides"], *overrides], model=str(start),
-                         output_dir=str(run), seed=cfg["seed"],
-                         **{"data.root": str(data / "mmeb-train"), "checkpoint.merge": True})  # fmt: skip
+        s2 = load_config(
+            Stage2Config,
+            cfg["stage2_preset"],
+            [*cfg["stage2_overrides"], *overrides],
+            model=str(start),
+            output_dir=str(run),
+            seed=cfg["seed"],
+            **{"data.root": str(data / "mmeb-train"), "checkpoint.merge": True},
+        )
         return Path(run_stage2(s2, console=console).merged_dir)
 
     clip_dir = out / "clip" / "final"
     if not (clip_dir / "clip_baseline.json").exists():
-        s2_steps = load_config(Stage2Config, cfg["stage2_preset"], cfg["stage2_overrides"], model="x",
-                               output_dir="x", **{"data.root": "x"})  # fmt: skip
-        pairs = (cfg.get("align_steps", 0) * cfg.get("align_batch_size", 0) + cfg["pretrain_steps"] * 32
-                 + (s2_steps.max_steps or 0) * s2_steps.batch_size)
-        clip_dir = train_clip_baseline(ClipBaselineConfig(
-            data=str(data / "llava-pretrain"), tokenizer=str(recipe / "base" / "processor"),
-            output_dir=str(out / "clip"), batch_size=32, max_steps=max(1, pairs // 32), seed=cfg["seed"]),
-            console=console)  # fmt: skip
+        s2_steps = load_config(
+            Stage2Config,
+            cfg["stage2_preset"],
+            cfg["stage2_overrides"],
+            model="x",
+            output_dir="x",
+            **{"data.root": "x"},
+        )
+        pairs = (
+            cfg.get("align_steps", 0) * cfg.get("align_batch_size", 0)
+            + cfg["pretrain_steps"] * 32
+            + (s2_steps.max_steps or 0) * s2_steps.batch_size
+        )
+        clip_dir = train_clip_baseline(
+            ClipBaselineConfig(
+                data=str(data / "llava-pretrain"),
+                tokenizer=str(recipe / "base" / "processor"),
+                output_dir=str(out / "clip"),
+                batch_size=32,
+                max_steps=max(1, pairs // 32),
+                seed=cfg["seed"],
+            ),
+            console=console,
+        )
     return {
         "CLIP-style dual encoder": ClipStyleEncoder.from_pretrained(clip_dir),
         "base MLLM, prompted": base,
@@ -70,7 +92,9 @@ def main() -> None:
     from uniretrieve.train.recipe_tiny import evaluate_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--recipe", type=Path, required=True, help="the `uniretrieve train unime-tiny --out` folder")
+    ap.add_argument(
+        "--recipe", type=Path, required=True, help="the `uniretrieve train unime-tiny --out` folder"
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()

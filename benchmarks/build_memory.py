@@ -38,11 +38,23 @@ def measure(rows: int, dim: int, index_type: str, reserve: bool, workdir: str) -
     reset_peak_rss()
     base = rss_bytes()
     t0 = time.perf_counter()
-    meta = build.build_index(src, f"{workdir}/{index_type}-{reserve}", BuildConfig(index_type=index_type,
-                             memory_budget=1 << 40, tune_queries=100), overwrite=True, log=lambda s: None)
-    return {"type": index_type, "factory": meta.factory, "rows": rows, "dim": dim, "reserve": reserve,
-            "index_bytes": meta.choice.get("expected_bytes"), "peak_growth_bytes": peak_rss_bytes() - base,
-            "build_s": round(time.perf_counter() - t0, 2)}
+    meta = build.build_index(
+        src,
+        f"{workdir}/{index_type}-{reserve}",
+        BuildConfig(index_type=index_type, memory_budget=1 << 40, tune_queries=100),
+        overwrite=True,
+        log=lambda s: None,
+    )
+    return {
+        "type": index_type,
+        "factory": meta.factory,
+        "rows": rows,
+        "dim": dim,
+        "reserve": reserve,
+        "index_bytes": meta.choice.get("expected_bytes"),
+        "peak_growth_bytes": peak_rss_bytes() - base,
+        "build_s": round(time.perf_counter() - t0, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,14 +72,30 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         for way in ("regrow", "reserve"):
-            cmd = [sys.executable, "-m", "benchmarks.build_memory", "--one", way, "--rows", str(args.rows),
-                   "--dim", str(args.dim), "--type", args.type, "--workdir", args.workdir or tmp]
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.build_memory",
+                "--one",
+                way,
+                "--rows",
+                str(args.rows),
+                "--dim",
+                str(args.dim),
+                "--type",
+                args.type,
+                "--workdir",
+                args.workdir or tmp,
+            ]
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
                 sys.exit(f"the {way} build failed: {(res.stderr.strip().splitlines() or ['no message'])[-1]}")
             row = json.loads(res.stdout.splitlines()[-1])
-            print(f"{way:8s} {row['factory']:12s} {row['rows']} × {row['dim']}: index {row['index_bytes'] / 2**20:.0f}"
-                  f" MiB, peak growth {row['peak_growth_bytes'] / 2**20:.0f} MiB, build {row['build_s']} s", flush=True)
+            print(
+                f"{way:8s} {row['factory']:12s} {row['rows']} × {row['dim']}: index {row['index_bytes'] / 2**20:.0f}"
+                f" MiB, peak growth {row['peak_growth_bytes'] / 2**20:.0f} MiB, build {row['build_s']} s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

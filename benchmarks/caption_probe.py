@@ -46,10 +46,14 @@ def main() -> None:
     torch.manual_seed(0)
     rng = random.Random(0)
     proc = AutoProcessor.from_pretrained(a.processor)
-    rows = [e for e in read_llava_pretrain(a.data) if e.image is not None and not e.request.startswith("Summary")]
+    rows = [
+        e for e in read_llava_pretrain(a.data) if e.image is not None and not e.request.startswith("Summary")
+    ]
     short = [e for e in rows if e.request == "Describe the image."]
     held = short[-64:]
-    pool = {"short": short, "long": [e for e in rows if e.request != "Describe the image."], "all": rows}[a.which]
+    pool = {"short": short, "long": [e for e in rows if e.request != "Describe the image."], "all": rows}[
+        a.which
+    ]
     train = [e for e in pool if e not in set(held)]
     cache: dict[Path, object] = {}
 
@@ -97,8 +101,18 @@ def main() -> None:
         opt.step()
         if (step + 1) % 50 == 0:
             right, wrong = held_out()
-            print(json.dumps({"step": step + 1, "train_loss": round(float(loss.detach()), 4), "right_image": round(right, 4),
-                              "shuffled_image": round(wrong, 4), "seconds": round(time.time() - t0)}), flush=True)  # fmt: skip
+            print(
+                json.dumps(
+                    {
+                        "step": step + 1,
+                        "train_loss": round(float(loss.detach()), 4),
+                        "right_image": round(right, 4),
+                        "shuffled_image": round(wrong, 4),
+                        "seconds": round(time.time() - t0),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -115,8 +115,15 @@ def main(
         rows: list[dict[str, Any]] = []
         profile = {m: timed(base, m) for m in data}
         for m, r in profile.items():
-            rows.append({"variant": "baseline", "modality": m, "prep_share": r.prep_seconds / r.seconds,
-                         "pad_share": 1 - r.tokens / r.padded_tokens, "seconds": r.seconds})  # fmt: skip
+            rows.append(
+                {
+                    "variant": "baseline",
+                    "modality": m,
+                    "prep_share": r.prep_seconds / r.seconds,
+                    "pad_share": 1 - r.tokens / r.padded_tokens,
+                    "seconds": r.seconds,
+                }
+            )
 
         def compare(
             label: str, modality: str, make: Callable[[], tuple[Any, int]], undo: Callable[[], None]
@@ -126,18 +133,30 @@ def main(
             run = timed(enc, modality, bs)
             undo()
             cos = float((ref.embeddings * run.embeddings).sum(axis=1).min())
-            rows.append({"variant": label, "modality": modality, "speedup": ref.seconds / run.seconds,
-                         "cpu_speedup": ref.cpu_seconds / run.cpu_seconds,
-                         "min_cos": cos, "pad_share": 1 - run.tokens / run.padded_tokens,
-                         "seconds": run.seconds, "baseline_seconds": ref.seconds})  # fmt: skip
+            rows.append(
+                {
+                    "variant": label,
+                    "modality": modality,
+                    "speedup": ref.seconds / run.seconds,
+                    "cpu_speedup": ref.cpu_seconds / run.cpu_seconds,
+                    "min_cos": cos,
+                    "pad_share": 1 - run.tokens / run.padded_tokens,
+                    "seconds": run.seconds,
+                    "baseline_seconds": ref.seconds,
+                }
+            )
 
         def noop() -> None:
             return None
 
         other = 2 if threads == 1 else 1
         for m in data:
-            compare(f"threads={other}", m, lambda: (torch.set_num_threads(other), (base, batch_size))[1],
-                    lambda: torch.set_num_threads(threads))  # fmt: skip
+            compare(
+                f"threads={other}",
+                m,
+                lambda: (torch.set_num_threads(other), (base, batch_size))[1],
+                lambda: torch.set_num_threads(threads),
+            )
         variants: dict[str, Any] = {
             "attn=eager": Encoder.from_pretrained(ckpt, device="cpu", attn_implementation="eager"),
             "bf16": Encoder.from_pretrained(ckpt, device="cpu", dtype=torch.bfloat16),
@@ -166,8 +185,14 @@ def main(
                 )
                 compare("compile", m, lambda: (compiled, batch_size), noop)
         ops = {m: _op_profile(base, data[m], batch_size) for m in data}
-    report = {"preset": preset, "threads": threads, "batch_size": batch_size, "rows": rows, "ops": ops,
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    report = {
+        "preset": preset,
+        "threads": threads,
+        "batch_size": batch_size,
+        "rows": rows,
+        "ops": ops,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if json_out:
         typer.echo(json.dumps(report, indent=2))
         return
@@ -193,12 +218,23 @@ def main(
         def f(key: str, spec: str, scale: float = 1.0, r: dict[str, Any] = r) -> str:
             return "—" if r.get(key) is None else format(r[key] * scale, spec)
 
-        t.add_row(r["variant"], r["modality"], f("speedup", ".2f"), f("cpu_speedup", ".2f"), f("min_cos", ".5f"), f("pad_share", ".0f", 100),
-                  f("prep_share", ".1f", 100), f("seconds", ".2f"), f("baseline_seconds", ".2f"))  # fmt: skip
+        t.add_row(
+            r["variant"],
+            r["modality"],
+            f("speedup", ".2f"),
+            f("cpu_speedup", ".2f"),
+            f("min_cos", ".5f"),
+            f("pad_share", ".0f", 100),
+            f("prep_share", ".1f", 100),
+            f("seconds", ".2f"),
+            f("baseline_seconds", ".2f"),
+        )
     console.print(t)
     for m, top in ops.items():
-        console.print(f"[bold]{m}[/bold] forward, top ops by self CPU time: " + ", ".join(
-            f"{o['op']} {100 * o['share']:.0f}%" for o in top))  # fmt: skip
+        console.print(
+            f"[bold]{m}[/bold] forward, top ops by self CPU time: "
+            + ", ".join(f"{o['op']} {100 * o['share']:.0f}%" for o in top)
+        )
 
 
 if __name__ == "__main__":

@@ -107,7 +107,10 @@ def bench_preset(
     )
     enc16 = (
         Encoder.from_pretrained(
-            str(_checkpoint(preset, cache, device)), device=device, dtype=torch.bfloat16, attn_implementation=attn
+            str(_checkpoint(preset, cache, device)),
+            device=device,
+            dtype=torch.bfloat16,
+            attn_implementation=attn,
         )
         if bf16
         else None
@@ -134,10 +137,16 @@ def bench_preset(
             k: int | None = None, prompts=prompts, pics=pics, bs=ref_bs, modality=modality
         ) -> RunResult:
             return run_reference(
-                enc.model, enc.processor, prompts=prompts[:k], images=pics[:k] if pics else None,
-                modality=modality, batch_size=bs, device=enc.device, dtype=dtype,
+                enc.model,
+                enc.processor,
+                prompts=prompts[:k],
+                images=pics[:k] if pics else None,
+                modality=modality,
+                batch_size=bs,
+                device=enc.device,
+                dtype=dtype,
                 images_nested=enc.spec.images_nested,
-            )  # fmt: skip
+            )
 
         # Warm-up (untimed): first-call allocations, kernel selection, lazy imports in both paths.
         reference(1)
@@ -237,12 +246,18 @@ def print_tables(report: dict[str, Any]) -> None:
         for r in rec["runs"]:
             pad = 100 * (1 - r["tokens"] / r["padded_tokens"])
             cells = [
-                r["modality"], r["path"], f"{r['items_per_s']:.2f}", f"{r['tokens_per_s']:,.0f}",
-                f"[bold]{r['speedup_vs_reference']:.2f}×[/bold]", _fmt(r["cpu_speedup_vs_reference"], ".2f"),
+                r["modality"],
+                r["path"],
+                f"{r['items_per_s']:.2f}",
+                f"{r['tokens_per_s']:,.0f}",
+                f"[bold]{r['speedup_vs_reference']:.2f}×[/bold]",
+                _fmt(r["cpu_speedup_vs_reference"], ".2f"),
                 f"{r['seconds']:.2f}",
-                _fmt(r["prep_seconds"], ".2f"), _fmt(r["forward_seconds"], ".2f"), f"{pad:.0f}",
+                _fmt(r["prep_seconds"], ".2f"),
+                _fmt(r["forward_seconds"], ".2f"),
+                f"{pad:.0f}",
                 f"{r['min_cos_vs_reference']:.5f}",
-            ]  # fmt: skip
+            ]
             if show_mfu:
                 cells.append(_fmt(None if r["mfu"] is None else 100 * r["mfu"], ".1f") + "%")
             table.add_row(*cells)
@@ -348,11 +363,21 @@ def main(
         for p in chosen:
             records.append(
                 bench_preset(
-                    p, device=device, cache=cache, n_images=n_img, n_texts=n_txt, batch_size=batch_size,
-                    workers=workers, ref_text_batch=ref_text_batch, repeats=repeats, mfu=mfu, attn=attn, seed=seed,
+                    p,
+                    device=device,
+                    cache=cache,
+                    n_images=n_img,
+                    n_texts=n_txt,
+                    batch_size=batch_size,
+                    workers=workers,
+                    ref_text_batch=ref_text_batch,
+                    repeats=repeats,
+                    mfu=mfu,
+                    attn=attn,
+                    seed=seed,
                     bf16=bf16,
                 )
-            )  # fmt: skip
+            )
             gc.collect()  # the next 7B model must not share the GPU with this one's leftovers
             if device == "cuda":
                 torch.cuda.empty_cache()

@@ -28,13 +28,17 @@ def main() -> None:
     model = LlavaForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
     proc = AutoProcessor.from_pretrained(args.model)
     wrapper = REGISTRY["llava"].wrapper_for("mistral", frozenset())
-    ex = [e for e in read_llava_pretrain(args.data, limit=8 * args.n) if e.request == "Describe the image."][: args.n]
+    ex = [e for e in read_llava_pretrain(args.data, limit=8 * args.n) if e.request == "Describe the image."][
+        : args.n
+    ]
     prompts = [caption_prompt(wrapper.template, "<image>", e.request) for e in ex]
     images, captions = [load_image(e.image) for e in ex], [e.caption for e in ex]
     with torch.no_grad():
         right = model(**caption_batch(proc, prompts, images, captions, max_length=200)).loss
         wrong = model(**caption_batch(proc, prompts, images[1:] + images[:1], captions, max_length=200)).loss
-    print(f"caption loss, right image {float(right):.4f}, shuffled image {float(wrong):.4f} ({len(ex)} captions)")
+    print(
+        f"caption loss, right image {float(right):.4f}, shuffled image {float(wrong):.4f} ({len(ex)} captions)"
+    )
 
 
 if __name__ == "__main__":

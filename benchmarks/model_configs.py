@@ -22,18 +22,34 @@ import torch
 from benchmarks.encode_inputs import WORDS
 
 SPECIAL_TOKENS = [
-    "<pad>", "<s>", "</s>", "<unk>", "<image>", "<video>", "[INST]", "[/INST]",
-    "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
-    "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-]  # fmt: skip
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "<image>",
+    "<video>",
+    "[INST]",
+    "[/INST]",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+]
 
 _PROMPT_TEXT = [
-    "Summary above sentence in one word:", "Summary above image in one word:",
-    "Summary above image and sentence in one word:", "system You are a helpful assistant. user assistant",
+    "Summary above sentence in one word:",
+    "Summary above image in one word:",
+    "Summary above image and sentence in one word:",
+    "system You are a helpful assistant. user assistant",
     "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
     "detailed, and polite answers to the human's questions. USER: ASSISTANT:",
     "0123456789 !?.,;:'\"()[]{}<>-_/\\@#$%^&*+=|~`",
-]  # fmt: skip
+]
 
 
 def build_tokenizer(vocab_size: int = 2000) -> Any:
@@ -80,10 +96,24 @@ def _llava(tok: Any, vision: dict[str, Any], text_cls: str, text: dict[str, Any]
 
 def tiny(tok: Any) -> tuple[str, Any, Any]:
     """The test suite's tiny LLaVA: 32-px CLIP, 2-layer 32-wide Llama (tests/tiny_models.py)."""
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "image_size": 32, "patch_size": 8, "projection_dim": 32}  # fmt: skip
-    text = {"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096}  # fmt: skip
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+        "projection_dim": 32,
+    }
+    text = {
+        "vocab_size": len(tok),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+    }
     return _llava(tok, vision, "LlamaConfig", text)
 
 
@@ -91,10 +121,25 @@ def llava_100m(tok: Any) -> tuple[str, Any, Any]:
     """LLaVA with a ViT-B/16-style CLIP tower (768 wide, 6 layers, 224 px → 196 image tokens) and an 8-layer
     768-wide Llama with the Llama-2 vocabulary of 32000: 144M parameters, 95M of them outside the embedding and
     LM-head matrices."""
-    vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 6, "num_attention_heads": 12,
-              "image_size": 224, "patch_size": 16, "projection_dim": 512, "hidden_act": "quick_gelu"}  # fmt: skip
-    text = {"vocab_size": 32000, "hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 8,
-            "num_attention_heads": 12, "num_key_value_heads": 4, "max_position_embeddings": 4096}  # fmt: skip
+    vision = {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 12,
+        "image_size": 224,
+        "patch_size": 16,
+        "projection_dim": 512,
+        "hidden_act": "quick_gelu",
+    }
+    text = {
+        "vocab_size": 32000,
+        "hidden_size": 768,
+        "intermediate_size": 2048,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 4096,
+    }
     return _llava(tok, vision, "LlamaConfig", text)
 
 
@@ -108,26 +153,43 @@ def llava_next_mistral_7b(tok: Any) -> tuple[str, Any, Any]:
 
     cfg = transformers.LlavaNextConfig(
         vision_config=transformers.CLIPVisionConfig(
-            hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-            image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=336,
+            patch_size=14,
+            projection_dim=768,
+            hidden_act="quick_gelu",
         ),
         text_config=transformers.MistralConfig(
-            vocab_size=32064, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-            num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768, rms_norm_eps=1e-5,
-            sliding_window=None, **_ids(tok),
+            vocab_size=32064,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            max_position_embeddings=32768,
+            rms_norm_eps=1e-5,
+            sliding_window=None,
+            **_ids(tok),
         ),
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=_LLAVA_NEXT_PINPOINTS,
         vision_feature_select_strategy="default",
         vision_feature_layer=-2,
-    )  # fmt: skip
+    )
     proc = transformers.LlavaNextProcessor(
         image_processor=transformers.LlavaNextImageProcessor(
-            size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
+            size={"shortest_edge": 336},
+            crop_size={"height": 336, "width": 336},
             image_grid_pinpoints=_LLAVA_NEXT_PINPOINTS,
         ),
-        tokenizer=tok, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
-    )  # fmt: skip
+        tokenizer=tok,
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
     return "LlavaNextForConditionalGeneration", cfg, proc
 
 
@@ -137,11 +199,30 @@ def qwen2_vl_2b(tok: Any) -> tuple[str, Any, Any]:
 
     ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>")}
     rope = {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1000000.0}
-    text = {"vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
-            "num_attention_heads": 12, "num_key_value_heads": 2, "max_position_embeddings": 32768,
-            "rope_parameters": rope, "tie_word_embeddings": True, "rms_norm_eps": 1e-6, **_ids(tok)}  # fmt: skip
-    vision = {"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16, "mlp_ratio": 4, "patch_size": 14,
-              "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3}  # fmt: skip
+    text = {
+        "vocab_size": 151936,
+        "hidden_size": 1536,
+        "intermediate_size": 8960,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 32768,
+        "rope_parameters": rope,
+        "tie_word_embeddings": True,
+        "rms_norm_eps": 1e-6,
+        **_ids(tok),
+    }
+    vision = {
+        "depth": 32,
+        "embed_dim": 1280,
+        "hidden_size": 1536,
+        "num_heads": 16,
+        "mlp_ratio": 4,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "in_channels": 3,
+    }
     cfg = transformers.Qwen2VLConfig(
         text_config=text,
         vision_config=vision,
@@ -175,13 +256,24 @@ def llava_onevision_7b(tok: Any) -> tuple[str, Any, Any]:
 
     cfg = transformers.LlavaOnevisionConfig(
         vision_config=transformers.SiglipVisionConfig(
-            hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
-            image_size=384, patch_size=14,
+            hidden_size=1152,
+            intermediate_size=4304,
+            num_hidden_layers=26,
+            num_attention_heads=16,
+            image_size=384,
+            patch_size=14,
         ),
         text_config=transformers.Qwen2Config(
-            vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-            num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768, rms_norm_eps=1e-6,
-            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, **_ids(tok),
+            vocab_size=152064,
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            max_position_embeddings=32768,
+            rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+            **_ids(tok),
         ),
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         video_token_id=tok.convert_tokens_to_ids("<video>"),
@@ -189,7 +281,7 @@ def llava_onevision_7b(tok: Any) -> tuple[str, Any, Any]:
         vision_feature_select_strategy="full",
         vision_feature_layer=-1,
         vision_aspect_ratio="anyres_max_9",
-    )  # fmt: skip
+    )
     proc = transformers.LlavaOnevisionProcessor(
         image_processor=transformers.LlavaOnevisionImageProcessor(
             size={"height": 384, "width": 384}, image_grid_pinpoints=_OV_PINPOINTS
@@ -222,16 +314,24 @@ PRESETS: dict[str, Preset] = {
         Preset("tiny", tiny, "cpu", "float32", (640, 480), "tiny LLaVA (test fixture size)"),
         Preset("llava-100m", llava_100m, "cpu", "float32", (640, 480), "LLaVA, ViT-B/16-224 + 8x768 Llama"),
         Preset(
-            "llava-next-mistral-7b", llava_next_mistral_7b, "cuda", "bfloat16", (336, 336),
+            "llava-next-mistral-7b",
+            llava_next_mistral_7b,
+            "cuda",
+            "bfloat16",
+            (336, 336),
             "LLaVA-1.6-Mistral-7B, 336-px images",
         ),
         Preset("qwen2-vl-2b", qwen2_vl_2b, "cuda", "bfloat16", (336, 336), "Qwen2-VL-2B, 336-px images"),
         Preset(
-            "llava-onevision-7b", llava_onevision_7b, "cuda", "bfloat16", (336, 336),
+            "llava-onevision-7b",
+            llava_onevision_7b,
+            "cuda",
+            "bfloat16",
+            (336, 336),
             "LLaVA-OneVision-7B, 336-px images",
         ),
     )
-}  # fmt: skip
+}
 
 
 def presets_for(device: str) -> list[str]:

@@ -37,9 +37,11 @@ def main() -> None:
         enc = Encoder.from_pretrained(m, device="cpu")
         img, txt = enc.encode_images(images), enc.encode_texts(captions)
         it = img @ txt.T
-        print(f"{m}: matching {np.trace(it) / n:.3f} vs other {it[off].mean():.3f}; image–image {(img @ img.T)[off].mean():.3f}, "
-              f"text–text {(txt @ txt.T)[off].mean():.3f}; R@1 I→T {100 * (it.argmax(1) == np.arange(n)).mean():.1f} %, "
-              f"T→I {100 * (it.argmax(0) == np.arange(n)).mean():.1f} % (chance {100 / n:.1f} %)")  # fmt: skip
+        print(
+            f"{m}: matching {np.trace(it) / n:.3f} vs other {it[off].mean():.3f}; image–image {(img @ img.T)[off].mean():.3f}, "
+            f"text–text {(txt @ txt.T)[off].mean():.3f}; R@1 I→T {100 * (it.argmax(1) == np.arange(n)).mean():.1f} %, "
+            f"T→I {100 * (it.argmax(0) == np.arange(n)).mean():.1f} % (chance {100 / n:.1f} %)"
+        )
 
 
 if __name__ == "__main__":

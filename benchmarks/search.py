@@ -56,8 +56,9 @@ class SyntheticSource:
 
     def generate(self, n: int, seed: Any) -> np.ndarray:
         rng = np.random.default_rng(seed)
-        z = self.centres[rng.integers(0, self.clusters, n)] + 0.5 * rng.standard_normal((n, self.rank)).astype(
-            np.float32)
+        z = self.centres[rng.integers(0, self.clusters, n)] + 0.5 * rng.standard_normal(
+            (n, self.rank)
+        ).astype(np.float32)
         x = z @ self.proj + 0.1 * rng.standard_normal((n, self.dim)).astype(np.float32)
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
@@ -103,8 +104,17 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def run_one(index_type: str, n: int, d: int, nq: int, target: float, workdir: str, storage: str = "fp32",
-            tune: str = "queries", gpu: bool | None = None) -> dict[str, Any]:
+def run_one(
+    index_type: str,
+    n: int,
+    d: int,
+    nq: int,
+    target: float,
+    workdir: str,
+    storage: str = "fp32",
+    tune: str = "queries",
+    gpu: bool | None = None,
+) -> dict[str, Any]:
     """Build one index in this process and measure it.
 
     tune="queries": nprobe/efSearch are tuned on 500 fresh queries drawn apart from the measured ones (what
@@ -127,9 +137,16 @@ def run_one(index_type: str, n: int, d: int, nq: int, target: float, workdir: st
     reset_peak_rss()
     base = rss_bytes()
     t0 = time.perf_counter()
-    meta = build_index(src, f"{workdir}/{index_type}-{n}-{d}", BuildConfig(index_type=index_type, storage=storage,
-                       target_recall=target, memory_budget=1 << 40, gpu=gpu), tune_source=tune_src, overwrite=True,
-                       log=lambda s: None)
+    meta = build_index(
+        src,
+        f"{workdir}/{index_type}-{n}-{d}",
+        BuildConfig(
+            index_type=index_type, storage=storage, target_recall=target, memory_budget=1 << 40, gpu=gpu
+        ),
+        tune_source=tune_src,
+        overwrite=True,
+        log=lambda s: None,
+    )
     build_s = time.perf_counter() - t0
     peak = peak_rss_bytes() - base
     gt_s, gt_i = exact_search((v for v, _ in src.blocks(BLOCK)), queries, 20)
@@ -144,13 +161,25 @@ def run_one(index_type: str, n: int, d: int, nq: int, target: float, workdir: st
         searcher.search_vectors(q[None, :], k=10)
     single_ms = (time.perf_counter() - t0) / min(50, nq) * 1000
     return {
-        "type": index_type, "factory": meta.factory, "n": n, "dim": d, "storage": storage, "built_on": meta.built_on,
-        "searched_on": "gpu" if searcher.on_gpu else "cpu", "queries": nq, "tuned_on": tune,
-        "recall@10": round(recall_at_k(found, gt_i, gt_s, 10), 4), "tuned": meta.search_params,
-        "tuned_recall@10": meta.tuning.get("recall"), "qps_batch": round(nq / batch_s, 1),
-        "latency_ms_single": round(single_ms, 3), "build_s": round(build_s, 2),
-        "build_phases_s": meta.build_seconds, "peak_mem_bytes": int(peak),
-        "expected_index_bytes": meta.choice.get("expected_bytes"), "threads": faiss.omp_get_max_threads(),
+        "type": index_type,
+        "factory": meta.factory,
+        "n": n,
+        "dim": d,
+        "storage": storage,
+        "built_on": meta.built_on,
+        "searched_on": "gpu" if searcher.on_gpu else "cpu",
+        "queries": nq,
+        "tuned_on": tune,
+        "recall@10": round(recall_at_k(found, gt_i, gt_s, 10), 4),
+        "tuned": meta.search_params,
+        "tuned_recall@10": meta.tuning.get("recall"),
+        "qps_batch": round(nq / batch_s, 1),
+        "latency_ms_single": round(single_ms, 3),
+        "build_s": round(build_s, 2),
+        "build_phases_s": meta.build_seconds,
+        "peak_mem_bytes": int(peak),
+        "expected_index_bytes": meta.choice.get("expected_bytes"),
+        "threads": faiss.omp_get_max_threads(),
     }
 
 
@@ -162,11 +191,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dims", default="1024,4096")
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--target-recall", type=float, default=0.95)
-    ap.add_argument("--storage", default="fp32", choices=["fp32", "fp16"], help="full vectors as float32 or float16")
-    ap.add_argument("--tune", default="queries", choices=["queries", "database"],
-                    help="tune on fresh queries (default) or leave-one-out database vectors")
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
-                    help="FAISS GPUs when present (auto), never (cpu), or required (gpu)")
+    ap.add_argument(
+        "--storage", default="fp32", choices=["fp32", "fp16"], help="full vectors as float32 or float16"
+    )
+    ap.add_argument(
+        "--tune",
+        default="queries",
+        choices=["queries", "database"],
+        help="tune on fresh queries (default) or leave-one-out database vectors",
+    )
+    ap.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "gpu"],
+        help="FAISS GPUs when present (auto), never (cpu), or required (gpu)",
+    )
     ap.add_argument("--workdir", default="/tmp/uniretrieve-bench-search")
     ap.add_argument("--out", default=None, help="append JSON lines here too")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: "type,n,d" in a child process
@@ -174,8 +213,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.one:
         t, n, d = args.one.split(",")
         gpu = {"auto": None, "cpu": False, "gpu": True}[args.device]
-        print(json.dumps(run_one(t, int(n), int(d), args.queries, args.target_recall, args.workdir, args.storage,
-                                 args.tune, gpu)))
+        print(
+            json.dumps(
+                run_one(
+                    t,
+                    int(n),
+                    int(d),
+                    args.queries,
+                    args.target_recall,
+                    args.workdir,
+                    args.storage,
+                    args.tune,
+                    gpu,
+                )
+            )
+        )
         return
     sizes = [5000] if args.quick else [int(s) for s in args.sizes.split(",")]
     dims = [256] if args.quick else [int(s) for s in args.dims.split(",")]
@@ -184,9 +236,24 @@ def main(argv: list[str] | None = None) -> None:
     for n in sizes:
         for d in dims:
             for t in args.types.split(","):
-                cmd = [sys.executable, __file__, "--one", f"{t},{n},{d}", "--queries", str(nq),
-                       "--target-recall", str(args.target_recall), "--workdir", args.workdir,
-                       "--storage", args.storage, "--tune", args.tune, "--device", args.device]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    f"{t},{n},{d}",
+                    "--queries",
+                    str(nq),
+                    "--target-recall",
+                    str(args.target_recall),
+                    "--workdir",
+                    args.workdir,
+                    "--storage",
+                    args.storage,
+                    "--tune",
+                    args.tune,
+                    "--device",
+                    args.device,
+                ]
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode != 0:
                     row = {"type": t, "n": n, "dim": d, "error": res.stderr.strip().splitlines()[-1:]}
@@ -204,8 +271,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {r['type']} | {r['n']} | {r['dim']} | error: {r['error']} | | | | |")
             continue
         where = ", GPU" if r.get("searched_on") == "gpu" else ""
-        print(f"| {r['type']} ({r['factory']}{where}) | {r['n']} | {r['dim']} | {r['recall@10']} | {r['qps_batch']} | "
-              f"{r['latency_ms_single']} | {r['build_s']} | {r['peak_mem_bytes'] / 2**20:.0f} |")
+        print(
+            f"| {r['type']} ({r['factory']}{where}) | {r['n']} | {r['dim']} | {r['recall@10']} | {r['qps_batch']} | "
+            f"{r['latency_ms_single']} | {r['build_s']} | {r['peak_mem_bytes'] / 2**20:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -51,10 +51,24 @@ def main() -> None:
 
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    generate(GenerateConfig(out=str(out / "train-data"), seed=args.seed, train_scenes=args.train_scenes,
-                            test_scenes=1, layouts=("nli",)))  # fmt: skip
-    generate(GenerateConfig(out=str(out / "heldout-data"), seed=args.seed + 1000, train_scenes=args.heldout_rows,
-                            test_scenes=1, layouts=("nli",)))  # fmt: skip
+    generate(
+        GenerateConfig(
+            out=str(out / "train-data"),
+            seed=args.seed,
+            train_scenes=args.train_scenes,
+            test_scenes=1,
+            layouts=("nli",),
+        )
+    )
+    generate(
+        GenerateConfig(
+            out=str(out / "heldout-data"),
+            seed=args.seed + 1000,
+            train_scenes=args.heldout_rows,
+            test_scenes=1,
+            layouts=("nli",),
+        )
+    )
     train_csv = out / "train-data" / "nli" / "nli_for_simcse.csv"
     heldout = read_sentences(out / "heldout-data" / "nli" / "nli_for_simcse.csv", args.heldout_rows)
     train_texts = set(read_sentences(train_csv, 10**9))

@@ -24,14 +24,22 @@ class IndexMismatchError(IndexMetaError):
 def check_same_space(meta: IndexMeta, settings: dict[str, Any], dim: int, *, where: str) -> None:
     """Refuse vectors whose dim or embedding settings differ from the index's."""
     if dim != meta.dim:
-        raise IndexMismatchError(f"{where} holds {dim}-d vectors but the index holds {meta.dim}-d vectors; "
-                                 f"build a separate index for them")
+        raise IndexMismatchError(
+            f"{where} holds {dim}-d vectors but the index holds {meta.dim}-d vectors; "
+            f"build a separate index for them"
+        )
     keys = sorted(set(meta.model) | set(settings))
-    diff = [f"{k}: {meta.model.get(k)!r} (index) vs {settings.get(k)!r} (new)" for k in keys
-            if meta.model.get(k) != settings.get(k)]
+    diff = [
+        f"{k}: {meta.model.get(k)!r} (index) vs {settings.get(k)!r} (new)"
+        for k in keys
+        if meta.model.get(k) != settings.get(k)
+    ]
     if diff:
-        raise IndexMismatchError(f"{where} was embedded with other settings than the index:\n  " + "\n  ".join(diff)
-                                 + "\nEncode it with the index's model, or build a separate index.")
+        raise IndexMismatchError(
+            f"{where} was embedded with other settings than the index:\n  "
+            + "\n  ".join(diff)
+            + "\nEncode it with the index's model, or build a separate index."
+        )
 
 
 def add_to_index(
@@ -53,15 +61,21 @@ def add_to_index(
 
     out = Path(index_dir)
     meta = read_meta(out)
-    check_same_space(meta, source.spec_settings, source.dim, where=str(source_info.get("dirs") if source_info
-                                                                        else "the new vectors"))
+    check_same_space(
+        meta,
+        source.spec_settings,
+        source.dim,
+        where=str(source_info.get("dirs") if source_info else "the new vectors"),
+    )
     config = BuildConfig.from_dict(meta.config)
     t0 = time.perf_counter()
     index = faiss.read_index(str(out / INDEX_NAME))
     first = int(index.ntotal)
     if first != meta.num_vectors:
-        raise IndexMetaError(f"{out / INDEX_NAME} holds {first} vectors but index.json says {meta.num_vectors}; "
-                             f"rebuild the index")
+        raise IndexMetaError(
+            f"{out / INDEX_NAME} holds {first} vectors but index.json says {meta.num_vectors}; "
+            f"rebuild the index"
+        )
     idmap = IdMapWriter(out / IDMAP_NAME, start=first, previous=out / IDMAP_NAME)
     try:
         t_add = add_blocks(index, source, idmap, config, log=log)
@@ -70,20 +84,41 @@ def add_to_index(
         raise
     if all_vectors is not None:
         if all_vectors.num_rows != index.ntotal:
-            raise IndexMetaError(f"re-tuning needs all {index.ntotal} vectors of the index, got {all_vectors.num_rows}")
+            raise IndexMetaError(
+                f"re-tuning needs all {index.ntotal} vectors of the index, got {all_vectors.num_rows}"
+            )
         tq = tuning_queries(all_vectors, config, None)
-        result = tune(index, meta.type, tq, target=config.target_recall, k=config.k, nlist=meta.choice.get("nlist", 0),
-                      latency_ms=config.latency_ms)
+        result = tune(
+            index,
+            meta.type,
+            tq,
+            target=config.target_recall,
+            k=config.k,
+            nlist=meta.choice.get("nlist", 0),
+            latency_ms=config.latency_ms,
+        )
         log(_tune_line(result))
-        meta.tuning, meta.search_params = result.to_dict(), {**meta.choice.get("params", {}), **result.search_params()}
+        meta.tuning, meta.search_params = (
+            result.to_dict(),
+            {**meta.choice.get("params", {}), **result.search_params()},
+        )
     else:
-        meta.tuning = {**meta.tuning, "stale": True,
-                       "note": "measured before `index add`; rebuild or re-tune for a current figure"}
+        meta.tuning = {
+            **meta.tuning,
+            "stale": True,
+            "note": "measured before `index add`; rebuild or re-tune for a current figure",
+        }
     _write_index(index, out / INDEX_NAME)
     idmap.close()
     meta.num_vectors = int(index.ntotal)
-    meta.sources.append({**(source_info or {}), "manifest_hash": source.fingerprint, "rows": source.num_rows,
-                         "first_id": first})
+    meta.sources.append(
+        {
+            **(source_info or {}),
+            "manifest_hash": source.fingerprint,
+            "rows": source.num_rows,
+            "first_id": first,
+        }
+    )
     meta.build_seconds[f"add_{len(meta.sources) - 1}"] = round(time.perf_counter() - t0, 3)
     write_meta(out, meta)
     log(f"added {source.num_rows} vectors to {out} (now {meta.num_vectors}; add took {t_add:.1f} s)")

@@ -37,14 +37,26 @@ class IndexExistsError(FileExistsError):
     """The output directory already holds an index."""
 
 
-def resolve_choice(n: int, d: int, config: BuildConfig, *, gpu: bool, train_n: int | None = None) -> IndexChoice:
+def resolve_choice(
+    n: int, d: int, config: BuildConfig, *, gpu: bool, train_n: int | None = None
+) -> IndexChoice:
     """train_n: rows available for training (the training source's size), which bounds the PQ codebook bits."""
     train_n = min(train_n or n, config.train_rows or PQ_TRAIN_ROWS, PQ_TRAIN_ROWS)
     if config.index_type == "auto":
-        return choose_index(n, d, memory_budget=config.memory_budget, gpu=gpu, train_n=train_n,
-                            storage=config.storage)
-    return make_choice(config.index_type, n, d, nlist=config.nlist, pq_m=config.pq_m, hnsw_m=config.hnsw_m,
-                       budget=config.memory_budget, train_n=train_n, storage=config.storage)
+        return choose_index(
+            n, d, memory_budget=config.memory_budget, gpu=gpu, train_n=train_n, storage=config.storage
+        )
+    return make_choice(
+        config.index_type,
+        n,
+        d,
+        nlist=config.nlist,
+        pq_m=config.pq_m,
+        hnsw_m=config.hnsw_m,
+        budget=config.memory_budget,
+        train_n=train_n,
+        storage=config.storage,
+    )
 
 
 def wanted_train_rows(choice: IndexChoice, n: int) -> int:
@@ -80,8 +92,9 @@ def new_index(choice: IndexChoice, d: int, config: BuildConfig) -> Any:
     return index
 
 
-def train(index: Any, choice: IndexChoice, source: VectorSource, config: BuildConfig, *, on_gpu: bool,
-          log: Log) -> float:
+def train(
+    index: Any, choice: IndexChoice, source: VectorSource, config: BuildConfig, *, on_gpu: bool, log: Log
+) -> float:
     """Train on a uniform random sample of rows (read by row index, not the whole corpus); returns seconds."""
     if not choice.needs_training:
         return 0.0
@@ -91,9 +104,14 @@ def train(index: Any, choice: IndexChoice, source: VectorSource, config: BuildCo
     rows = np.sort(rng.choice(source.num_rows, size=m, replace=False))
     sample = source.take(rows)
     capped = not config.train_rows and m < wanted_train_rows(choice, source.num_rows)
-    log(f"training {choice.factory} on {m} sampled vectors ({format_bytes(sample.nbytes)})"
-        + (f"; fewer than 256 per list to stay within --memory-budget {format_bytes(config.memory_budget)}"
-           if capped else ""))
+    log(
+        f"training {choice.factory} on {m} sampled vectors ({format_bytes(sample.nbytes)})"
+        + (
+            f"; fewer than 256 per list to stay within --memory-budget {format_bytes(config.memory_budget)}"
+            if capped
+            else ""
+        )
+    )
     if on_gpu and choice.type == "ivf":
         import faiss
 
@@ -104,7 +122,9 @@ def train(index: Any, choice: IndexChoice, source: VectorSource, config: BuildCo
     return time.perf_counter() - t0
 
 
-def add_blocks(index: Any, source: VectorSource, idmap: IdMapWriter, config: BuildConfig, *, log: Log) -> float:
+def add_blocks(
+    index: Any, source: VectorSource, idmap: IdMapWriter, config: BuildConfig, *, log: Log
+) -> float:
     """Add vectors block by block, writing the id-map rows of each block in the same step; returns seconds."""
     t0 = time.perf_counter()
     done = 0
@@ -139,7 +159,9 @@ def reserve_rows(index: Any, rows: int) -> None:
     store.codes.resize(size)
 
 
-def tuning_queries(source: VectorSource, config: BuildConfig, tune_source: VectorSource | None) -> TuneQueries:
+def tuning_queries(
+    source: VectorSource, config: BuildConfig, tune_source: VectorSource | None
+) -> TuneQueries:
     """Real queries from `tune_source` when given (up to `tune_queries` of them, sampled), else held-out database
     vectors searched leave-one-out. Ground truth is exact search over the whole corpus (torch on CUDA if present)."""
     rng = np.random.default_rng(config.seed + 1)
@@ -153,12 +175,20 @@ def tuning_queries(source: VectorSource, config: BuildConfig, tune_source: Vecto
         nq = min(config.tune_queries, tune_source.num_rows)
         rows = np.sort(rng.choice(tune_source.num_rows, size=nq, replace=False))
         q = tune_source.take(rows)
-        return make_tune_queries(blocks, q, config.k, kind="cross-modal queries (--tune-queries)", exact=exact)
+        return make_tune_queries(
+            blocks, q, config.k, kind="cross-modal queries (--tune-queries)", exact=exact
+        )
     nq = min(config.tune_queries, source.num_rows)
     rows = np.sort(rng.choice(source.num_rows, size=nq, replace=False))
     q = source.take(rows)
-    return make_tune_queries(blocks, q, config.k, kind="held-out database vectors (leave-one-out)",
-                             exclude=rows.astype(np.int64), exact=exact)
+    return make_tune_queries(
+        blocks,
+        q,
+        config.k,
+        kind="held-out database vectors (leave-one-out)",
+        exclude=rows.astype(np.int64),
+        exact=exact,
+    )
 
 
 def build_index(
@@ -180,15 +210,19 @@ def build_index(
     config = config or BuildConfig()
     out = Path(out_dir)
     if (out / META_NAME).exists() and not overwrite:
-        raise IndexExistsError(f"{out} already holds an index; use `uniretrieve index add` to append shards, "
-                               f"or --overwrite to rebuild it")
+        raise IndexExistsError(
+            f"{out} already holds an index; use `uniretrieve index add` to append shards, "
+            f"or --overwrite to rebuild it"
+        )
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     on_gpu = gpu_mod.resolve_gpu(config.gpu)
     n, d = source.num_rows, source.dim
     choice = resolve_choice(n, d, config, gpu=on_gpu, train_n=(train_source or source).num_rows)
-    log(f"index: {choice.type} ({choice.factory}) for {n} × {d}; expected memory {format_bytes(choice.expected_bytes)}"
-        f" (budget {format_bytes(config.memory_budget)}). Why: {choice.reason}")
+    log(
+        f"index: {choice.type} ({choice.factory}) for {n} × {d}; expected memory {format_bytes(choice.expected_bytes)}"
+        f" (budget {format_bytes(config.memory_budget)}). Why: {choice.reason}"
+    )
     if choice.expected_bytes > config.memory_budget:
         log(f"warning: the expected size exceeds --memory-budget {format_bytes(config.memory_budget)}")
 
@@ -214,9 +248,16 @@ def build_index(
     t0 = time.perf_counter()
     tq = tuning_queries(source, config, tune_source)
     cpu_copy = gpu_mod.index_to_cpu(work) if gpu_ok else index
-    result = tune(work, choice.type, tq, target=config.target_recall, k=config.k, nlist=choice.nlist,
-                  latency_ms=config.latency_ms,
-                  search=lambda q, kk: gpu_mod.search_index(work, q, kk, on_gpu=gpu_ok, cpu_index=cpu_copy))
+    result = tune(
+        work,
+        choice.type,
+        tq,
+        target=config.target_recall,
+        k=config.k,
+        nlist=choice.nlist,
+        latency_ms=config.latency_ms,
+        search=lambda q, kk: gpu_mod.search_index(work, q, kk, on_gpu=gpu_ok, cpu_index=cpu_copy),
+    )
     t_tune = time.perf_counter() - t0
     log(_tune_line(result))
     if gpu_ok:
@@ -235,12 +276,18 @@ def build_index(
         tuning=result.to_dict(),
         choice=choice.to_dict(),
         config=config.to_dict(),
-        build_seconds={"train": round(t_train, 3), "add": round(t_add, 3), "tune": round(t_tune, 3),
-                       "total": round(time.perf_counter() - t_start, 3)},
+        build_seconds={
+            "train": round(t_train, 3),
+            "add": round(t_add, 3),
+            "tune": round(t_tune, 3),
+            "total": round(time.perf_counter() - t_start, 3),
+        },
         built_on="gpu" if gpu_ok else "cpu",
     )
     write_meta(out, meta)
-    log(f"wrote {out / INDEX_NAME}, {out / IDMAP_NAME}, {out / META_NAME} ({meta.build_seconds['total']:.1f} s)")
+    log(
+        f"wrote {out / INDEX_NAME}, {out / IDMAP_NAME}, {out / META_NAME} ({meta.build_seconds['total']:.1f} s)"
+    )
     return meta
 
 
@@ -248,8 +295,10 @@ def _tune_line(r: TuneResult) -> str:
     if not r.param:
         return f"exact index: recall@{r.k} {r.recall:.4f} on {r.queries} {r.query_kind}, {r.latency_ms:.2f} ms/query"
     status = "reached" if r.reached else "NOT reached"
-    return (f"tuned {r.param}={r.value}: recall@{r.k} {r.recall:.4f} (target {r.target} {status}) on {r.queries} "
-            f"{r.query_kind}, {r.latency_ms:.2f} ms/query" + (f"; {r.note}" if r.note else ""))
+    return (
+        f"tuned {r.param}={r.value}: recall@{r.k} {r.recall:.4f} (target {r.target} {status}) on {r.queries} "
+        f"{r.query_kind}, {r.latency_ms:.2f} ms/query" + (f"; {r.note}" if r.note else "")
+    )
 
 
 def _write_index(index: Any, path: Path) -> None:

@@ -84,7 +84,9 @@ def recall_at_k(found: np.ndarray, gt_ids: np.ndarray, gt_scores: np.ndarray, k:
             total += 1.0
             continue
         good = set(gt_ids[qi, :k].tolist())
-        good.update(int(i) for i, s in zip(gt_ids[qi, k:], gt_scores[qi, k:], strict=True) if s >= kth[qi] - TIE_EPS)
+        good.update(
+            int(i) for i, s in zip(gt_ids[qi, k:], gt_scores[qi, k:], strict=True) if s >= kth[qi] - TIE_EPS
+        )
         hits = sum(1 for i in found[qi].tolist() if i >= 0 and i in good)
         total += min(hits, valid_true) / valid_true
     return total / found.shape[0]

@@ -107,7 +107,9 @@ def ivf_bytes(n: int, d: int, nlist: int, storage: str = "fp32") -> int:
 
 def ivfpq_bytes(n: int, d: int, nlist: int, m: int, opq_dim: int) -> int:
     coarse_d = opq_dim or d
-    return (m + ID_BYTES) * n + 4 * nlist * coarse_d + (4 * d * opq_dim if opq_dim else 0) + 4 * 256 * coarse_d
+    return (
+        (m + ID_BYTES) * n + 4 * nlist * coarse_d + (4 * d * opq_dim if opq_dim else 0) + 4 * 256 * coarse_d
+    )
 
 
 def pq_layout(d: int, m: int) -> tuple[int, str]:
@@ -135,7 +137,9 @@ def make_choice(
     """The factory string and expected memory for an explicit type (`--type flat|ivf|ivfpq|hnsw`); `storage`
     (fp32 | fp16) is how flat, IVF and HNSW keep full vectors."""
     if index_type not in INDEX_TYPES:
-        raise IndexChoiceError(f"unknown index type {index_type!r}; choose auto or one of {', '.join(INDEX_TYPES)}")
+        raise IndexChoiceError(
+            f"unknown index type {index_type!r}; choose auto or one of {', '.join(INDEX_TYPES)}"
+        )
     if storage not in STORAGES:
         raise IndexChoiceError(f"unknown vector storage {storage!r}; choose one of {', '.join(STORAGES)}")
     codec = STORAGES[storage][0]
@@ -143,7 +147,9 @@ def make_choice(
     if index_type == "flat":
         return IndexChoice("flat", codec, flat_bytes(n, d, storage), why)
     if index_type == "hnsw":
-        return IndexChoice("hnsw", f"HNSW{hnsw_m},{codec}", hnsw_bytes(n, d, hnsw_m, storage), why, hnsw_m=hnsw_m)
+        return IndexChoice(
+            "hnsw", f"HNSW{hnsw_m},{codec}", hnsw_bytes(n, d, hnsw_m, storage), why, hnsw_m=hnsw_m
+        )
     c = nlist or default_nlist(n)
     if c > n:
         raise IndexChoiceError(f"nlist={c} is more than the {n} vectors; use fewer lists or --type flat")
@@ -168,8 +174,12 @@ def make_choice(
         "ivfpq",
         f"{prefix}IVF{c},PQ{m}x{nbits}" + (",Refine(SQ8)" if refine else ""),
         size + (n * d if refine else 0),
-        why + ("; SQ8 re-ranking of 16·k PQ candidates" if refine else "; no room for SQ8 re-ranking: recall is "
-               "capped by PQ accuracy"),
+        why
+        + (
+            "; SQ8 re-ranking of 16·k PQ candidates"
+            if refine
+            else "; no room for SQ8 re-ranking: recall is capped by PQ accuracy"
+        ),
         nlist=c,
         pq_m=m,
         pq_nbits=nbits,
@@ -189,31 +199,64 @@ def _pq_m_for_budget(n: int, d: int, nlist: int, budget: int | None) -> int | No
     return None
 
 
-def choose_index(n: int, d: int, *, memory_budget: int, gpu: bool = False, train_n: int | None = None,
-                 storage: str = "fp32") -> IndexChoice:
+def choose_index(
+    n: int,
+    d: int,
+    *,
+    memory_budget: int,
+    gpu: bool = False,
+    train_n: int | None = None,
+    storage: str = "fp32",
+) -> IndexChoice:
     """`--type auto`: the exact index while it fits and is cheap, else the best ANN index that fits the budget."""
     if n <= 0:
         raise IndexChoiceError("the shards hold no vectors; nothing to index")
     flat = flat_bytes(n, d, storage)
     budget_s = format_bytes(memory_budget)
     if flat <= memory_budget and (n * d <= FLAT_MAX_ELEMENTS or n < 10_000):
-        return make_choice("flat", n, d, storage=storage, reason=f"{n}×{d} {storage} vectors ({format_bytes(flat)}) "
-                           f"fit {budget_s} and an exact scan is cheap at this size (N·d ≤ {FLAT_MAX_ELEMENTS:.0e}): "
-                           f"exact search")
+        return make_choice(
+            "flat",
+            n,
+            d,
+            storage=storage,
+            reason=f"{n}×{d} {storage} vectors ({format_bytes(flat)}) "
+            f"fit {budget_s} and an exact scan is cheap at this size (N·d ≤ {FLAT_MAX_ELEMENTS:.0e}): "
+            f"exact search",
+        )
     c = default_nlist(n)
     hnsw = hnsw_bytes(n, d, storage=storage)
     if not gpu and n <= HNSW_MAX_ROWS and hnsw <= memory_budget:
-        return make_choice("hnsw", n, d, storage=storage, reason=f"{n} vectors: too many for a fast exact scan; "
-                           f"HNSW{HNSW_M} ({format_bytes(hnsw)}) fits {budget_s} and gives the lowest CPU latency "
-                           f"at high recall below {HNSW_MAX_ROWS:.0e} vectors")
+        return make_choice(
+            "hnsw",
+            n,
+            d,
+            storage=storage,
+            reason=f"{n} vectors: too many for a fast exact scan; "
+            f"HNSW{HNSW_M} ({format_bytes(hnsw)}) fits {budget_s} and gives the lowest CPU latency "
+            f"at high recall below {HNSW_MAX_ROWS:.0e} vectors",
+        )
     ivf = ivf_bytes(n, d, c, storage)
     if ivf <= memory_budget:
         why = "HNSW has no GPU kernels" if gpu else f"HNSW builds slowly past {HNSW_MAX_ROWS:.0e} vectors"
         if not gpu and n <= HNSW_MAX_ROWS:
             why = "HNSW's links do not fit the budget"
-        return make_choice("ivf", n, d, nlist=c, storage=storage, reason=f"{n} vectors: IVF{c} keeps full "
-                           f"{storage} vectors ({format_bytes(ivf)} fits {budget_s}); {why}")
+        return make_choice(
+            "ivf",
+            n,
+            d,
+            nlist=c,
+            storage=storage,
+            reason=f"{n} vectors: IVF{c} keeps full "
+            f"{storage} vectors ({format_bytes(ivf)} fits {budget_s}); {why}",
+        )
     choice = make_choice("ivfpq", n, d, nlist=c, budget=memory_budget, reason="", train_n=train_n)
-    return IndexChoice(**{**choice.to_dict(), "reason": (
-        f"full vectors ({format_bytes(flat)}) exceed {budget_s}: IVF-PQ with {choice.pq_m}-byte codes "
-        f"({format_bytes(choice.expected_bytes)})" + (f", OPQ to {choice.opq_dim} dims" if choice.opq_dim else ""))})
+    return IndexChoice(
+        **{
+            **choice.to_dict(),
+            "reason": (
+                f"full vectors ({format_bytes(flat)}) exceed {budget_s}: IVF-PQ with {choice.pq_m}-byte codes "
+                f"({format_bytes(choice.expected_bytes)})"
+                + (f", OPQ to {choice.opq_dim} dims" if choice.opq_dim else "")
+            ),
+        }
+    )

@@ -74,15 +74,18 @@ def index_to_cpu(index: Any) -> Any:
     return faiss.index_gpu_to_cpu(index)
 
 
-def search_index(index: Any, queries: np.ndarray, k: int, *, on_gpu: bool, cpu_index: Any = None,
-                 params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def search_index(
+    index: Any, queries: np.ndarray, k: int, *, on_gpu: bool, cpu_index: Any = None, params: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     """`index.search` in query batches; on a GPU index with k > 2048 the CPU copy answers (GPU selection is limited
     to 2048), so any k works."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     target = index
     if on_gpu and k > GPU_MAX_K:
         if cpu_index is None:
-            raise ValueError(f"k={k} exceeds the GPU limit of {GPU_MAX_K} and no CPU copy of the index is at hand")
+            raise ValueError(
+                f"k={k} exceeds the GPU limit of {GPU_MAX_K} and no CPU copy of the index is at hand"
+            )
         target, on_gpu = cpu_index, False
     step = QUERY_BATCH if on_gpu else max(1, len(queries))
     out_s = np.empty((len(queries), k), np.float32)
@@ -106,8 +109,9 @@ class TorchExactIndex:
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.block_rows = block_rows
         self.blocks = [
-            torch.from_numpy(np.ascontiguousarray(vectors[s : s + block_rows], dtype=np.float32)).to(self.device,
-                                                                                                    self.dtype)
+            torch.from_numpy(np.ascontiguousarray(vectors[s : s + block_rows], dtype=np.float32)).to(
+                self.device, self.dtype
+            )
             for s in range(0, len(vectors), block_rows)
         ]
         self.ntotal = len(vectors)
@@ -116,13 +120,24 @@ class TorchExactIndex:
         return torch_topk_blocks(self.blocks, queries, k, device=self.device, dtype=self.dtype)
 
 
-def torch_topk_blocks(blocks: Iterable[Any], queries: np.ndarray, k: int, *, device: Any = None, dtype: Any = None,
-                      exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def torch_topk_blocks(
+    blocks: Iterable[Any],
+    queries: np.ndarray,
+    k: int,
+    *,
+    device: Any = None,
+    dtype: Any = None,
+    exclude: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k over `blocks` (numpy arrays or device tensors) with torch; same contract as
     index/exact.py `exact_search` (padding with -inf / -1). Scores are accumulated in float32."""
     import torch
 
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = (
+        torch.device(device)
+        if device is not None
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     dt = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(dev, dt)
     nq = q.shape[0]

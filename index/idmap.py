@@ -17,7 +17,16 @@ import pyarrow.parquet as pq
 IDMAP_NAME = "idmap.parquet"
 # Shard columns copied into the id map (everything but the vector).
 IDMAP_META_COLUMNS = (
-    "id", "modality", "text", "instruction", "source", "group_id", "content_hash", "width", "height", "metadata",
+    "id",
+    "modality",
+    "text",
+    "instruction",
+    "source",
+    "group_id",
+    "content_hash",
+    "width",
+    "height",
+    "metadata",
 )
 IDMAP_SCHEMA = pa.schema(
     [
@@ -48,7 +57,9 @@ def idmap_block(table: pa.Table, *, shard: str | pa.Array, first_row: int | pa.A
     cols = {}
     cols["shard"] = pa.array([shard] * n, pa.string()) if isinstance(shard, str) else shard
     cols["row"] = (
-        pa.array(np.arange(first_row, first_row + n, dtype=np.int64)) if isinstance(first_row, int) else first_row
+        pa.array(np.arange(first_row, first_row + n, dtype=np.int64))
+        if isinstance(first_row, int)
+        else first_row
     )
     for f in IDMAP_SCHEMA:
         if f.name in ("internal_id", "shard", "row"):
@@ -103,5 +114,7 @@ def read_idmap(path: Path, *, columns: Sequence[str] | None = None) -> pa.Table:
         ids = table.column("internal_id").to_numpy()
         if len(ids) and not np.array_equal(ids, np.arange(len(ids))):
             bad = int(np.flatnonzero(ids != np.arange(len(ids)))[0])
-            raise IdMapError(f"{path}: row {bad} holds internal id {ids[bad]}; the id map is corrupt, rebuild the index")
+            raise IdMapError(
+                f"{path}: row {bad} holds internal id {ids[bad]}; the id map is corrupt, rebuild the index"
+            )
     return table

@@ -124,8 +124,10 @@ def write_meta(directory: Path, meta: IndexMeta) -> None:
 def read_meta(directory: Path) -> IndexMeta:
     path = Path(directory) / META_NAME
     if not path.exists():
-        raise IndexMetaError(f"{path} does not exist: {directory} is not an index directory (make one with "
-                             f"`uniretrieve index build`)")
+        raise IndexMetaError(
+            f"{path} does not exist: {directory} is not an index directory (make one with "
+            f"`uniretrieve index build`)"
+        )
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:

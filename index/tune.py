@@ -87,7 +87,11 @@ def set_param(index: Any, param: str, value: int) -> None:
 
 
 def _is_gpu(index: Any) -> bool:
-    return "Gpu" in type(index).__name__ or "Shards" in type(index).__name__ or "Replicas" in type(index).__name__
+    return (
+        "Gpu" in type(index).__name__
+        or "Shards" in type(index).__name__
+        or "Replicas" in type(index).__name__
+    )
 
 
 def candidates(index_type: str, nlist: int, k: int) -> list[int]:
@@ -152,12 +156,16 @@ def tune(
     def at(value: int, latency: bool) -> tuple[float, float]:
         set_param(index, param, value)
         rec, lat = measure(run, tq, k, latency=latency)
-        sweep.append({"value": value, "recall": round(rec, 5), **({"latency_ms": round(lat, 4)} if latency else {})})
+        sweep.append(
+            {"value": value, "recall": round(rec, 5), **({"latency_ms": round(lat, 4)} if latency else {})}
+        )
         return rec, lat
 
     if not param:  # flat: exact by construction, measured anyway so a broken index cannot pass silently
         rec, lat = at(0, True)
-        return TuneResult("", 0, rec, lat, target, rec >= target, k, len(tq.vectors), tq.kind, latency_ms, sweep=sweep)
+        return TuneResult(
+            "", 0, rec, lat, target, rec >= target, k, len(tq.vectors), tq.kind, latency_ms, sweep=sweep
+        )
 
     vals = candidates(index_type, nlist, k)
     lo, hi = None, None  # last failing value, first passing value
@@ -184,8 +192,23 @@ def tune(
     if hi is None:
         fits = [v for v, (_, lat) in results.items() if latency_ms is None or lat <= latency_ms]
         hi = max(fits, key=lambda v: (results[v][0], -v)) if fits else min(results)
-        note = (f"target recall {target} not reached" + (f" within {latency_ms} ms" if latency_ms is not None else "")
-                + f"; best {param}={hi} gives {results[hi][0]:.4f}")
+        note = (
+            f"target recall {target} not reached"
+            + (f" within {latency_ms} ms" if latency_ms is not None else "")
+            + f"; best {param}={hi} gives {results[hi][0]:.4f}"
+        )
     rec, lat = at(hi, True)
-    return TuneResult(param, hi, rec, lat, target, rec >= target and (latency_ms is None or lat <= latency_ms), k,
-                      len(tq.vectors), tq.kind, latency_ms, note, sweep)
+    return TuneResult(
+        param,
+        hi,
+        rec,
+        lat,
+        target,
+        rec >= target and (latency_ms is None or lat <= latency_ms),
+        k,
+        len(tq.vectors),
+        tq.kind,
+        latency_ms,
+        note,
+        sweep,
+    )

@@ -30,13 +30,27 @@ def clustered_vectors(n: int, d: int, seed: int = 0, clusters: int = 40, rank: i
     return unit(z @ proj + 0.05 * rng.standard_normal((n, d)).astype(np.float32))
 
 
-def write_shard_dir(root: Path, vectors: np.ndarray, *, model_id: str = "test-model", weight_hash: str = "w0",
-                    shard_rows: int = 1000, id_prefix: str = "", columns: dict[str, list[Any]] | None = None,
-                    dtype: str = "float32") -> Path:
+def write_shard_dir(
+    root: Path,
+    vectors: np.ndarray,
+    *,
+    model_id: str = "test-model",
+    weight_hash: str = "w0",
+    shard_rows: int = 1000,
+    id_prefix: str = "",
+    columns: dict[str, list[Any]] | None = None,
+    dtype: str = "float32",
+) -> Path:
     """A shard directory (Parquet shards + manifest.json) holding `vectors`, written the way the encoder writes."""
     root.mkdir(parents=True, exist_ok=True)
-    spec = EmbeddingSpec(dim=vectors.shape[1], dtype=dtype, model_id=model_id, weight_hash=weight_hash,
-                         family="llava", prompt_regime="e5v")
+    spec = EmbeddingSpec(
+        dim=vectors.shape[1],
+        dtype=dtype,
+        model_id=model_id,
+        weight_hash=weight_hash,
+        family="llava",
+        prompt_regime="e5v",
+    )
     man = Manifest.new(spec, model={"model_id": model_id, "weight_hash": weight_hash})
     n = len(vectors)
     for k, s in enumerate(range(0, n, shard_rows)):
@@ -46,8 +60,9 @@ def write_shard_dir(root: Path, vectors: np.ndarray, *, model_id: str = "test-mo
             cols[name] = values[s:e]
         name = shard_name(k)
         digest, size = write_shard_file(root / name, build_table(spec, cols), row_group_rows(spec.dim, dtype))
-        man.add_shard(ShardInfo(path=name, rows=e - s, input_start=s, input_end=e, sha256=digest, number=k,
-                                bytes=size))
+        man.add_shard(
+            ShardInfo(path=name, rows=e - s, input_start=s, input_end=e, sha256=digest, number=k, bytes=size)
+        )
     man.complete = True
     write_manifest(root, man)
     return root

@@ -20,13 +20,20 @@ def write_mmeb_train(root: Path, rows: int = 8) -> Path:
     for i in range(rows):
         c = names[i % 4]
         Image.new("RGB", (20 + i, 24), COLOURS[c]).save(img_dir / f"im{i}.png")
-    cls = {"qry": ["<|image_1|>\nRepresent the given image for classification\n"] * rows,
-           "qry_image_path": [f"images/im{i}.png" for i in range(rows)],
-           "pos_text": [f"{names[i % 4]} picture {i}" for i in range(rows)], "pos_image_path": [""] * rows,
-           "neg_text": [""] * rows, "neg_image_path": [""] * rows}  # fmt: skip
-    t2i = {"qry": [f"Find an image of a {names[i % 4]} picture number {i}" for i in range(rows)],
-           "qry_image_path": [""] * rows, "pos_text": ["<|image_1|>\nRepresent the given image.\n"] * rows,
-           "pos_image_path": [f"images/im{i}.png" for i in range(rows)]}  # fmt: skip
+    cls = {
+        "qry": ["<|image_1|>\nRepresent the given image for classification\n"] * rows,
+        "qry_image_path": [f"images/im{i}.png" for i in range(rows)],
+        "pos_text": [f"{names[i % 4]} picture {i}" for i in range(rows)],
+        "pos_image_path": [""] * rows,
+        "neg_text": [""] * rows,
+        "neg_image_path": [""] * rows,
+    }
+    t2i = {
+        "qry": [f"Find an image of a {names[i % 4]} picture number {i}" for i in range(rows)],
+        "qry_image_path": [""] * rows,
+        "pos_text": ["<|image_1|>\nRepresent the given image.\n"] * rows,
+        "pos_image_path": [f"images/im{i}.png" for i in range(rows)],
+    }
     for name, cols in (("Cls", cls), ("T2I", t2i)):
         (root / name).mkdir(exist_ok=True)
         pq.write_table(pa.table(cols), root / name / "original-00000-of-00001.parquet")
@@ -37,10 +44,21 @@ def stage2_config(model_dir: Path, data: Path, out: Path, **overrides: Any) -> A
     from uniretrieve.train.config import load_config
     from uniretrieve.train.stage2 import Stage2Config
 
-    values: dict[str, Any] = {"model": str(model_dir), "output_dir": str(out), "data.root": str(data),
-                              "batch_size": 8, "chunk_size": 3, "max_steps": 3, "log_every": 1, "device": "cpu",
-                              "data.image_size": 32, "loss.k": 3, "checkpoint.every_steps": 0,
-                              "checkpoint.merge": False, **overrides}  # fmt: skip
+    values: dict[str, Any] = {
+        "model": str(model_dir),
+        "output_dir": str(out),
+        "data.root": str(data),
+        "batch_size": 8,
+        "chunk_size": 3,
+        "max_steps": 3,
+        "log_every": 1,
+        "device": "cpu",
+        "data.image_size": 32,
+        "loss.k": 3,
+        "checkpoint.every_steps": 0,
+        "checkpoint.merge": False,
+        **overrides,
+    }
     return load_config(Stage2Config, "stage2-tiny", [], **values)
 
 
@@ -51,7 +69,11 @@ def ddp_stage2_worker(rank: int, world: int, port: int, cfg_dict: dict[str, Any]
     import torch.distributed as dist
 
     os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
     from uniretrieve.train.config import config_from_dict

@@ -43,9 +43,16 @@ def _reference(enc: Encoder, items: list[Item], modality: str, batch_size: int, 
     prompts = [enc.input_builder.prompt(it)[0] for it in items]
     pics = [it.image for it in items] if modality == "images" else None
     return run_reference(
-        enc.model, enc.processor, prompts=prompts, images=pics, modality=modality, batch_size=batch_size,
-        device=enc.device, dtype=enc.dtype, workers=workers,
-    )  # fmt: skip
+        enc.model,
+        enc.processor,
+        prompts=prompts,
+        images=pics,
+        modality=modality,
+        batch_size=batch_size,
+        device=enc.device,
+        dtype=enc.dtype,
+        workers=workers,
+    )
 
 
 @pytest.mark.parametrize("modality", ["images", "texts"])
@@ -105,8 +112,23 @@ def test_gpu_presets_have_the_real_sizes(name: str, published: float) -> None:
 
 
 def test_one_command_writes_a_complete_json_report(tmp_path: Path) -> None:
-    args = ["--preset", "tiny", "--threads", "1", "--images", "2", "--texts", "5", "--workers", "1", "--mfu", "--json",
-            "--bf16", "--cache-dir", str(tmp_path)]  # fmt: skip
+    args = [
+        "--preset",
+        "tiny",
+        "--threads",
+        "1",
+        "--images",
+        "2",
+        "--texts",
+        "5",
+        "--workers",
+        "1",
+        "--mfu",
+        "--json",
+        "--bf16",
+        "--cache-dir",
+        str(tmp_path),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -142,8 +164,22 @@ def test_cuda_without_a_gpu_is_a_clear_error() -> None:
 def test_gpu_presets_data_path_runs_shrunk_on_cpu(name: str, tmp_path: Path) -> None:
     """The 7B-class presets' processors (336-px images, anyres tiling, dynamic resolution) feed their model
     classes, and the Encoder matches the reference on them: the GPU run differs only in size and dtype."""
-    args = ["--preset", name, "--shrink", "--threads", "1", "--images", "2", "--texts", "2", "--workers", "0", "--json",
-            "--cache-dir", str(tmp_path)]  # fmt: skip
+    args = [
+        "--preset",
+        name,
+        "--shrink",
+        "--threads",
+        "1",
+        "--images",
+        "2",
+        "--texts",
+        "2",
+        "--workers",
+        "0",
+        "--json",
+        "--cache-dir",
+        str(tmp_path),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     (rec,) = json.loads(result.stdout)["presets"]

@@ -47,7 +47,9 @@ def test_recall_is_measured_against_exact_search(tmp_path: Path) -> None:
 def test_one_command_writes_a_row_per_configuration(tmp_path: Path, capsys) -> None:
     out = tmp_path / "rows.jsonl"
     types = "flat,hnsw"
-    main(["--quick", "--types", types, "--device", "cpu", "--workdir", str(tmp_path / "w"), "--out", str(out)])
+    main(
+        ["--quick", "--types", types, "--device", "cpu", "--workdir", str(tmp_path / "w"), "--out", str(out)]
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["type"] for r in rows] == types.split(",")
     assert all("error" not in r and r["n"] == 5000 and r["dim"] == 256 for r in rows)

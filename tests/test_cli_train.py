@@ -22,22 +22,48 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 runner = CliRunner()
 
 
-def test_stage1_command_writes_checkpoint_adapter_and_loadable_merged_model(tiny_model_dir: Path, tmp_path: Path):
+def test_stage1_command_writes_checkpoint_adapter_and_loadable_merged_model(
+    tiny_model_dir: Path, tmp_path: Path
+):
     data = write_nli_csv(tmp_path / "nli.csv", 16)
     out = tmp_path / "run"
     args = [
-        "train", "stage1", "-c", "stage1-tiny", "--model", str(tiny_model_dir), "--data", str(data),
-        "-o", str(out), "--max-steps", "3", "--merge",
-        "--set", "batch_size=8", "--set", "chunk_size=4", "--set", "checkpoint.every_steps=2",
-        "--set", f"teacher.cache_dir={tmp_path / 'teacher'}",
-    ]  # fmt: skip
+        "train",
+        "stage1",
+        "-c",
+        "stage1-tiny",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "-o",
+        str(out),
+        "--max-steps",
+        "3",
+        "--merge",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "chunk_size=4",
+        "--set",
+        "checkpoint.every_steps=2",
+        "--set",
+        f"teacher.cache_dir={tmp_path / 'teacher'}",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert f"merged model: {out / 'merged'}" in result.output
 
     ckpt = out / "checkpoints" / "step-000002"
-    for f in ("adapter/adapter_model.safetensors", "adapter/adapter_config.json", "optimizer.pt", "scheduler.pt",
-              "rng-rank0.pt", "trainer_state.json", "config.yaml"):  # fmt: skip
+    for f in (
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng-rank0.pt",
+        "trainer_state.json",
+        "config.yaml",
+    ):
         assert (ckpt / f).is_file(), f
     for f in ("adapter_model.safetensors", "adapter_config.json", "config.yaml"):
         assert (out / "adapter" / f).is_file(), f
@@ -50,7 +76,9 @@ def test_stage1_command_writes_checkpoint_adapter_and_loadable_merged_model(tiny
 
     texts = ["a red circle above the table", "a dog in the park", "nothing at all"]
     merged = Encoder.from_pretrained(str(out / "merged"), device="cpu")
-    base_plus_adapter = Encoder.from_pretrained(str(tiny_model_dir), device="cpu", adapter=str(out / "adapter"))
+    base_plus_adapter = Encoder.from_pretrained(
+        str(tiny_model_dir), device="cpu", adapter=str(out / "adapter")
+    )
     base = Encoder.from_pretrained(str(tiny_model_dir), device="cpu")
     got = merged.encode_texts(texts)
     np.testing.assert_allclose(got, base_plus_adapter.encode_texts(texts), atol=1e-5)
@@ -62,13 +90,17 @@ def test_stage1_command_writes_checkpoint_adapter_and_loadable_merged_model(tiny
 
 
 def test_bad_options_exit_with_a_named_error(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["train", "stage1", "--model", "m", "--data", "d.csv", "-o", str(tmp_path),
-                                 "--set", "optim.lr=fast"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        ["train", "stage1", "--model", "m", "--data", "d.csv", "-o", str(tmp_path), "--set", "optim.lr=fast"],
+    )
     assert result.exit_code == 2 and "optim.lr must be a number" in result.output
     result = runner.invoke(app, ["train", "stage1", "-c", "no-such-preset"])
     assert result.exit_code == 2 and "stage1-tiny" in result.output  # lists the presets
     missing = tmp_path / "absent.csv"
-    result = runner.invoke(app, ["train", "stage1", "--model", "m", "--data", str(missing), "-o", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["train", "stage1", "--model", "m", "--data", str(missing), "-o", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and f"{missing} does not exist" in result.output
     listed = runner.invoke(app, ["train", "presets"])
     assert listed.exit_code == 0 and "stage1-llava-next-mistral-7b" in listed.output
@@ -86,8 +118,21 @@ def test_cli_module_does_not_import_the_trainer() -> None:
 def test_stage1_eval_command_reports_teacher_agreement(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = write_nli_csv(tmp_path / "held.csv", 6)
     out = tmp_path / "agreement.json"
-    result = runner.invoke(app, ["train", "stage1-eval", "--model", str(tiny_model_dir), "--data", str(data),
-                                 "--teacher-cache", str(tmp_path / "t"), "--json", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "stage1-eval",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(data),
+            "--teacher-cache",
+            str(tmp_path / "t"),
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     got = json.loads(out.read_text())
     assert got["n_texts"] == 12 and -1.0 <= got["spearman"] <= 1.0 and got["model"] == str(tiny_model_dir)

@@ -18,9 +18,18 @@ def test_clip_baseline_trains_and_truncates_at_77_tokens(tmp_path: Path) -> None
     tok = train_tokenizer(["a plain red square filling the picture"] * 10, SMALL)
     _, proc = build_base(SMALL, tok)
     proc.save_pretrained(tmp_path / "proc")
-    cfg = ClipBaselineConfig(data=str(data), tokenizer=str(tmp_path / "proc"), output_dir=str(tmp_path / "clip"),
-                             batch_size=8, max_steps=6, log_every=1, text_layers=1, text_hidden=32,
-                             projection_dim=16, base=SMALL)  # fmt: skip
+    cfg = ClipBaselineConfig(
+        data=str(data),
+        tokenizer=str(tmp_path / "proc"),
+        output_dir=str(tmp_path / "clip"),
+        batch_size=8,
+        max_steps=6,
+        log_every=1,
+        text_layers=1,
+        text_hidden=32,
+        projection_dim=16,
+        base=SMALL,
+    )
     final = train_clip_baseline(cfg)
     losses = [json.loads(x)["loss"] for x in (tmp_path / "clip" / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0]
@@ -46,8 +55,16 @@ def test_clip_vision_tower_initialises_the_mllm_vit(tmp_path: Path) -> None:
     from uniretrieve.train.pretrain_run import load_vision_tower
 
     tok = train_tokenizer(["a plain red square"] * 10, SMALL)
-    cfg = ClipBaselineConfig(data="x", tokenizer="x", output_dir="x", text_layers=1, text_hidden=32,
-                             projection_dim=16, base=SMALL, seed=3)  # fmt: skip
+    cfg = ClipBaselineConfig(
+        data="x",
+        tokenizer="x",
+        output_dir="x",
+        text_layers=1,
+        text_hidden=32,
+        projection_dim=16,
+        base=SMALL,
+        seed=3,
+    )
     clip = build_clip(cfg, tok)
     clip.save_pretrained(tmp_path / "clip")
     model, _ = build_base(SMALL, tok)

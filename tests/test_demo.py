@@ -19,7 +19,9 @@ def test_demo_pipeline_reports_ranks_and_reuses_its_work(tiny_model_dir, tmp_pat
         assert len(r["hits"]) == 3 and r["hits"][0]["score"] >= r["hits"][-1]["score"]
     shard = next((tmp_path / "demo" / "embeddings").glob("part-*.parquet"))
     mtime = shard.stat().st_mtime_ns
-    res = CliRunner().invoke(app, ["demo", "--work", cfg.work, "--model", cfg.model, "--scenes", "40", "-k", "3"])
+    res = CliRunner().invoke(
+        app, ["demo", "--work", cfg.work, "--model", cfg.model, "--scenes", "40", "-k", "3"]
+    )
     assert res.exit_code == 0, res.output
     assert "already built" in res.output and "UniME-LLaVA-OneVision-7B" in res.output
     assert shard.stat().st_mtime_ns == mtime  # nothing re-encoded

@@ -81,7 +81,10 @@ def test_input_order_is_restored(tiny_model_dir) -> None:
 
 def test_token_budget_batching_covers_every_item_once_and_changes_nothing(tiny_model_dir) -> None:
     enc = Encoder.from_pretrained(str(tiny_model_dir), device="cpu")
-    items = [Item(text="word " * n) for n in (1, 60, 2, 3, 50, 4)] + [Item(image=make_image(9)), Item(text="x")]
+    items = [Item(text="word " * n) for n in (1, 60, 2, 3, 50, 4)] + [
+        Item(image=make_image(9)),
+        Item(text="x"),
+    ]
     enc.max_batch_tokens = None
     unbudgeted = enc.encode(items, batch_size=8)
     enc.max_batch_tokens = 100

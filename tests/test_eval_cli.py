@@ -33,10 +33,26 @@ def _eval(tmp_path: Path, model: Path, bench: str, data: Path, *extra: str, name
     out = tmp_path / name
     res = runner.invoke(
         app,
-        ["eval", bench, "--data", str(data), "--model", str(model), "--cache-dir", str(tmp_path / "cache"),
-         "--out", str(out), "--batch-size", "4", "--workers", "0", "-q", *extra],
+        [
+            "eval",
+            bench,
+            "--data",
+            str(data),
+            "--model",
+            str(model),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+            "-q",
+            *extra,
+        ],
         env={"COLUMNS": "200"},
-    )  # fmt: skip
+    )
     return res, (json.loads(out.read_text()) if out.exists() else None)
 
 

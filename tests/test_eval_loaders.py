@@ -144,8 +144,10 @@ def test_mmeb_dedupe_and_target_first(tmp_path: Path) -> None:
     r = load_mmeb_dataset(tmp_path, MMEB_BY_NAME["NIGHTS"])
     assert len(r.candidates) == 3 and r.queries[1].image_path is None
     assert [Path(r.candidates[r.candidate_index[i][0]].image_path).name for i in range(3)] == [
-        "cand_0.jpg", "cand_1.jpg", "cand_2.jpg",
-    ]  # fmt: skip
+        "cand_0.jpg",
+        "cand_1.jpg",
+        "cand_2.jpg",
+    ]
 
 
 def test_mmeb_missing_files(tmp_path: Path) -> None:

@@ -132,7 +132,9 @@ def test_missing_gradient_is_an_error_not_a_silent_zero() -> None:
     x = torch.randn(6, 4)
     # A loss that detaches its input, as the official UniME gather effectively does, trains nothing.
     with pytest.raises(ValueError, match="no gradient"):
-        gradcache_step([enc], [x], lambda r: {"loss": (r.detach() ** 2).sum() + enc.bias.sum() * 0}, chunk_size=2)
+        gradcache_step(
+            [enc], [x], lambda r: {"loss": (r.detach() ** 2).sum() + enc.bias.sum() * 0}, chunk_size=2
+        )
     with pytest.raises(ValueError, match="side 1"):
         gradcache_step([enc, enc], [x, x], lambda a, b: {"loss": (a**2).sum()}, chunk_size=2)
     with pytest.raises(ValueError, match="'loss'"):
@@ -163,9 +165,11 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir) -> None
     for checkpointing in (False, True):
         torch.manual_seed(0)
         student = build_student(
-            str(tiny_model_dir), LoraConfig(r=4, alpha=8, dropout=0.0, init="random"), device="cpu",
+            str(tiny_model_dir),
+            LoraConfig(r=4, alpha=8, dropout=0.0, init="random"),
+            device="cpu",
             gradient_checkpointing=checkpointing,
-        )  # fmt: skip
+        )
         assert student.base_model.is_activation_checkpointing == checkpointing
         inputs = student.prepare([Item(text=t) for t in TEXTS]).inputs
         gradcache_step([student.embed], [inputs], lambda s: kd_kl_loss(s, teacher), chunk_size=4)

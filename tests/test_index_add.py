@@ -37,7 +37,9 @@ def two_shard_dirs(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
     x = clustered_vectors(3000, 32, seed=21)
     texts = [f"item {i}" for i in range(3000)]
     a = write_shard_dir(tmp_path / "a", x[:2000], shard_rows=700, columns={"text": texts[:2000]})
-    b = write_shard_dir(tmp_path / "b", x[2000:], shard_rows=700, id_prefix="b", columns={"text": texts[2000:]})
+    b = write_shard_dir(
+        tmp_path / "b", x[2000:], shard_rows=700, id_prefix="b", columns={"text": texts[2000:]}
+    )
     return a, b, x
 
 
@@ -88,7 +90,9 @@ def test_add_refuses_other_model_and_dim(tmp_path: Path, two_shard_dirs) -> None
     a, _, _ = two_shard_dirs
     build_index(ShardSource(a), tmp_path / "i", BuildConfig(index_type="flat", tune_queries=20), log=QUIET)
     before = (tmp_path / "i" / "index.faiss").read_bytes()
-    other = write_shard_dir(tmp_path / "other", clustered_vectors(50, 32), model_id="other-model", weight_hash="w9")
+    other = write_shard_dir(
+        tmp_path / "other", clustered_vectors(50, 32), model_id="other-model", weight_hash="w9"
+    )
     with pytest.raises(IndexMismatchError, match=r"model_id: 'test-model' \(index\) vs 'other-model'"):
         add_to_index(tmp_path / "i", ShardSource(other), log=QUIET)
     small = write_shard_dir(tmp_path / "small", clustered_vectors(50, 16))
@@ -102,8 +106,22 @@ def test_add_refuses_other_model_and_dim(tmp_path: Path, two_shard_dirs) -> None
 def test_cli_build_then_add(tmp_path: Path, two_shard_dirs) -> None:
     a, b, _ = two_shard_dirs
     out = tmp_path / "idx"
-    res = runner.invoke(app, ["index", "build", str(a), "--out", str(out), "--type", "auto",
-                              "--memory-budget", "1GB", "--target-recall", "0.9"])
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            "build",
+            str(a),
+            "--out",
+            str(out),
+            "--type",
+            "auto",
+            "--memory-budget",
+            "1GB",
+            "--target-recall",
+            "0.9",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "index: flat (Flat)" in res.output and "expected memory" in res.output and "Why:" in res.output
     meta = json.loads((out / "index.json").read_text())

@@ -70,7 +70,9 @@ def test_recall_counts_ties_past_rank_k() -> None:
 
 def test_flat_index_equals_brute_force(tmp_path: Path) -> None:
     x = random_vectors(1500, 32, seed=5)
-    meta = build_index(ArraySource(x), tmp_path / "flat", BuildConfig(index_type="flat", tune_queries=50), log=QUIET)
+    meta = build_index(
+        ArraySource(x), tmp_path / "flat", BuildConfig(index_type="flat", tune_queries=50), log=QUIET
+    )
     assert meta.type == "flat" and meta.tuning["recall"] == 1.0
     index = faiss.read_index(str(tmp_path / "flat" / "index.faiss"))
     q = random_vectors(30, 32, seed=6)
@@ -83,8 +85,9 @@ def test_flat_index_equals_brute_force(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["random", "clustered"])
 @pytest.mark.parametrize(("index_type", "target"), [("ivf", 0.95), ("hnsw", 0.95), ("ivfpq", 0.9)])
-def test_ann_reaches_its_tuned_recall_on_fresh_queries(tmp_path: Path, index_type: str, target: float,
-                                                       kind: str) -> None:
+def test_ann_reaches_its_tuned_recall_on_fresh_queries(
+    tmp_path: Path, index_type: str, target: float, kind: str
+) -> None:
     """The tuner's recall claim holds on queries it never saw, against exact search on the same data."""
     make = random_vectors if kind == "random" else clustered_vectors
     d = 32
@@ -108,8 +111,13 @@ def test_ann_reaches_its_tuned_recall_on_fresh_queries(tmp_path: Path, index_typ
 def test_tuning_on_cross_modal_query_shards(tmp_path: Path) -> None:
     x = clustered_vectors(2000, 32, seed=10)
     queries = write_shard_dir(tmp_path / "q", clustered_vectors(300, 32, seed=11), shard_rows=128)
-    meta = build_index(ArraySource(x), tmp_path / "ivf", BuildConfig(index_type="ivf", target_recall=0.97),
-                       tune_source=ShardSource(queries), log=QUIET)
+    meta = build_index(
+        ArraySource(x),
+        tmp_path / "ivf",
+        BuildConfig(index_type="ivf", target_recall=0.97),
+        tune_source=ShardSource(queries),
+        log=QUIET,
+    )
     assert meta.tuning["query_kind"].startswith("cross-modal") and meta.tuning["queries"] == 300
     assert meta.tuning["reached"] and meta.tuning["recall"] >= 0.97
     # the minimal parameter: one step less misses the target (else tuning would not be needed at all)
@@ -154,8 +162,12 @@ def assert_same_contents(a: faiss.Index, b: faiss.Index, index_type: str) -> Non
 
 def test_saved_index_loads_and_answers_identically(tmp_path: Path) -> None:
     x = clustered_vectors(2000, 32, seed=13)
-    shards = write_shard_dir(tmp_path / "shards", x, shard_rows=600, columns={"text": [f"t{i}" for i in range(2000)]})
-    build_index(ShardSource(shards), tmp_path / "idx", BuildConfig(index_type="ivf", target_recall=0.9), log=QUIET)
+    shards = write_shard_dir(
+        tmp_path / "shards", x, shard_rows=600, columns={"text": [f"t{i}" for i in range(2000)]}
+    )
+    build_index(
+        ShardSource(shards), tmp_path / "idx", BuildConfig(index_type="ivf", target_recall=0.9), log=QUIET
+    )
     meta = read_meta(tmp_path / "idx")
     # in memory: the same steps without a save, parameters set as recorded
     q = clustered_vectors(40, 32, seed=14)
@@ -195,7 +207,9 @@ def test_gpu_paths_equal_cpu_exact(tmp_path: Path) -> None:
     _, i = TorchExactIndex(x, device="cuda").search(q, GPU_MAX_K + 50)
     assert recall_at_k(i, gt_i, gt_s, GPU_MAX_K + 50) > 0.99  # fp16 rounding may swap near-ties
     if faiss_gpu_count() > 0:
-        meta = build_index(ArraySource(x), tmp_path / "g", BuildConfig(index_type="flat", gpu=True), log=QUIET)
+        meta = build_index(
+            ArraySource(x), tmp_path / "g", BuildConfig(index_type="flat", gpu=True), log=QUIET
+        )
         assert meta.built_on == "gpu"
         hits = Searcher.load(tmp_path / "g", gpu=True).search(vectors=q, k=GPU_MAX_K + 1)
         found = np.array([[h.internal_id for h in r] for r in hits])
@@ -204,8 +218,12 @@ def test_gpu_paths_equal_cpu_exact(tmp_path: Path) -> None:
 
 def test_unreachable_latency_budget_is_reported_not_hidden(tmp_path: Path) -> None:
     x = clustered_vectors(2000, 32, seed=50)
-    meta = build_index(ArraySource(x), tmp_path / "i", BuildConfig(index_type="ivf", target_recall=0.99,
-                       latency_ms=1e-6, tune_queries=50), log=QUIET)
+    meta = build_index(
+        ArraySource(x),
+        tmp_path / "i",
+        BuildConfig(index_type="ivf", target_recall=0.99, latency_ms=1e-6, tune_queries=50),
+        log=QUIET,
+    )
     assert meta.tuning["reached"] is False and "not reached within" in meta.tuning["note"]
     assert meta.tuning["latency_budget_ms"] == 1e-6 and all("latency_ms" in s for s in meta.tuning["sweep"])
 
@@ -259,8 +277,12 @@ def test_training_sample_stays_within_the_memory_budget() -> None:
 
     n, d = 1_000_000, 4096
     ivf = make_choice("ivf", n, d, nlist=4096, storage="fp16")
-    assert train_rows(ivf, n, d, BuildConfig(memory_budget=1 << 40)) == n  # 256 per list > the corpus: all 16 GB
-    assert train_rows(ivf, n, d, BuildConfig(memory_budget=8 << 30)) == (8 << 30) // (4 * d)  # 524,288 rows = 8 GiB
+    assert (
+        train_rows(ivf, n, d, BuildConfig(memory_budget=1 << 40)) == n
+    )  # 256 per list > the corpus: all 16 GB
+    assert train_rows(ivf, n, d, BuildConfig(memory_budget=8 << 30)) == (8 << 30) // (
+        4 * d
+    )  # 524,288 rows = 8 GiB
     assert train_rows(ivf, n, d, BuildConfig(memory_budget=1 << 30)) == 39 * 4096  # floor beats a tiny budget
     pq = make_choice("ivfpq", n, d, nlist=256, pq_m=64)
     assert train_rows(pq, n, d, BuildConfig(memory_budget=1 << 20)) == 65536
@@ -272,7 +294,11 @@ def test_a_budget_capped_sample_still_trains_an_index_that_reaches_its_recall(tm
     x = clustered_vectors(4000, 32, seed=6)
     lines: list[str] = []
     budget = 1200 * 4 * 32  # room for 1,200 float32 rows; IVF64 would take 4,000 (all of them)
-    meta = build_index(ArraySource(x), tmp_path / "i", BuildConfig(index_type="ivf", nlist=64, memory_budget=budget),
-                       log=lines.append)
+    meta = build_index(
+        ArraySource(x),
+        tmp_path / "i",
+        BuildConfig(index_type="ivf", nlist=64, memory_budget=budget),
+        log=lines.append,
+    )
     assert any("on 2496 sampled vectors" in s and "--memory-budget" in s for s in lines)  # 39 × 64 rows
     assert meta.tuning["reached"] and meta.num_vectors == 4000

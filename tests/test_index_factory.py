@@ -56,7 +56,9 @@ def test_auto_tight_budget_is_ivfpq_with_opq_and_within_budget() -> None:
 def test_explicit_types_and_their_errors() -> None:
     assert make_choice("ivf", 10_000, 64, nlist=64).factory == "IVF64,Flat"
     pq = make_choice("ivfpq", 100_000, 64, pq_m=16)
-    assert pq.factory == f"IVF{default_nlist(100_000)},PQ16x8,Refine(SQ8)" and pq.params == {"k_factor_rf": 16}
+    assert pq.factory == f"IVF{default_nlist(100_000)},PQ16x8,Refine(SQ8)" and pq.params == {
+        "k_factor_rf": 16
+    }
     no_room = make_choice("ivfpq", 100_000, 64, pq_m=16, budget=3 << 20)
     assert "Refine" not in no_room.factory and "capped" in no_room.reason
     with pytest.raises(IndexChoiceError, match="unknown index type"):

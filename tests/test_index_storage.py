@@ -35,8 +35,10 @@ def test_fp16_factories_and_sizes() -> None:
     assert make_choice("ivf", 10_000, 64, nlist=64, storage="fp16").factory == "IVF64,SQfp16"
     assert flat_bytes(1000, 64, "fp16") * 2 == flat_bytes(1000, 64)
     # IVF-PQ stores codes whatever the storage
-    assert make_choice("ivfpq", 100_000, 64, pq_m=16, storage="fp16").factory == \
-        make_choice("ivfpq", 100_000, 64, pq_m=16).factory
+    assert (
+        make_choice("ivfpq", 100_000, 64, pq_m=16, storage="fp16").factory
+        == make_choice("ivfpq", 100_000, 64, pq_m=16).factory
+    )
     with pytest.raises(IndexChoiceError, match="unknown vector storage"):
         make_choice("flat", 10, 8, storage="int4")
     with pytest.raises(ValueError, match="--storage"):
@@ -57,12 +59,19 @@ def test_fp16_index_searches_the_rounded_vectors(tmp_path: Path, index_type: str
     x = clustered_vectors(3000, 32, seed=41)
     # fresh queries near database points, as real queries are (near neighbours exist)
     rng = np.random.default_rng(42)
-    q = x[rng.choice(len(x), 100, replace=False)] + 0.3 * rng.standard_normal((100, 32)).astype(np.float32) / 32**0.5
+    q = (
+        x[rng.choice(len(x), 100, replace=False)]
+        + 0.3 * rng.standard_normal((100, 32)).astype(np.float32) / 32**0.5
+    )
     q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
-    cfg = dict(index_type=index_type, target_recall=0.95, tune_queries=200, nlist=32 if index_type == "ivf" else None)
+    cfg = dict(
+        index_type=index_type, target_recall=0.95, tune_queries=200, nlist=32 if index_type == "ivf" else None
+    )
     m32 = build_index(ArraySource(x), tmp_path / "fp32", BuildConfig(**cfg), log=QUIET)
     m16 = build_index(ArraySource(x), tmp_path / "fp16", BuildConfig(**cfg, storage="fp16"), log=QUIET)
-    assert m16.factory.endswith("SQfp16") and m16.config["storage"] == "fp16" and m32.config["storage"] == "fp32"
+    assert (
+        m16.factory.endswith("SQfp16") and m16.config["storage"] == "fp16" and m32.config["storage"] == "fp32"
+    )
     size32 = (tmp_path / "fp32" / "index.faiss").stat().st_size
     size16 = (tmp_path / "fp16" / "index.faiss").stat().st_size
     vec_bytes = 4 * x.size
@@ -76,7 +85,8 @@ def test_fp16_index_searches_the_rounded_vectors(tmp_path: Path, index_type: str
     if index_type == "flat":
         # an exhaustive scan of the fp16 vectors: exact search over the rounded database
         assert recall_at_k(found, gt_i, gt_s, 10) == 1.0
-        np.testing.assert_allclose(scores, gt_s[:, :10], atol=1e-5)
+        # float32 sums in another order (FAISS's SIMD scan vs numpy) differ by ~1e-5; fp16 rounding is ~1e-3
+        np.testing.assert_allclose(scores, gt_s[:, :10], atol=5e-5)
     else:
         assert m16.tuning["reached"] and recall_at_k(found, gt_i, gt_s, 10) >= 0.91
         # every returned score is the true inner product up to fp16 rounding (IVF stores fp16 residuals to its
@@ -93,8 +103,12 @@ def test_fp16_filtered_search(tmp_path: Path, index_type: str) -> None:
     x = clustered_vectors(n, 32, seed=43)
     width = list(range(n))
     shards = write_shard_dir(tmp_path / "shards", x, shard_rows=700, columns={"width": width})
-    build_index(ShardSource(shards), tmp_path / "idx",
-                BuildConfig(index_type=index_type, storage="fp16", tune_queries=100), log=QUIET)
+    build_index(
+        ShardSource(shards),
+        tmp_path / "idx",
+        BuildConfig(index_type=index_type, storage="fp16", tune_queries=100),
+        log=QUIET,
+    )
     q = clustered_vectors(20, 32, seed=44)
     hits = Searcher.load(tmp_path / "idx").search(vectors=q, k=10, where="width >= 1900")
     allowed = np.arange(n) >= 1900

@@ -124,7 +124,9 @@ def test_processor_settings_from_registry_and_caller_reach_the_processor(tiny_ch
     enc = Encoder.from_pretrained(path, device="cpu")
     # the registry's bound beats the checkpoint's (transformers 5 keeps max_pixels as size.longest_edge)
     assert enc.processor.image_processor.size.longest_edge == 336 * 336
-    small = Encoder.from_pretrained(path, device="cpu", processor_kwargs={"size": {"longest_edge": 16 * 16, "shortest_edge": 8 * 8}})
+    small = Encoder.from_pretrained(
+        path, device="cpu", processor_kwargs={"size": {"longest_edge": 16 * 16, "shortest_edge": 8 * 8}}
+    )
     assert small.describe()["processor_kwargs"] == {"size": {"longest_edge": 256, "shortest_edge": 64}}
     big_img = make_image(3, (64, 64))
     n_default = enc.input_builder([Item(image=big_img)]).inputs["input_ids"].shape[1]
@@ -136,7 +138,9 @@ def test_a_shipped_name_without_weights_says_how_to_build_them(monkeypatch) -> N
     from uniretrieve.models import names
 
     monkeypatch.setitem(
-        names.REGISTERED_MODELS, "toy-tiny", names.RegisteredModel("weights/toy-tiny", "llava", "t", shipped=True)
+        names.REGISTERED_MODELS,
+        "toy-tiny",
+        names.RegisteredModel("weights/toy-tiny", "llava", "t", shipped=True),
     )
     with pytest.raises(ModelLoadError, match="uniretrieve train toy-tiny"):
         Encoder.from_pretrained("toy-tiny")

@@ -38,17 +38,26 @@ def direct_kd(s: np.ndarray, t: np.ndarray, tau: float, direction: str, diag: bo
         ent_t.append(-sum(b * math.log(b) for b in pt))
         agree.append(float(int(np.argmax(ls)) == int(np.argmax(lt))))
     loss = sum(rows) / n if reduction == "mean" else sum(rows)
-    return {"loss": loss, "student_entropy": np.mean(ent_s), "teacher_entropy": np.mean(ent_t), "top1": np.mean(agree)}
+    return {
+        "loss": loss,
+        "student_entropy": np.mean(ent_s),
+        "teacher_entropy": np.mean(ent_t),
+        "top1": np.mean(agree),
+    }
 
 
 def _inputs(seed: int, n: int = 7, ds: int = 5, dt: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, ds, generator=g, dtype=torch.float64), torch.randn(n, dt, generator=g, dtype=torch.float64)
+    return torch.randn(n, ds, generator=g, dtype=torch.float64), torch.randn(
+        n, dt, generator=g, dtype=torch.float64
+    )
 
 
 @pytest.mark.parametrize(
     ("direction", "diag", "reduction", "tau"),
-    list(itertools.product(["teacher_student", "student_teacher"], [False, True], ["mean", "sum"], [0.05, 0.5])),
+    list(
+        itertools.product(["teacher_student", "student_teacher"], [False, True], ["mean", "sum"], [0.05, 0.5])
+    ),
 )
 def test_matches_direct_float64(direction: str, diag: bool, reduction: str, tau: float) -> None:
     s, t = _inputs(1)

@@ -17,7 +17,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_wheel_installs_train_and_index_subpackages(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(dist)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+        ],
         check=True,
         capture_output=True,
     )
@@ -39,7 +50,9 @@ def test_wheel_installs_train_and_index_subpackages(tmp_path: Path) -> None:
     # Run outside the repository with only the installed copy on the path (the editable install's finder is
     # bypassed with -S plus an explicit path, so this really tests the wheel).
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *_site_packages()])}
-    res = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr
     for line in res.stdout.split():
         assert line.startswith(str(site)), res.stdout

@@ -15,8 +15,18 @@ from uniretrieve.train.pretrain_data import PretrainDataError, read_llava_pretra
 from uniretrieve.train.pretrain_run import PretrainConfig, pretrain
 from uniretrieve.train.tiny_base import TinyBaseConfig
 
-SMALL = TinyBaseConfig(vocab_size=400, image_size=32, patch_size=8, vision_hidden=32, vision_layers=1,
-                       vision_heads=2, text_hidden=32, text_layers=1, text_heads=2, text_intermediate=64)  # fmt: skip
+SMALL = TinyBaseConfig(
+    vocab_size=400,
+    image_size=32,
+    patch_size=8,
+    vision_hidden=32,
+    vision_layers=1,
+    vision_heads=2,
+    text_hidden=32,
+    text_layers=1,
+    text_heads=2,
+    text_intermediate=64,
+)
 COLOURS = ["red", "green", "blue", "yellow"]
 
 
@@ -25,20 +35,30 @@ def _write_data(root: Path, n: int = 16) -> Path:
     entries = []
     for i in range(n):
         c = COLOURS[i % 4]
-        rgb = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (230, 220, 20)}[c]
+        rgb = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (230, 220, 20)}[
+            c
+        ]
         from PIL import Image
 
         Image.new("RGB", (40, 40), rgb).save(root / "images" / f"s{i}.png")
-        entries.append({"id": f"s{i}", "image": f"s{i}.png", "conversations": [
-            {"from": "human", "value": "<image>\nDescribe the image."},
-            {"from": "gpt", "value": f"a plain {c} square filling the picture"}]})  # fmt: skip
+        entries.append(
+            {
+                "id": f"s{i}",
+                "image": f"s{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nDescribe the image."},
+                    {"from": "gpt", "value": f"a plain {c} square filling the picture"},
+                ],
+            }
+        )
     (root / "blip_laion_cc_sbu_558k.json").write_text(json.dumps(entries))
     return root
 
 
 def _cfg(data: Path, out: Path, steps: int, **kw) -> PretrainConfig:
-    return PretrainConfig(data=str(data), output_dir=str(out), batch_size=8, max_steps=steps, log_every=1,
-                          base=SMALL, **kw)  # fmt: skip
+    return PretrainConfig(
+        data=str(data), output_dir=str(out), batch_size=8, max_steps=steps, log_every=1, base=SMALL, **kw
+    )
 
 
 def _losses(out: Path) -> list[float]:
@@ -51,19 +71,27 @@ def test_labels_cover_only_the_caption(tmp_path: Path) -> None:
     tok = train_tokenizer(["a red square", "a blue circle"] * 5, SMALL)
     _, proc = build_base(SMALL, tok)
     prompt = "[INST] <image>\nDescribe the image. [/INST]"
-    b = caption_batch(proc, [prompt, prompt], [make_image(0), make_image(1)], ["a red square", "a much longer "
-                      "caption about a blue circle"], max_length=64)  # fmt: skip
+    b = caption_batch(
+        proc,
+        [prompt, prompt],
+        [make_image(0), make_image(1)],
+        ["a red square", "a much longer caption about a blue circle"],
+        max_length=64,
+    )
     for row in range(2):
         scored = b["input_ids"][row][b["labels"][row] != -100]
         text = tok.decode(scored)
         assert text.strip() in ("a red square</s>", "a much longer caption about a blue circle</s>")
     # a text-only row (no image token) beside an image row: each scores its answer alone
     text_prompt = "[INST] a red square\nSummary above sentence in one word: [/INST]"
-    b = caption_batch(proc, [prompt, text_prompt], [make_image(0), None], ["a red square", "red square"],
-                      max_length=64)  # fmt: skip
+    b = caption_batch(
+        proc, [prompt, text_prompt], [make_image(0), None], ["a red square", "red square"], max_length=64
+    )
     assert b["pixel_values"].shape[0] == 1
     assert [tok.decode(b["input_ids"][r][b["labels"][r] != -100]).strip() for r in range(2)] == [
-        "a red square</s>", "red square</s>"]
+        "a red square</s>",
+        "red square</s>",
+    ]
 
 
 def test_pretraining_lowers_loss_resumes_exactly_and_loads(tmp_path: Path) -> None:
@@ -95,8 +123,16 @@ def test_max_caption_words_keeps_only_short_captions(tmp_path: Path) -> None:
     data = _write_data(tmp_path / "data", n=4)
     entries = json.loads((data / "blip_laion_cc_sbu_558k.json").read_text())
     long = "a plain red square filling the picture, drawn with a darker red outline on nothing else at all"
-    entries.append({"id": "long", "image": "s0.png", "conversations": [
-        {"from": "human", "value": "<image>\nDescribe the image in detail."}, {"from": "gpt", "value": long}]})
+    entries.append(
+        {
+            "id": "long",
+            "image": "s0.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\nDescribe the image in detail."},
+                {"from": "gpt", "value": long},
+            ],
+        }
+    )
     (data / "blip_laion_cc_sbu_558k.json").write_text(json.dumps(entries))
     assert len(training_examples(_cfg(data, tmp_path / "o", 1))) == 5
     short = training_examples(_cfg(data, tmp_path / "o", 1, max_caption_words=10))
@@ -120,7 +156,11 @@ def test_length_grouped_epochs_cover_every_example_once_with_less_padding() -> N
     lengths = [int(x) for x in rng.choice([10, 200], size=256)]
     plan = LengthGroupedEpochs(lengths, 8, seed=3, group=8)
     for epoch in range(2):
-        seen = [i for b in range(plan.steps_per_epoch) for i in plan.global_batch(epoch * plan.steps_per_epoch + b)]
+        seen = [
+            i
+            for b in range(plan.steps_per_epoch)
+            for i in plan.global_batch(epoch * plan.steps_per_epoch + b)
+        ]
         assert sorted(seen) == list(range(256))
     pad = sum(max(lengths[i] for i in plan.global_batch(s)) * 8 for s in range(plan.steps_per_epoch))
     from uniretrieve.train.batching import ShuffledEpochs

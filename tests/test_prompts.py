@@ -21,8 +21,20 @@ def _wrapper(family: str, name: str):
 OFFICIAL = [
     ("llava_next", "mistral", None, True, "[INST] <image>\nSummary above image in one word: [/INST]"),
     ("llava_next", "mistral", "a dog", False, "[INST] a dog\nSummary above sentence in one word: [/INST]"),
-    ("phi3_v", "phi3", None, True, "<|user|>\n<|image_1|>\nSummary above image in one word:<|end|>\n<|assistant|>\n"),
-    ("phi3_v", "phi3", "a dog", False, "<|user|>\na dog\nSummary above sentence in one word:<|end|>\n<|assistant|>\n"),
+    (
+        "phi3_v",
+        "phi3",
+        None,
+        True,
+        "<|user|>\n<|image_1|>\nSummary above image in one word:<|end|>\n<|assistant|>\n",
+    ),
+    (
+        "phi3_v",
+        "phi3",
+        "a dog",
+        False,
+        "<|user|>\na dog\nSummary above sentence in one word:<|end|>\n<|assistant|>\n",
+    ),
     (
         "llava_next",
         "llama3",
@@ -44,18 +56,37 @@ def test_official_prompt_strings(family, wrapper, text, image, expected) -> None
 def test_instruction_goes_between_image_and_text_and_prompt_still_ends_with_summary() -> None:
     spec = REGISTRY["llava_next"]
     got = render(
-        spec, _wrapper("llava_next", "mistral"), "e5v", text="a cat", has_image=True, instruction="Find the image."
+        spec,
+        _wrapper("llava_next", "mistral"),
+        "e5v",
+        text="a cat",
+        has_image=True,
+        instruction="Find the image.",
     )
-    assert got == "[INST] <image>\nFind the image.\na cat\nSummary above image and sentence in one word: [/INST]"
+    assert (
+        got == "[INST] <image>\nFind the image.\na cat\nSummary above image and sentence in one word: [/INST]"
+    )
 
 
 def test_mmeb_regime_maps_placeholder_to_family_image_token() -> None:
     for family in ("llava_next", "qwen2_vl", "phi3_v"):
         spec = REGISTRY[family]
-        got = render(spec, spec.chat_wrappers[0], "mmeb", text="<|image_1|>\nRepresent the given image.", has_image=True)
+        got = render(
+            spec,
+            spec.chat_wrappers[0],
+            "mmeb",
+            text="<|image_1|>\nRepresent the given image.",
+            has_image=True,
+        )
         assert got == f"{spec.image_token}\nRepresent the given image."
     with pytest.raises(ValueError, match="no image"):
-        render(REGISTRY["llava"], REGISTRY["llava"].chat_wrappers[0], "mmeb", text="<|image_1|> x", has_image=False)
+        render(
+            REGISTRY["llava"],
+            REGISTRY["llava"].chat_wrappers[0],
+            "mmeb",
+            text="<|image_1|> x",
+            has_image=False,
+        )
 
 
 def test_unknown_regime_and_unsupported_model_type_are_named() -> None:
@@ -71,7 +102,16 @@ def test_unknown_regime_and_unsupported_model_type_are_named() -> None:
 
 
 def test_registry_is_complete_data() -> None:
-    expected = {"llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "phi3_v"}
+    expected = {
+        "llava",
+        "llava_next",
+        "llava_onevision",
+        "qwen2_vl",
+        "qwen2_5_vl",
+        "idefics3",
+        "smolvlm",
+        "phi3_v",
+    }
     assert set(supported_families()) == expected
     for family, spec in REGISTRY.items():
         assert spec.family == family

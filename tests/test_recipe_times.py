@@ -18,5 +18,9 @@ def test_step_times_accumulate_across_resumed_runs(tmp_path: Path) -> None:
     resumed = StepTimes(tmp_path)  # a later run: finished steps are skipped and keep their first time
     resumed.run("data", True, lambda: "d")
     resumed.run("stage1", False, lambda: None)
-    assert resumed.seconds["data"] == recorded["data"] and set(resumed.seconds) == {"data", "pretrain", "stage1"}
+    assert resumed.seconds["data"] == recorded["data"] and set(resumed.seconds) == {
+        "data",
+        "pretrain",
+        "stage1",
+    }
     assert resumed.total == sum(resumed.seconds.values())

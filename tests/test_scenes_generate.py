@@ -49,8 +49,12 @@ def test_same_seed_byte_identical_other_seed_different(corpus: Corpus, tmp_path:
     first, second = _files(out), _files(tmp_path / "b")
     assert first.keys() == second.keys() and all(first[k] == second[k] for k in first)
     other = _files(generate(replace(cfg, out=str(tmp_path / "c"), seed=1, test_seed=1)).out)
-    for name in ("short/data/test-00000-of-00001.parquet", "sugarcrepe/add_att.json", "nli/nli_for_simcse.csv",
-                 "mmeb-train/Scene_i2t/original-00000-of-00001.parquet"):  # fmt: skip
+    for name in (
+        "short/data/test-00000-of-00001.parquet",
+        "sugarcrepe/add_att.json",
+        "nli/nli_for_simcse.csv",
+        "mmeb-train/Scene_i2t/original-00000-of-00001.parquet",
+    ):
         assert other[name] != first[name], name
 
 
@@ -205,11 +209,18 @@ def test_mmeb_train_nli_and_pretrain_layouts(corpus: Corpus) -> None:
     assert all((out / "llava-pretrain" / "images" / e["image"]).is_file() for e in with_image)
     assert all(e["conversations"][0]["value"].startswith("<image>\n") for e in with_image)
     requests = [e["conversations"][0]["value"] for e in with_image]
-    assert requests.count("<image>\nDescribe the image.") == requests.count("<image>\nDescribe the image in detail.")
+    assert requests.count("<image>\nDescribe the image.") == requests.count(
+        "<image>\nDescribe the image in detail."
+    )
     assert requests.count("<image>\nDescribe the image.") == 40
     # E5-V summary rows: an image, or a short caption (text only), answered with one object's colour and shape
-    scenes = {json.loads(x)["scene_id"]: json.loads(x) for x in (out / "scenes" / "train.jsonl").read_text().splitlines()}
-    summaries = [e for e in with_image if e["conversations"][0]["value"].endswith("Summary above image in one word:")]
+    scenes = {
+        json.loads(x)["scene_id"]: json.loads(x)
+        for x in (out / "scenes" / "train.jsonl").read_text().splitlines()
+    }
+    summaries = [
+        e for e in with_image if e["conversations"][0]["value"].endswith("Summary above image in one word:")
+    ]
     assert len(summaries) >= 40
     for e in summaries:
         objs = {f"{o['colour']} {o['shape']}" for o in scenes[e["image"].removesuffix(".jpg")]["objects"]}
@@ -244,8 +255,23 @@ def test_project_loaders_read_the_generated_layouts(corpus: Corpus) -> None:
 
 def test_cli_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    args = ["scenes", "generate", "--out", str(out), "--seed", "2", "--scenes", "6", "--test-scenes", "5",
-            "--mmeb-eval-rows", "3", "--mmeb-eval-candidates", "4", "-q"]  # fmt: skip
+    args = [
+        "scenes",
+        "generate",
+        "--out",
+        str(out),
+        "--seed",
+        "2",
+        "--scenes",
+        "6",
+        "--test-scenes",
+        "5",
+        "--mmeb-eval-rows",
+        "3",
+        "--mmeb-eval-candidates",
+        "4",
+        "-q",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "written" in res.output

@@ -34,8 +34,20 @@ def built(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dic
     root = tmp_path_factory.mktemp("e2e")
     corpus = make_mixed_jsonl(root / "corpus")
     shards = root / "shards"
-    res = runner.invoke(app, ["encode", str(corpus), "-o", str(shards), "--model", str(tiny_model_dir),
-                              "--device", "cpu", "--no-progress"])
+    res = runner.invoke(
+        app,
+        [
+            "encode",
+            str(corpus),
+            "-o",
+            str(shards),
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["index", "build", str(shards), "--out", str(root / "idx"), "--cpu"])
     assert res.exit_code == 0, res.output
@@ -53,7 +65,7 @@ def test_text_query_json_matches_the_encoder(built, query_encoder) -> None:
     from uniretrieve.embed.reader import open_shards
 
     ss = open_shards(built["shards"])
-    (vecs, table), = list(ss.iter_vector_blocks(100, columns=("id",)))
+    ((vecs, table),) = list(ss.iter_vector_blocks(100, columns=("id",)))
     q = query_encoder.encode_texts(["a yellow star"])[0]
     scores = vecs @ q
     best = np.argsort(-scores)[:3]
@@ -64,15 +76,42 @@ def test_text_query_json_matches_the_encoder(built, query_encoder) -> None:
 def test_image_instruction_composed_and_weighted_queries(built) -> None:
     img = built["corpus"].parent / "pics" / "p0.png"
     idx = str(built["idx"])
-    res = runner.invoke(app, ["search", "--image", str(img), "--index", idx, "-k", "2", "--json",
-                              "--instruction", "Find an image like this"])
+    res = runner.invoke(
+        app,
+        [
+            "search",
+            "--image",
+            str(img),
+            "--index",
+            idx,
+            "-k",
+            "2",
+            "--json",
+            "--instruction",
+            "Find an image like this",
+        ],
+    )
     assert res.exit_code == 0, res.output
     hits = jsonl(res.output)[0]["hits"]
     assert len(hits) == 2
     res = runner.invoke(app, ["search", "two green triangles", "--image", str(img), "--index", idx, "--json"])
     assert res.exit_code == 0 and len(jsonl(res.output)[0]["hits"]) == 6
-    res = runner.invoke(app, ["search", "2:a red circle", "+", str(img), "-", "fruit", "--index", idx, "--json",
-                              "--where", "modality = 'text'"])
+    res = runner.invoke(
+        app,
+        [
+            "search",
+            "2:a red circle",
+            "+",
+            str(img),
+            "-",
+            "fruit",
+            "--index",
+            idx,
+            "--json",
+            "--where",
+            "modality = 'text'",
+        ],
+    )
     assert res.exit_code == 0, res.output
     hits = jsonl(res.output)[0]["hits"]
     assert hits and all(h["modality"] == "text" for h in hits) and len(hits) == 3
@@ -83,9 +122,14 @@ def test_image_instruction_composed_and_weighted_queries(built) -> None:
 def test_batch_queries_file(built, tmp_path: Path) -> None:
     img = built["corpus"].parent / "pics" / "p1.png"
     qf = tmp_path / "q.jsonl"
-    qf.write_text(json.dumps({"id": "a", "text": "a yellow star"}) + "\n\n"
-                  + json.dumps({"id": "b", "image": str(img), "instruction": "Find a caption"}) + "\n"
-                  + json.dumps({"text": "triangles", "image": str(img)}) + "\n")
+    qf.write_text(
+        json.dumps({"id": "a", "text": "a yellow star"})
+        + "\n\n"
+        + json.dumps({"id": "b", "image": str(img), "instruction": "Find a caption"})
+        + "\n"
+        + json.dumps({"text": "triangles", "image": str(img)})
+        + "\n"
+    )
     res = runner.invoke(app, ["search", "--queries", str(qf), "--index", str(built["idx"]), "-k", "2"])
     assert res.exit_code == 0, res.output
     out = jsonl(res.output)
@@ -109,7 +153,9 @@ def test_other_model_is_refused_unless_forced(built, tiny_checkpoints) -> None:
 
     enc = Encoder.from_pretrained(str(other), device="cpu")
     if enc.dim == Searcher.load(built["idx"]).meta.dim:
-        res = runner.invoke(app, ["search", "a star", "--index", idx, "--model", str(other), "--force", "--json"])
+        res = runner.invoke(
+            app, ["search", "a star", "--index", idx, "--model", str(other), "--force", "--json"]
+        )
         assert res.exit_code == 0, res.output
     else:
         with pytest.raises(ModelMismatchError, match="cannot search this index"):
@@ -131,7 +177,11 @@ def test_parse_terms_and_combine(tmp_path: Path) -> None:
     assert terms[0].item.text == "golden retriever" and terms[1].item.image == str(img)
     assert terms[2].item.text == "fruit"
     q = build_query(["a dog"], image=img, instruction="find")
-    assert len(q.terms) == 1 and q.terms[0].item.modality == "image_text" and q.terms[0].item.instruction == "find"
+    assert (
+        len(q.terms) == 1
+        and q.terms[0].item.modality == "image_text"
+        and q.terms[0].item.instruction == "find"
+    )
     with pytest.raises(QueryError, match="ends with an operator"):
         parse_terms(["a", "+"])
     with pytest.raises(QueryError, match="no such file"):

@@ -27,23 +27,32 @@ def rows(n: int = N) -> dict[str, list]:
     mod = rng.choice(["image", "text", "image_text"], n).tolist()
     width = [int(w) if m != "text" else None for w, m in zip(rng.integers(10, 1000, n), mod, strict=True)]
     source = [f"photos/{2020 + i % 6}/{i}.jpg" if m != "text" else None for i, m in enumerate(mod)]
-    meta = [json.dumps({"year": 2015 + i % 10, "tag": ["dog", "cat", "o'brien"][i % 3]}) if i % 7 else None
-            for i in range(n)]
+    meta = [
+        json.dumps({"year": 2015 + i % 10, "tag": ["dog", "cat", "o'brien"][i % 3]}) if i % 7 else None
+        for i in range(n)
+    ]
     return {"modality": mod, "width": width, "source": source, "metadata": meta}
 
 
 CASES = {
-    "modality = 'image' and width > 100": lambda r: r["modality"] == "image" and r["width"] is not None
-    and r["width"] > 100,
-    "width > 512 and source like '%/2024/%'": lambda r: r["width"] is not None and r["width"] > 512
-    and r["source"] is not None and "/2024/" in r["source"],
+    "modality = 'image' and width > 100": lambda r: (
+        r["modality"] == "image" and r["width"] is not None and r["width"] > 100
+    ),
+    "width > 512 and source like '%/2024/%'": lambda r: (
+        r["width"] is not None and r["width"] > 512 and r["source"] is not None and "/2024/" in r["source"]
+    ),
     "not (modality = 'text') or width <= 20": lambda r: r["modality"] != "text",
     "modality in ('text', 'image_text') and width is null": lambda r: r["modality"] == "text",
-    "metadata.year >= 2022 and metadata.tag != 'dog'": lambda r: r["meta"] is not None and r["meta"]["year"] >= 2022
-    and r["meta"]["tag"] != "dog",
+    "metadata.year >= 2022 and metadata.tag != 'dog'": lambda r: (
+        r["meta"] is not None and r["meta"]["year"] >= 2022 and r["meta"]["tag"] != "dog"
+    ),
     "metadata.tag = 'o''brien'": lambda r: r["meta"] is not None and r["meta"]["tag"] == "o'brien",
-    "source not like 'photos/2021/%' AND width < 300": lambda r: r["source"] is not None
-    and not r["source"].startswith("photos/2021/") and r["width"] is not None and r["width"] < 300,
+    "source not like 'photos/2021/%' AND width < 300": lambda r: (
+        r["source"] is not None
+        and not r["source"].startswith("photos/2021/")
+        and r["width"] is not None
+        and r["width"] < 300
+    ),
 }
 
 
@@ -52,22 +61,27 @@ def test_where_matches_brute_force_predicate(where: str) -> None:
     cols = rows()
     table = pa.table(cols)
     got = WhereFilter(where, table.column_names).mask(table)
-    records = [{"modality": m, "width": w, "source": s, "meta": json.loads(x) if x else None}
-               for m, w, s, x in zip(cols["modality"], cols["width"], cols["source"], cols["metadata"], strict=True)]
+    records = [
+        {"modality": m, "width": w, "source": s, "meta": json.loads(x) if x else None}
+        for m, w, s, x in zip(cols["modality"], cols["width"], cols["source"], cols["metadata"], strict=True)
+    ]
     want = np.array([CASES[where](r) for r in records])
     assert want.any()
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize(("where", "message"), [
-    ("colour = 'red'", "unknown column 'colour'"),
-    ("width >", "expected a column name or a value"),
-    ("width > 5 and", "at position 13"),
-    ("__import__('os')", "unknown column '__import__'"),
-    ("__import__('os').system('x')", "cannot read --where at position 16"),
-    ("width > 1; drop", "cannot read --where at position 9"),
-    ("width like 5", "quoted pattern"),
-])
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("colour = 'red'", "unknown column 'colour'"),
+        ("width >", "expected a column name or a value"),
+        ("width > 5 and", "at position 13"),
+        ("__import__('os')", "unknown column '__import__'"),
+        ("__import__('os').system('x')", "cannot read --where at position 16"),
+        ("width > 1; drop", "cannot read --where at position 9"),
+        ("width like 5", "quoted pattern"),
+    ],
+)
 def test_bad_expressions_are_refused_with_position(where: str, message: str) -> None:
     with pytest.raises(FilterError, match=message.replace("(", r"\(")):
         WhereFilter(where, ["id", "width", "modality", "metadata"])
@@ -82,14 +96,20 @@ def filtered_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.n
     cols = rows()
     shards = write_shard_dir(root / "shards", x, shard_rows=800, columns=cols)
     for t in ("flat", "ivf", "hnsw"):
-        build_index(ShardSource(shards), root / t, BuildConfig(index_type=t, target_recall=0.95, tune_queries=100),
-                    log=QUIET)
+        build_index(
+            ShardSource(shards),
+            root / t,
+            BuildConfig(index_type=t, target_recall=0.95, tune_queries=100),
+            log=QUIET,
+        )
     yield root, x, pa.table(cols)
     faiss.omp_set_num_threads(old)
 
 
 @pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
-@pytest.mark.parametrize("where", ["modality = 'image' and width > 100", "width > 990", "metadata.year = 2019"])
+@pytest.mark.parametrize(
+    "where", ["modality = 'image' and width > 100", "width > 990", "metadata.year = 2019"]
+)
 def test_filtered_search_returns_k_passing_hits(filtered_index, index_type: str, where: str) -> None:
     root, x, table = filtered_index
     allowed = WhereFilter(where, table.column_names).mask(table)
@@ -111,4 +131,7 @@ def test_filtered_search_returns_k_passing_hits(filtered_index, index_type: str,
 
 def test_filter_with_no_passing_rows_returns_nothing(filtered_index) -> None:
     root, _, _ = filtered_index
-    assert Searcher.load(root / "flat").search(vectors=clustered_vectors(2, 32), where="width > 5000") == [[], []]
+    assert Searcher.load(root / "flat").search(vectors=clustered_vectors(2, 32), where="width > 5000") == [
+        [],
+        [],
+    ]

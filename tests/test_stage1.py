@@ -112,7 +112,9 @@ def test_student_embedding_equals_encoder_and_merged_model(tiny_model_dir: Path,
     np.testing.assert_allclose(got.numpy(), base.encode(items), atol=1e-5)
 
     torch.manual_seed(3)
-    student = build_student(str(tiny_model_dir), LoraConfig(r=4, alpha=8, dropout=0.0, init="random"), device="cpu")
+    student = build_student(
+        str(tiny_model_dir), LoraConfig(r=4, alpha=8, dropout=0.0, init="random"), device="cpu"
+    )
     student.model.eval()
     with torch.no_grad():
         unmerged = student.embed(student.prepare(items).inputs).numpy()
@@ -124,7 +126,9 @@ def test_student_embedding_equals_encoder_and_merged_model(tiny_model_dir: Path,
     with_adapter = Encoder.from_pretrained(str(tiny_model_dir), device="cpu", adapter=str(adapter))
     np.testing.assert_allclose(with_adapter.encode(items), unmerged, atol=1e-5)
     # The merged checkpoint restores the base's vision side unchanged.
-    base_vision = {n: p for n, p in base.model.named_parameters() if ".vision_tower." in n or "projector" in n}
+    base_vision = {
+        n: p for n, p in base.model.named_parameters() if ".vision_tower." in n or "projector" in n
+    }
     merged_params = dict(merged.model.named_parameters())
     assert base_vision and all(torch.equal(merged_params[n], p) for n, p in base_vision.items())
 
@@ -137,12 +141,19 @@ def test_csv_jsonl_and_text_with_both_policies(tmp_path: Path) -> None:
     rows = nli_rows(5)
     assert csv_data.rows == [(r["sent0"], r["sent1"]) for r in rows]
     assert csv_data.num_examples == 5 and csv_data.texts_per_example == 2
-    assert csv_data.batch_texts([2, 0]) == [rows[2]["sent0"], rows[2]["sent1"], rows[0]["sent0"], rows[0]["sent1"]]
+    assert csv_data.batch_texts([2, 0]) == [
+        rows[2]["sent0"],
+        rows[2]["sent1"],
+        rows[0]["sent0"],
+        rows[0]["sent1"],
+    ]
     assert csv_data.examples_per_batch(8) == 4
     with pytest.raises(ConfigError, match="multiple of 2"):
         csv_data.examples_per_batch(7)
 
-    cfg = Stage1DataConfig(path=str(write_nli_jsonl(tmp_path / "nli.jsonl", 5)), fields=["sent0", "sent1", "hard_neg"])
+    cfg = Stage1DataConfig(
+        path=str(write_nli_jsonl(tmp_path / "nli.jsonl", 5)), fields=["sent0", "sent1", "hard_neg"]
+    )
     triplets = load_stage1_data(cfg)
     assert triplets.rows[1] == (rows[1]["sent0"], rows[1]["sent1"], rows[1]["hard_neg"])
     assert triplets.examples_per_batch(9) == 3
@@ -155,7 +166,10 @@ def test_csv_jsonl_and_text_with_both_policies(tmp_path: Path) -> None:
     txt.write_text("first sentence\n\n  \nsecond sentence\n", encoding="utf-8")
     plain = load_stage1_data(Stage1DataConfig(path=str(txt)))
     assert plain.rows == [("first sentence",), ("second sentence",)] and plain.fields == ["text"]
-    assert load_stage1_data(Stage1DataConfig(path=str(tmp_path / "nli.csv"), max_rows=2)).rows == csv_data.rows[:2]
+    assert (
+        load_stage1_data(Stage1DataConfig(path=str(tmp_path / "nli.csv"), max_rows=2)).rows
+        == csv_data.rows[:2]
+    )
 
 
 def test_bad_rows_name_file_and_line(tmp_path: Path) -> None:
@@ -196,7 +210,9 @@ def test_teacher_cache_is_reused_and_matches_sentence_transformers(tmp_path: Pat
 
     from uniretrieve.models.loading import weight_hash
 
-    memo = json.loads((tmp_path / "cache" / "weight-hashes.json").read_text())  # the teacher's hash, remembered
+    memo = json.loads(
+        (tmp_path / "cache" / "weight-hashes.json").read_text()
+    )  # the teacher's hash, remembered
     assert list(memo.values()) == [weight_hash(resolve_teacher_path(MINILM))]
 
     again = teacher_embeddings(list(reversed(texts)), cfg)
@@ -207,8 +223,12 @@ def test_teacher_cache_is_reused_and_matches_sentence_transformers(tmp_path: Pat
     assert more.computed == 1
     np.testing.assert_array_equal(more.vectors[0], first.vectors[1])
 
-    prefixed = teacher_embeddings(texts[:1], TeacherConfig(model=MINILM, cache_dir=cfg.cache_dir, instruction="q: "))
-    assert prefixed.computed == 1 and prefixed.cache_dir != first.cache_dir  # the instruction is part of the key
+    prefixed = teacher_embeddings(
+        texts[:1], TeacherConfig(model=MINILM, cache_dir=cfg.cache_dir, instruction="q: ")
+    )
+    assert (
+        prefixed.computed == 1 and prefixed.cache_dir != first.cache_dir
+    )  # the instruction is part of the key
     assert not np.allclose(prefixed.vectors[0], first.vectors[0])
 
 
@@ -226,7 +246,12 @@ def test_stage1_rerun_reuses_teacher_and_resumes(tiny_model_dir: Path, tmp_path:
 
 def test_every_stage1_preset_parses(tmp_path: Path) -> None:
     names = list_presets("stage1-")
-    assert {"stage1-tiny", "stage1-llava-next-mistral-7b", "stage1-phi3.5-v", "stage1-llava-onevision-7b"} <= set(names)
+    assert {
+        "stage1-tiny",
+        "stage1-llava-next-mistral-7b",
+        "stage1-phi3.5-v",
+        "stage1-llava-onevision-7b",
+    } <= set(names)
     for name in names:
         cfg = load_config(Stage1Config, name, [], model="m", output_dir="o", **{"data.path": "d.csv"})
         assert isinstance(cfg, Stage1Config) and cfg.batch_size % len(cfg.data.resolved_fields()) == 0
@@ -235,7 +260,9 @@ def test_every_stage1_preset_parses(tmp_path: Path) -> None:
     assert (paper.batch_size, paper.optim.lr, paper.lora.r, paper.epochs) == (768, 5e-4, 32, 2.0)
     assert paper.lora.quantize_4bit and paper.teacher.model == "nvidia/NV-Embed-v2"
     with pytest.raises(ConfigError, match=r"lora\.vision"):
-        load_config(Stage1Config, "stage1-tiny", ["lora.vision=true"], model="m", output_dir="o", **{"data.path": "d"})
+        load_config(
+            Stage1Config, "stage1-tiny", ["lora.vision=true"], model="m", output_dir="o", **{"data.path": "d"}
+        )
 
 
 # --- evaluation -----------------------------------------------------------------------------------------------------

@@ -21,7 +21,9 @@ def official(x: torch.Tensor, y: torch.Tensor, *, k: int, beta: float, tau: floa
 
 
 def _unit(n: int, d: int, seed: int) -> torch.Tensor:
-    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
+    return F.normalize(
+        torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1
+    )
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -38,10 +40,12 @@ def test_equals_official_when_k_candidates_survive(seed: int) -> None:
 def _one_query_case() -> tuple[torch.Tensor, torch.Tensor]:
     """Query 0: positive cos 0.5, one survivor at 0.4, two false negatives at 0.9 (> 0.5 + 0.1)."""
     q = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 4, dtype=torch.float64)
+
     def vec(c: float, axis: int) -> list[float]:
         v = [0.0] * 4
         v[0], v[axis] = c, (1 - c * c) ** 0.5
         return v
+
     t = torch.tensor([vec(0.5, 1), vec(0.4, 2), vec(0.9, 3), vec(0.9, 1)], dtype=torch.float64)
     return q, t
 

@@ -51,8 +51,12 @@ def test_chunked_step_equals_plain_full_batch_step(tiny_model_dir: Path, tmp_pat
     root = write_mmeb_train(tmp_path / "mmeb", rows=4)
     data = load_stage2_data(Stage2DataConfig(root=str(root), image_size=32))
     torch.manual_seed(0)
-    student = build_student(str(tiny_model_dir), LoraConfig(r=4, alpha=8, dropout=0.0, init="random"),
-                            device="cpu", precision="fp32")  # fmt: skip
+    student = build_student(
+        str(tiny_model_dir),
+        LoraConfig(r=4, alpha=8, dropout=0.0, init="random"),
+        device="cpu",
+        precision="fp32",
+    )
     batch = list(range(len(data.pool)))  # queries and targets each mix image and text-only items
     groups, n = prepare_groups(student, data, batch, "e5v")
     assert len(groups) == 4
@@ -69,16 +73,42 @@ def test_chunked_step_equals_plain_full_batch_step(tiny_model_dir: Path, tmp_pat
         out = gradcache_step([student.embed] * len(groups), [g[2] for g in groups], loss_fn, chunk_size=chunk)
         assert out["loss"].item() == pytest.approx(plain["loss"].item(), rel=1e-5)
         for k, p in student.trainable_parameters():
-            torch.testing.assert_close(p.grad, want[k], rtol=1e-4, atol=1e-5 * want[k].abs().max().item(), msg=k)
+            torch.testing.assert_close(
+                p.grad, want[k], rtol=1e-4, atol=1e-5 * want[k].abs().max().item(), msg=k
+            )
 
 
 def test_cli_stage2_trains_and_merges(tiny_model_dir: Path, tmp_path: Path) -> None:
     root = write_mmeb_train(tmp_path / "mmeb", rows=8)
     out = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train", "stage2", "--model", str(tiny_model_dir), "--data", str(root),
-                                   "-o", str(out), "--max-steps", "3", "--merge", "--set", "batch_size=8",
-                                   "--set", "chunk_size=4", "--set", "loss.k=3", "--set", "data.image_size=32",
-                                   "--set", "log_every=1", "--set", "loss.in_batch_warmup_steps=2"])  # fmt: skip
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "stage2",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(root),
+            "-o",
+            str(out),
+            "--max-steps",
+            "3",
+            "--merge",
+            "--set",
+            "batch_size=8",
+            "--set",
+            "chunk_size=4",
+            "--set",
+            "loss.k=3",
+            "--set",
+            "data.image_size=32",
+            "--set",
+            "log_every=1",
+            "--set",
+            "loss.in_batch_warmup_steps=2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(r["loss"] == r["loss"] for r in rows)  # finite
@@ -87,8 +117,19 @@ def test_cli_stage2_trains_and_merges(tiny_model_dir: Path, tmp_path: Path) -> N
     enc = Encoder.from_pretrained(str(out / "merged"), device="cpu")
     base = Encoder.from_pretrained(str(tiny_model_dir), device="cpu")
     assert (enc.encode_texts(["red picture"]) != base.encode_texts(["red picture"])).any()
-    bad = CliRunner().invoke(app, ["train", "stage2", "--model", str(tiny_model_dir), "--data",
-                                   str(tmp_path / "nope"), "-o", str(tmp_path / "r2")])  # fmt: skip
+    bad = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "stage2",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(tmp_path / "nope"),
+            "-o",
+            str(tmp_path / "r2"),
+        ],
+    )
     assert bad.exit_code != 0 and "not a folder" in bad.output
 
 
@@ -98,8 +139,13 @@ def test_two_processes_equal_one(tiny_model_dir: Path, tmp_path: Path) -> None:
     one = stage2_config(tiny_model_dir, root, tmp_path / "one", **common)
     run_stage2(one)
     two = stage2_config(tiny_model_dir, root, tmp_path / "two", **common)
-    mp.start_processes(ddp_stage2_worker, args=(2, free_port(), config_to_dict(two)), nprocs=2, join=True,
-                       start_method="spawn")  # fmt: skip
+    mp.start_processes(
+        ddp_stage2_worker,
+        args=(2, free_port(), config_to_dict(two)),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
     la = [json.loads(x)["loss"] for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x)["loss"] for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert lb == pytest.approx(la, rel=1e-5)

@@ -60,8 +60,9 @@ def test_two_process_stage1_matches_single_process(tiny_model_dir: Path, tmp_pat
 
 
 def test_gradient_average_and_broadcast_across_two_processes(tmp_path: Path) -> None:
-    mp.start_processes(all_reduce_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True,
-                       start_method="spawn")  # fmt: skip
+    mp.start_processes(
+        all_reduce_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn"
+    )
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         a, b, c = got["values"]

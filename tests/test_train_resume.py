@@ -73,7 +73,10 @@ def test_resumed_run_reproduces_the_uninterrupted_run(tiny_model_dir: Path, tmp_
     kept = sorted(p.name for p in (broken / "checkpoints").iterdir())
     assert kept == ["step-000004", "step-000006"]  # keep_last=2
     state = json.loads((broken / "checkpoints" / "step-000006" / "trainer_state.json").read_text())
-    assert state["step"] == 6 and state["position"] == {"epoch": 1, "batch_in_epoch": 1}  # 5 batches per epoch
+    assert state["step"] == 6 and state["position"] == {
+        "epoch": 1,
+        "batch_in_epoch": 1,
+    }  # 5 batches per epoch
 
     # A changed trajectory setting is refused; a fresh start in a used directory is refused.
     changed = stage1_config(
@@ -121,7 +124,9 @@ def test_data_order_is_a_function_of_seed_and_step() -> None:
 
 
 def test_grouped_epochs_fill_each_batch_from_one_group_and_see_each_example_once() -> None:
-    groups = [0] * 50 + [1] * 33 + [2] * 7  # group 2 never fills a batch of 8: its rows wait (tails are dropped)
+    groups = (
+        [0] * 50 + [1] * 33 + [2] * 7
+    )  # group 2 never fills a batch of 8: its rows wait (tails are dropped)
     plan = GroupedEpochs(groups, 8, seed=1)
     assert plan.steps_per_epoch == 6 + 4
     for epoch in range(2):
@@ -130,6 +135,8 @@ def test_grouped_epochs_fill_each_batch_from_one_group_and_see_each_example_once
         seen = [i for b in batches for i in b]
         assert len(seen) == len(set(seen)) == 80
         assert [groups[b[0]] for b in batches] != sorted(groups[b[0]] for b in batches)  # groups interleave
-    assert GroupedEpochs(groups, 8, seed=1).global_batch(13) == plan.global_batch(13)  # a function of seed, step
+    assert GroupedEpochs(groups, 8, seed=1).global_batch(13) == plan.global_batch(
+        13
+    )  # a function of seed, step
     with pytest.raises(ValueError, match="no group holds a full batch"):
         GroupedEpochs([0, 1, 2], 2, seed=0)

@@ -32,7 +32,10 @@ def test_ships_within_budget_with_card_and_scores() -> None:
 
 def test_loads_by_name_as_a_llava_embedding_model(tiny: Encoder) -> None:
     assert tiny.family == "llava" and tiny.dim == 256
-    texts = ["A small plain red circle in the top left corner.", "A large striped blue star at the bottom middle."]
+    texts = [
+        "A small plain red circle in the top left corner.",
+        "A large striped blue star at the bottom middle.",
+    ]
     a, b = tiny.encode_texts(texts), tiny.encode_texts(texts[::-1])[::-1]
     np.testing.assert_allclose(a, b, atol=1e-5)  # batch order does not change an embedding
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
@@ -48,7 +51,9 @@ def test_matching_image_caption_pairs_stand_out_on_unseen_scenes(tiny: Encoder, 
 
     from uniretrieve.scenes.generate import GenerateConfig, generate
 
-    generate(GenerateConfig(out=str(tmp_path / "s"), seed=4242, train_scenes=0, test_scenes=40, layouts=("short",)))
+    generate(
+        GenerateConfig(out=str(tmp_path / "s"), seed=4242, train_scenes=0, test_scenes=40, layouts=("short",))
+    )
     rows = pq.read_table(next((tmp_path / "s" / "short").rglob("*.parquet"))).to_pylist()
     images = [Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB") for r in rows]
     sims = tiny.encode_images(images) @ tiny.encode_texts([r["text"][0] for r in rows]).T

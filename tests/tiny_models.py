@@ -13,22 +13,45 @@ from pathlib import Path
 import torch
 
 SPECIAL_TOKENS = [
-    "<pad>", "<s>", "</s>", "<unk>", "<image>", "<video>", "[INST]", "[/INST]",
-    "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
-    "<fake_token_around_image>", "<global-img>", "<end_of_utterance>",
-    "<|user|>", "<|end|>", "<|assistant|>", "<|image_1|>",
-    "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "<image>",
+    "<video>",
+    "[INST]",
+    "[/INST]",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<fake_token_around_image>",
+    "<global-img>",
+    "<end_of_utterance>",
+    "<|user|>",
+    "<|end|>",
+    "<|assistant|>",
+    "<|image_1|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
     *[f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)],
-]  # fmt: skip
+]
 
 _CORPUS = [
-    "a red circle above a blue square", "two green triangles next to a yellow star",
-    "Summary above sentence in one word:", "Summary above image in one word:",
-    "Summary above image and sentence in one word:", "Represent the given image for classification.",
-    "Find me an everyday image that matches the given caption:", "A chat between a curious human and an assistant.",
+    "a red circle above a blue square",
+    "two green triangles next to a yellow star",
+    "Summary above sentence in one word:",
+    "Summary above image in one word:",
+    "Summary above image and sentence in one word:",
+    "Represent the given image for classification.",
+    "Find me an everyday image that matches the given caption:",
+    "A chat between a curious human and an assistant.",
     "USER: ASSISTANT: system You are a helpful assistant. user assistant User: Assistant:",
     "the quick brown fox jumps over the lazy dog 0123456789 !?.,;:'\"()[]{}<>-_/\\@#$%^&*+=|~`",
-]  # fmt: skip
+]
 
 
 def build_tokenizer(out_dir: Path | None = None, vocab_size: int = 600):
@@ -44,9 +67,17 @@ def _text(cfg_cls_name: str, vocab: int, **extra):
     import transformers
 
     kw = dict(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-    )  # fmt: skip
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     kw.update(extra)
     return getattr(transformers, cfg_cls_name)(**kw)
 
@@ -55,9 +86,14 @@ def _clip_vision(image_size: int = 32, patch: int = 8):
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=image_size, patch_size=patch, projection_dim=32,
-    )  # fmt: skip
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch,
+        projection_dim=32,
+    )
 
 
 def _save(model, processor, out: Path) -> Path:
@@ -141,7 +177,12 @@ def build_llava_onevision(out: Path) -> Path:
 
     tok = build_tokenizer()
     vision = SiglipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
     )
     cfg = LlavaOnevisionConfig(
         vision_config=vision,
@@ -156,7 +197,9 @@ def build_llava_onevision(out: Path) -> Path:
     torch.manual_seed(0)
     model = LlavaOnevisionForConditionalGeneration(cfg)
     proc = LlavaOnevisionProcessor(
-        image_processor=LlavaOnevisionImageProcessor(size={"height": 32, "width": 32}, image_grid_pinpoints=_PINPOINTS),
+        image_processor=LlavaOnevisionImageProcessor(
+            size={"height": 32, "width": 32}, image_grid_pinpoints=_PINPOINTS
+        ),
         tokenizer=tok,
         video_processor=LlavaOnevisionVideoProcessor(size={"height": 32, "width": 32}),
         num_image_tokens=16,
@@ -174,21 +217,50 @@ def _build_qwen(out: Path, version: str) -> Path:
     # head_dim = 32 / 4 = 8; the three M-RoPE sections (t, h, w) must add up to head_dim / 2.
     rope = {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0}
     if version == "qwen2_vl":
-        vision = {"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2, "patch_size": 4,
-                  "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3}  # fmt: skip
+        vision = {
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": 32,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 4,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "in_channels": 3,
+        }
         cfg_cls, model_cls = transformers.Qwen2VLConfig, transformers.Qwen2VLForConditionalGeneration
         proc_cls, img_cls = transformers.Qwen2VLProcessor, transformers.Qwen2VLImageProcessor
         vid_cls = transformers.Qwen2VLVideoProcessor
     else:
-        vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
-                  "patch_size": 4, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3,
-                  "window_size": 16, "fullatt_block_indexes": [1]}  # fmt: skip
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 32,
+            "patch_size": 4,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "in_channels": 3,
+            "window_size": 16,
+            "fullatt_block_indexes": [1],
+        }
         cfg_cls, model_cls = transformers.Qwen2_5_VLConfig, transformers.Qwen2_5_VLForConditionalGeneration
         proc_cls, img_cls = transformers.Qwen2_5_VLProcessor, transformers.Qwen2VLImageProcessor
         vid_cls = transformers.Qwen2VLVideoProcessor
-    text = {"vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
-            "rope_parameters": rope, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}  # fmt: skip
+    text = {
+        "vocab_size": len(tok),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "rope_parameters": rope,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
     cfg = cfg_cls(
         text_config=text,
         vision_config=vision,
@@ -198,7 +270,13 @@ def _build_qwen(out: Path, version: str) -> Path:
     )
     torch.manual_seed(0)
     model = model_cls(cfg)
-    pix = {"patch_size": 4, "merge_size": 2, "temporal_patch_size": 2, "min_pixels": 16 * 16, "max_pixels": 48 * 48}
+    pix = {
+        "patch_size": 4,
+        "merge_size": 2,
+        "temporal_patch_size": 2,
+        "min_pixels": 16 * 16,
+        "max_pixels": 48 * 48,
+    }
     proc = proc_cls(image_processor=img_cls(**pix), tokenizer=tok, video_processor=vid_cls(**pix))
     return _save(model, proc, out)
 
@@ -215,10 +293,20 @@ def _build_idefics(out: Path, version: str) -> Path:
     import transformers
 
     tok = build_tokenizer()
-    vis = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-           "image_size": 32, "patch_size": 8}  # fmt: skip
+    vis = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    }
     # (32 / 8)^2 patches / scale_factor^2 = 4 image tokens per (sub-)image.
-    img_kw = {"size": {"longest_edge": 64}, "max_image_size": {"longest_edge": 32}, "do_image_splitting": True}
+    img_kw = {
+        "size": {"longest_edge": 64},
+        "max_image_size": {"longest_edge": 32},
+        "do_image_splitting": True,
+    }
     image_token_id = tok.convert_tokens_to_ids("<image>")
     if version == "idefics3":
         cfg = transformers.Idefics3Config(

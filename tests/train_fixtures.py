@@ -13,8 +13,22 @@ from typing import Any
 
 import pytest
 
-SUBJECTS = ["a red circle", "two green triangles", "a yellow star", "the quick brown fox", "a blue square", "a dog"]
-PLACES = ["above the table", "next to a house", "in the park", "under the bridge", "on a hill", "near the sea"]
+SUBJECTS = [
+    "a red circle",
+    "two green triangles",
+    "a yellow star",
+    "the quick brown fox",
+    "a blue square",
+    "a dog",
+]
+PLACES = [
+    "above the table",
+    "next to a house",
+    "in the park",
+    "under the bridge",
+    "on a hill",
+    "near the sea",
+]
 
 
 def nli_rows(n: int) -> list[dict[str, str]]:
@@ -100,7 +114,11 @@ def ddp_stage1_worker(rank: int, world: int, port: int, cfg_dict: dict[str, Any]
     import torch.distributed as dist
 
     os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
     from uniretrieve.train.config import config_from_dict
@@ -131,6 +149,8 @@ def all_reduce_worker(rank: int, world: int, port: int, out: str) -> None:
         if rank == 1:
             b.grad = torch.full((3,), 2.0)
         all_reduce_gradients([a, b, c])
-        torch.save({"values": [a.data, b.data, c.data], "grads": [a.grad, b.grad, c.grad]}, f"{out}/rank{rank}.pt")
+        torch.save(
+            {"values": [a.data, b.data, c.data], "grads": [a.grad, b.grad, c.grad]}, f"{out}/rank{rank}.pt"
+        )
     finally:
         dist.destroy_process_group()

@@ -132,7 +132,9 @@ def load_adapter_weights(student: Any, adapter_dir: Path) -> None:
 
     f = Path(adapter_dir) / "adapter_model.safetensors"
     if not f.is_file():
-        raise CheckpointError(f"{adapter_dir} holds no adapter_model.safetensors; the checkpoint is incomplete")
+        raise CheckpointError(
+            f"{adapter_dir} holds no adapter_model.safetensors; the checkpoint is incomplete"
+        )
     result = set_peft_model_state_dict(student.model, load_file(str(f), device=str(student.device)))
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
@@ -203,7 +205,9 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 def read_trainer_state(ckpt: Path) -> dict[str, Any]:
     f = Path(ckpt) / STATE_FILE
     if not f.is_file():
-        raise CheckpointError(f"{ckpt} is not a complete checkpoint (no {STATE_FILE}); pick another step-* dir")
+        raise CheckpointError(
+            f"{ckpt} is not a complete checkpoint (no {STATE_FILE}); pick another step-* dir"
+        )
     return json.loads(f.read_text())
 
 
@@ -219,7 +223,9 @@ def load_checkpoint(
             "resume with the same number of processes (the per-rank RNG streams and data slices depend on it)"
         )
     load_adapter_weights(student, ckpt / ADAPTER)
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=student.device, weights_only=False))
+    optimizer.load_state_dict(
+        torch.load(ckpt / "optimizer.pt", map_location=student.device, weights_only=False)
+    )
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
     rng_file = ckpt / f"rng-rank{distributed.rank()}.pt"
     if not rng_file.is_file():
@@ -234,7 +240,8 @@ def prune_checkpoints(output_dir: Path, keep_last: int) -> list[Path]:
         return []
     root = Path(output_dir) / CHECKPOINTS
     done = sorted(
-        (p for p in root.glob("step-*") if (p / STATE_FILE).is_file()), key=lambda p: int(p.name.split("-")[1])
+        (p for p in root.glob("step-*") if (p / STATE_FILE).is_file()),
+        key=lambda p: int(p.name.split("-")[1]),
     )
     doomed = done[:-keep_last]
     for p in doomed:

@@ -53,7 +53,9 @@ class ClipBaselineConfig:
     projection_dim: int = 256
     max_text_tokens: int = CLIP_TEXT_TOKENS
     base: TinyBaseConfig = field(default_factory=TinyBaseConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, weight_decay=0.1, warmup_steps=50))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=5e-4, weight_decay=0.1, warmup_steps=50)
+    )
 
     def __post_init__(self) -> None:
         if self.batch_size < 2 or self.max_steps < 1:
@@ -136,8 +138,11 @@ def train_clip_baseline(cfg: ClipBaselineConfig, *, console: Any | None = None) 
             loss.backward()
             apply_gradients(model.parameters(), optimizer, scheduler, cfg.optim.max_grad_norm)
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
-                row = {"step": step + 1, "loss": round(float(loss.detach()), 5),
-                       "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+                row = {
+                    "step": step + 1,
+                    "loss": round(float(loss.detach()), 5),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 console.print(f"clip-baseline step {step + 1}/{cfg.max_steps}  loss {row['loss']:.4f}")
@@ -196,7 +201,9 @@ class ClipStyleEncoder:
 
     family = "clip_dual_encoder"
 
-    def __init__(self, model: Any, tokenizer: Any, image_processor: Any, max_text_tokens: int, source: str) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, image_processor: Any, max_text_tokens: int, source: str
+    ) -> None:
         self.model = model.eval()
         self.input_builder = ClipInputBuilder(tokenizer, image_processor, max_text_tokens)
         self.max_text_tokens = max_text_tokens
@@ -224,8 +231,14 @@ class ClipStyleEncoder:
         return int(self.model.config.projection_dim)
 
     def describe(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "family": self.family, "dim": self.dim, "prompt_regime": "none",
-                "max_text_tokens": self.max_text_tokens, "normalized": True}  # fmt: skip
+        return {
+            "model_id": self.model_id,
+            "family": self.family,
+            "dim": self.dim,
+            "prompt_regime": "none",
+            "max_text_tokens": self.max_text_tokens,
+            "normalized": True,
+        }
 
     def batches(self, items: Sequence[Item], batch_size: int) -> Iterator[list[int]]:
         for s in range(0, len(items), batch_size):
@@ -242,7 +255,9 @@ class ClipStyleEncoder:
             vec[batch.image_rows] += F.normalize(getattr(out, "pooler_output", out), dim=-1)
         return F.normalize(vec, dim=-1)
 
-    def encode(self, items: Sequence[Item], *, batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
+    def encode(
+        self, items: Sequence[Item], *, batch_size: int = 64, show_progress: bool = False
+    ) -> np.ndarray:
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         for idx in self.batches(items, batch_size):
             out[idx] = self.forward(self.input_builder([items[i] for i in idx])).numpy()

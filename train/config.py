@@ -153,7 +153,9 @@ class TrainConfig:
         if not self.output_dir:
             raise ConfigError("output_dir must be set")
         if self.batch_size < 2:
-            raise ConfigError(f"batch_size must be >= 2 (an in-batch loss needs pairs); got {self.batch_size}")
+            raise ConfigError(
+                f"batch_size must be >= 2 (an in-batch loss needs pairs); got {self.batch_size}"
+            )
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be >= 1; got {self.chunk_size}")
         if (self.max_steps is None) == (self.epochs is None):
@@ -213,11 +215,15 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
         item = args[0] if args else Any
         return [_convert(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
     if origin is tuple:
-        if not isinstance(value, list | tuple) or (args and args[-1] is not Ellipsis and len(value) != len(args)):
+        if not isinstance(value, list | tuple) or (
+            args and args[-1] is not Ellipsis and len(value) != len(args)
+        ):
             raise bad(f"a list of {len(args)} values")
         if args and args[-1] is Ellipsis:
             return tuple(_convert(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value))
-        return tuple(_convert(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        return tuple(
+            _convert(v, a, f"{key}[{i}]", where) for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise bad("a mapping")

@@ -148,8 +148,12 @@ def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
     for group in groups.values():
         # The last len(group) entries count the ranks that produced each gradient: a parameter no rank used keeps
         # grad None, so AdamW skips it exactly as in a single process (instead of stepping on a zero gradient).
-        used = torch.tensor([float(p.grad is not None) for p in group], dtype=group[0].dtype, device=group[0].device)
-        flat = torch.cat([*((p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in group), used])
+        used = torch.tensor(
+            [float(p.grad is not None) for p in group], dtype=group[0].dtype, device=group[0].device
+        )
+        flat = torch.cat(
+            [*((p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in group), used]
+        )
         dist.all_reduce(flat)
         offset = 0
         for i, p in enumerate(group):

@@ -78,9 +78,7 @@ def total_steps(cfg: TrainConfig, plan: BatchPlan) -> int:
 
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(
-        params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-    )
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(step: int, total: int, cfg: OptimConfig) -> float:
@@ -99,7 +97,9 @@ def lr_factor(step: int, total: int, cfg: OptimConfig) -> float:
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, total: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg))
 
 
@@ -109,7 +109,9 @@ def apply_gradients(
     """Clip the gradients to `max_grad_norm` (none: no clipping), step the optimizer and the LR schedule.
 
     Returns the total gradient norm before clipping (logged by the stages)."""
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm is not None else float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        params, max_grad_norm if max_grad_norm is not None else float("inf")
+    )
     optimizer.step()
     scheduler.step()
     return grad_norm
@@ -181,10 +183,11 @@ def _find_resume(cfg: TrainConfig, out: Path) -> Path | None:
 
 def _log_line(console: Any, row: Mapping[str, Any], total: int) -> None:
     extras = " ".join(
-        f"{k}={v:.4g}" for k, v in row.items()
+        f"{k}={v:.4g}"
+        for k, v in row.items()
         if k not in ("step", "lr", "loss", "seconds", "examples_per_s", "epoch", "batch_in_epoch")
         and isinstance(v, float)
-    )  # fmt: skip
+    )
     loss = row.get("loss")
     console.print(
         f"[bold]step {row['step']}/{total}[/] loss={loss if loss is None else f'{loss:.5f}'} lr={row['lr']:.3g} "

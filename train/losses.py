@@ -206,7 +206,13 @@ def _select_hard_negatives(
 
 
 def _hard_negative_direction(
-    sim: torch.Tensor, *, k: int, beta: float, temperature: float, fill: Fill, same: torch.Tensor | None = None
+    sim: torch.Tensor,
+    *,
+    k: int,
+    beta: float,
+    temperature: float,
+    fill: Fill,
+    same: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Mean InfoNCE over rows of `sim` [n, n] (row i: anchor i, positive column i), plus detached statistics."""
     n = sim.shape[0]

@@ -41,7 +41,9 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
     lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for model, scores in rows.items():
         h = headline(scores)
-        lines.append(f"| {model} | " + " | ".join("–" if h[c] is None else f"{h[c]:.1f}" for c in names) + " |")
+        lines.append(
+            f"| {model} | " + " | ".join("–" if h[c] is None else f"{h[c]:.1f}" for c in names) + " |"
+        )
     return "\n".join(lines)
 
 

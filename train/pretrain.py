@@ -34,13 +34,15 @@ def caption_batch(
     side = tok.padding_side
     tok.padding_side = "right"
     try:
-        cut = [tok.decode(tok(c.strip(), add_special_tokens=False)["input_ids"][:max_length]) for c in captions]
+        cut = [
+            tok.decode(tok(c.strip(), add_special_tokens=False)["input_ids"][:max_length]) for c in captions
+        ]
         texts = [f"{p} {c}{tok.eos_token}" for p, c in zip(prompts, cut, strict=True)]
         enc = processor(text=texts, padding=True, return_tensors="pt", **kw)
         prompt_lens = [
-            int(m.sum()) for m in processor(text=list(prompts), padding=True, return_tensors="pt",
-                                            **kw)["attention_mask"]
-        ]  # fmt: skip
+            int(m.sum())
+            for m in processor(text=list(prompts), padding=True, return_tensors="pt", **kw)["attention_mask"]
+        ]
     finally:
         tok.padding_side = side
     labels = enc["input_ids"].clone()

@@ -129,7 +129,9 @@ def training_examples(cfg: PretrainConfig) -> list[CaptionExample]:
         return examples
     kept = [e for e in examples if len(e.caption.split()) <= cfg.max_caption_words]
     if not kept:
-        raise ConfigError(f"{cfg.data}: no caption has at most {cfg.max_caption_words} words (max_caption_words)")
+        raise ConfigError(
+            f"{cfg.data}: no caption has at most {cfg.max_caption_words} words (max_caption_words)"
+        )
     return kept
 
 
@@ -187,8 +189,13 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
         apply_gradients(model.parameters(), optimizer, scheduler, cfg.optim.max_grad_norm)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.max_steps:
-            row = {"step": done, "loss": round(float(loss.detach()), 5), "lr": scheduler.get_last_lr()[0],
-                   "seconds": round(time.perf_counter() - t0, 2), **plan.position(step)}  # fmt: skip
+            row = {
+                "step": done,
+                "loss": round(float(loss.detach()), 5),
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": round(time.perf_counter() - t0, 2),
+                **plan.position(step),
+            }
             with metrics.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             console.print(f"pretrain step {done}/{cfg.max_steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}")
@@ -217,7 +224,9 @@ def load_vision_tower(model: Any, clip_dir: Path) -> None:
     target = tower.vision_model if hasattr(tower, "vision_model") else tower
     missing, unexpected = target.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if "post_layernorm" not in k]:
-        raise ValueError(f"{clip_dir}: vision weights do not fit the ViT (missing {missing}, unexpected {unexpected})")
+        raise ValueError(
+            f"{clip_dir}: vision weights do not fit the ViT (missing {missing}, unexpected {unexpected})"
+        )
 
 
 def _save_step(out: Path, step: int, model: Any, optimizer: Any, scheduler: Any) -> None:

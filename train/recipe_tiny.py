@@ -61,8 +61,15 @@ def step_data(cfg: TinyRecipeConfig, console: Any) -> Path:
 
     out = Path(cfg.out) / "data"
     console.rule("data: generated scenes")
-    generate(GenerateConfig(out=str(out), seed=cfg.seed, test_seed=cfg.test_seed,
-                            train_scenes=cfg.train_scenes, test_scenes=cfg.test_scenes))  # fmt: skip
+    generate(
+        GenerateConfig(
+            out=str(out),
+            seed=cfg.seed,
+            test_seed=cfg.test_seed,
+            train_scenes=cfg.train_scenes,
+            test_scenes=cfg.test_scenes,
+        )
+    )
     return out
 
 
@@ -77,10 +84,19 @@ def step_align(cfg: TinyRecipeConfig, data: Path, console: Any) -> Path:
     console.rule("vision pre-alignment (CLIP-style contrastive)")
     if (out / "final" / "clip_baseline.json").exists():
         return out / "final"
-    return train_clip_baseline(ClipBaselineConfig(
-        data=str(pairs), tokenizer=str(Path(cfg.out) / "base" / "processor"), output_dir=str(out),
-        batch_size=cfg.align_batch_size, max_steps=cfg.align_steps, seed=cfg.seed, text_layers=2, text_hidden=128),
-        console=console)  # fmt: skip
+    return train_clip_baseline(
+        ClipBaselineConfig(
+            data=str(pairs),
+            tokenizer=str(Path(cfg.out) / "base" / "processor"),
+            output_dir=str(out),
+            batch_size=cfg.align_batch_size,
+            max_steps=cfg.align_steps,
+            seed=cfg.seed,
+            text_layers=2,
+            text_hidden=128,
+        ),
+        console=console,
+    )
 
 
 def step_pretrain(cfg: TinyRecipeConfig, data: Path, align: Path, console: Any) -> Path:
@@ -90,9 +106,17 @@ def step_pretrain(cfg: TinyRecipeConfig, data: Path, align: Path, console: Any) 
     console.rule("generative pretraining (image → short caption)")
     if _done(out / "final"):
         return out / "final"
-    return pretrain(PretrainConfig(data=str(data / "llava-pretrain"), output_dir=str(out), seed=cfg.seed,
-                                   max_steps=cfg.pretrain_steps, vision_init=str(align),
-                                   max_caption_words=cfg.pretrain_max_caption_words), console=console)  # fmt: skip
+    return pretrain(
+        PretrainConfig(
+            data=str(data / "llava-pretrain"),
+            output_dir=str(out),
+            seed=cfg.seed,
+            max_steps=cfg.pretrain_steps,
+            vision_init=str(align),
+            max_caption_words=cfg.pretrain_max_caption_words,
+        ),
+        console=console,
+    )
 
 
 def step_stage1(cfg: TinyRecipeConfig, base: Path, data: Path, console: Any) -> Path:
@@ -103,9 +127,15 @@ def step_stage1(cfg: TinyRecipeConfig, base: Path, data: Path, console: Any) -> 
     console.rule("stage 1: textual discriminative knowledge distillation")
     if _done(out / "merged"):
         return out / "merged"
-    s1 = load_config(Stage1Config, cfg.stage1_preset, cfg.stage1_overrides, model=str(base), output_dir=str(out),
-                     seed=cfg.seed, **{"data.path": str(data / "nli" / "nli_for_simcse.csv"),
-                                       "checkpoint.merge": True})  # fmt: skip
+    s1 = load_config(
+        Stage1Config,
+        cfg.stage1_preset,
+        cfg.stage1_overrides,
+        model=str(base),
+        output_dir=str(out),
+        seed=cfg.seed,
+        **{"data.path": str(data / "nli" / "nli_for_simcse.csv"), "checkpoint.merge": True},
+    )
     result = run_stage1(s1, console=console)
     return Path(result.merged_dir)
 
@@ -118,13 +148,22 @@ def step_stage2(cfg: TinyRecipeConfig, stage1: Path, data: Path, console: Any) -
     console.rule("stage 2: hard-negative enhanced instruction tuning")
     if _done(out / "merged"):
         return out / "merged"
-    s2 = load_config(Stage2Config, cfg.stage2_preset, cfg.stage2_overrides, model=str(stage1), output_dir=str(out),
-                     seed=cfg.seed, **{"data.root": str(data / "mmeb-train"), "checkpoint.merge": True})  # fmt: skip
+    s2 = load_config(
+        Stage2Config,
+        cfg.stage2_preset,
+        cfg.stage2_overrides,
+        model=str(stage1),
+        output_dir=str(out),
+        seed=cfg.seed,
+        **{"data.root": str(data / "mmeb-train"), "checkpoint.merge": True},
+    )
     result = run_stage2(s2, console=console)
     return Path(result.merged_dir)
 
 
-def evaluate_model(model: str | Path, data: Path, *, batch_size: int = 32, encoder: Any = None) -> dict[str, Any]:
+def evaluate_model(
+    model: str | Path, data: Path, *, batch_size: int = 32, encoder: Any = None
+) -> dict[str, Any]:
     """Scores of a model on the generated test split, per benchmark (the model card's and the ablation's table).
 
     encoder: instead of loading `model`, a prompt-free encoder (the CLIP-style baseline) used for every benchmark.
@@ -136,8 +175,11 @@ def evaluate_model(model: str | Path, data: Path, *, batch_size: int = 32, encod
     for bench, folder in EVAL_BENCHMARKS.items():
         if encoder is not None:
             encoder.prompt_regime = get_benchmark(bench).prompt_regime
-        res = run_eval(EvalConfig(benchmark=bench, data=str(data / folder), model=str(model), batch_size=batch_size),
-                       encoder=encoder, show_progress=False)  # fmt: skip
+        res = run_eval(
+            EvalConfig(benchmark=bench, data=str(data / folder), model=str(model), batch_size=batch_size),
+            encoder=encoder,
+            show_progress=False,
+        )
         scores[bench] = res["scores"]
     return scores
 
@@ -192,15 +234,26 @@ def run_recipe(cfg: TinyRecipeConfig, *, console: Any | None = None) -> Path:
     times = StepTimes(root)
     t0 = time.perf_counter()
     data = times.run("data", (root / "data" / "config.json").exists(), lambda: step_data(cfg, console))
-    align = times.run("align", (root / "align" / "final" / "clip_baseline.json").exists(),
-                      lambda: step_align(cfg, data, console))  # fmt: skip
-    base = times.run("pretrain", _done(root / "base" / "final"), lambda: step_pretrain(cfg, data, align, console))
-    stage1 = times.run("stage1", _done(root / "stage1" / "merged"), lambda: step_stage1(cfg, base, data, console))
-    stage2 = times.run("stage2", _done(root / "stage2" / "merged"), lambda: step_stage2(cfg, stage1, data, console))
+    align = times.run(
+        "align",
+        (root / "align" / "final" / "clip_baseline.json").exists(),
+        lambda: step_align(cfg, data, console),
+    )
+    base = times.run(
+        "pretrain", _done(root / "base" / "final"), lambda: step_pretrain(cfg, data, align, console)
+    )
+    stage1 = times.run(
+        "stage1", _done(root / "stage1" / "merged"), lambda: step_stage1(cfg, base, data, console)
+    )
+    stage2 = times.run(
+        "stage2", _done(root / "stage2" / "merged"), lambda: step_stage2(cfg, stage1, data, console)
+    )
     console.rule("scores on the held-out test split")
     scores = times.run("eval", False, lambda: evaluate_model(stage2, data, batch_size=cfg.eval_batch_size))
     out = package(stage2, root / "model", scores, cfg, times.total)
-    console.print(f"unime-tiny → {out} ({time.perf_counter() - t0:.0f} s in this run, {times.total:.0f} s in all)")
+    console.print(
+        f"unime-tiny → {out} ({time.perf_counter() - t0:.0f} s in this run, {times.total:.0f} s in all)"
+    )
     return out
 
 

@@ -67,7 +67,9 @@ class Stage1Config(TrainConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.lora.vision:
-            raise ConfigError("lora.vision must be false in stage 1: only the language model is distilled ([P] §3.2)")
+            raise ConfigError(
+                "lora.vision must be false in stage 1: only the language model is distilled ([P] §3.2)"
+            )
         if self.prompt_regime != "e5v":
             raise ConfigError("stage 1 uses the e5v text prompt ('Summary above sentence in one word:')")
 
@@ -165,7 +167,9 @@ def run_stage1(cfg: Stage1Config, *, console: Any | None = None) -> Stage1Result
     seed_everything(cfg.seed)
     student = student_for(cfg, device)
     plan = ShuffledEpochs(data.num_examples, data.examples_per_batch(cfg.batch_size), seed=cfg.seed)
-    result = train_loop(cfg, student, plan, make_step_fn(student, data, teacher, text_rows, cfg), console=console)
+    result = train_loop(
+        cfg, student, plan, make_step_fn(student, data, teacher, text_rows, cfg), console=console
+    )
     return Stage1Result(
         output_dir=str(result.output_dir),
         adapter_dir=str(result.adapter_dir),

@@ -57,7 +57,9 @@ class Stage1DataConfig:
         if not self.path:
             raise ConfigError("data.path must name a csv, jsonl or text file")
         if self.fields is not None and (not self.fields or len(set(self.fields)) != len(self.fields)):
-            raise ConfigError(f"data.fields must be a non-empty list of distinct column names; got {self.fields}")
+            raise ConfigError(
+                f"data.fields must be a non-empty list of distinct column names; got {self.fields}"
+            )
         if self.max_rows is not None and self.max_rows < 1:
             raise ConfigError(f"data.max_rows must be >= 1 or null; got {self.max_rows}")
 
@@ -142,7 +144,9 @@ def load_stage1_data(cfg: Stage1DataConfig) -> Stage1Data:
     """Read the configured file into rows of `fields`; fails (or skips) on incomplete rows, naming file and line."""
     path = Path(cfg.path).expanduser()
     if not path.is_file():
-        raise DataError(f"data.path {path} does not exist (download nli_for_simcse.csv or point to your file)")
+        raise DataError(
+            f"data.path {path} does not exist (download nli_for_simcse.csv or point to your file)"
+        )
     fmt = cfg.resolved_format()
     fields = cfg.resolved_fields()
     rows: list[tuple[str, ...]] = []
@@ -182,7 +186,9 @@ def load_stage1_data(cfg: Stage1DataConfig) -> Stage1Data:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{line_no}: not valid JSON ({exc.msg}); fix or remove the line") from None
+                    raise DataError(
+                        f"{path}:{line_no}: not valid JSON ({exc.msg}); fix or remove the line"
+                    ) from None
                 if not isinstance(record, dict):
                     raise DataError(f"{path}:{line_no}: expected a JSON object with fields {fields}")
                 if not add(record, f"{path}:{line_no}"):

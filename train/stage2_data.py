@@ -93,7 +93,9 @@ class Stage2Data:
 
 def _subset_files(root: Path, subsets: list[str] | None) -> dict[str, list[Path]]:
     if not root.is_dir():
-        raise Stage2DataError(f"{root} is not a folder; pass the MMEB-train folder (one sub-folder per subset)")
+        raise Stage2DataError(
+            f"{root} is not a folder; pass the MMEB-train folder (one sub-folder per subset)"
+        )
     found = {p.name: sorted(p.glob("*.parquet")) for p in sorted(root.iterdir()) if p.is_dir()}
     found = {k: v for k, v in found.items() if v}
     if subsets is None:

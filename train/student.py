@@ -191,7 +191,9 @@ def build_student(
         hf_model = peft.prepare_model_for_kbit_training(
             hf_model,
             use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},  # peft's default would switch to reentrant
+            gradient_checkpointing_kwargs={
+                "use_reentrant": False
+            },  # peft's default would switch to reentrant
         )
 
     lm_targets = list(lora.targets or spec.lora_targets)
@@ -214,7 +216,9 @@ def build_student(
         use_dora=lora.use_dora,
         bias="none",
     )
-    with warnings.catch_warnings():  # peft calls transformers' deprecated is_gradient_checkpointing: not ours to fix
+    with (
+        warnings.catch_warnings()
+    ):  # peft calls transformers' deprecated is_gradient_checkpointing: not ours to fix
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         peft_model = peft.get_peft_model(hf_model, peft_cfg)
     peft_model.train()

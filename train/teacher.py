@@ -199,7 +199,12 @@ class TeacherCache:
         number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
         table = build_table(
             self.spec(vectors.shape[1]),
-            {ID: [text_id(t) for t in texts], EMBEDDING: vectors, "text": list(texts), "modality": ["text"] * len(texts)},
+            {
+                ID: [text_id(t) for t in texts],
+                EMBEDDING: vectors,
+                "text": list(texts),
+                "modality": ["text"] * len(texts),
+            },
         )
         final = self.dir / f"shard-{number:05d}.parquet"
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".shard-", suffix=".tmp")

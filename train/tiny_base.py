@@ -119,7 +119,8 @@ def build_base(cfg: TinyBaseConfig, tokenizer: Any) -> tuple[Any, Any]:
     model = LlavaForConditionalGeneration(config)
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(
-            size={"shortest_edge": cfg.image_size}, crop_size={"height": cfg.image_size, "width": cfg.image_size}
+            size={"shortest_edge": cfg.image_size},
+            crop_size={"height": cfg.image_size, "width": cfg.image_size},
         ),
         tokenizer=tokenizer,
         patch_size=cfg.patch_size,

@@ -41,8 +41,15 @@ def generate_corpus(cfg: DemoConfig, console: Any) -> Path:
 
     out = Path(cfg.work) / "corpus"
     console.print(f"[bold]1. corpus[/]  {cfg.scenes} generated scenes (seed {cfg.seed}) → {out}")
-    generate(GenerateConfig(out=str(out), seed=cfg.seed, train_scenes=0, test_scenes=cfg.scenes,
-                            layouts=("short", "urban1k", "sugarcrepe")))  # fmt: skip
+    generate(
+        GenerateConfig(
+            out=str(out),
+            seed=cfg.seed,
+            train_scenes=0,
+            test_scenes=cfg.scenes,
+            layouts=("short", "urban1k", "sugarcrepe"),
+        )
+    )
     return out
 
 
@@ -52,8 +59,15 @@ def encode_images(cfg: DemoConfig, corpus: Path, console: Any) -> Path:
 
     out = Path(cfg.work) / "embeddings"
     console.print(f"[bold]2. encode[/]  the images with {cfg.model} → {out}")
-    encode_corpus(EncodeConfig(input=str(corpus / "urban1k" / "image"), output=str(out), model=cfg.model,
-                               batch_size=cfg.batch_size, progress=True))  # fmt: skip
+    encode_corpus(
+        EncodeConfig(
+            input=str(corpus / "urban1k" / "image"),
+            output=str(out),
+            model=cfg.model,
+            batch_size=cfg.batch_size,
+            progress=True,
+        )
+    )
     return out
 
 
@@ -70,8 +84,14 @@ def build(cfg: DemoConfig, shards: Path, console: Any) -> Path:
         if meta.get("num_vectors") == source.num_rows:
             console.print("   (already built)")
             return out
-    build_index(source, out, BuildConfig(), overwrite=True, source_info={"dirs": [str(shards.resolve())]},
-                log=lambda msg: console.print(f"   {msg}"))  # fmt: skip
+    build_index(
+        source,
+        out,
+        BuildConfig(),
+        overwrite=True,
+        source_info={"dirs": [str(shards.resolve())]},
+        log=lambda msg: console.print(f"   {msg}"),
+    )
     return out
 
 
@@ -88,15 +108,22 @@ def demo_queries(corpus: Path, rows: list[dict[str, Any]]) -> list[DemoQuery]:
         DemoQuery("long caption", text=long_text, expected=scene),
         DemoQuery("compositional: true caption", text=item["caption"], expected=target),
         DemoQuery("compositional: attributes swapped", text=item["negative_caption"], expected=target),
-        DemoQuery("image query", image=str(corpus / "urban1k" / "image" / f"{rows[2]['scene_id']}.jpg"),
-                  expected=rows[2]["scene_id"]),
+        DemoQuery(
+            "image query",
+            image=str(corpus / "urban1k" / "image" / f"{rows[2]['scene_id']}.jpg"),
+            expected=rows[2]["scene_id"],
+        ),
     ]
 
 
 def scene_summary(scene: dict[str, Any]) -> str:
     """The generator's ground truth of a scene, to judge a hit by: "small red circle, large striped blue star"."""
     return ", ".join(
-        " ".join(w for w in (o["size"], "" if o["texture"] == "solid" else o["texture"], o["colour"], o["shape"]) if w)
+        " ".join(
+            w
+            for w in (o["size"], "" if o["texture"] == "solid" else o["texture"], o["colour"], o["shape"])
+            if w
+        )
         for o in scene["objects"]
     )
 
@@ -132,7 +159,9 @@ def run_demo(cfg: DemoConfig, *, console: Any | None = None) -> list[dict[str, A
         ids = [Path(h.id).stem for h in hits]
         rank = ids.index(q.expected) + 1 if q.expected in ids else None
         shown = q.text if q.text is not None else q.image
-        table = Table(title=f"{q.title}: {shown[:100]}{'…' if len(shown) > 100 else ''}", title_justify="left")
+        table = Table(
+            title=f"{q.title}: {shown[:100]}{'…' if len(shown) > 100 else ''}", title_justify="left"
+        )
         for col in ("rank", "score", "image", "what it shows", ""):
             table.add_column(col)
         for h in hits[: cfg.k]:
@@ -141,8 +170,16 @@ def run_demo(cfg: DemoConfig, *, console: Any | None = None) -> list[dict[str, A
             table.add_row(str(h.rank), f"{h.score:.3f}", h.id, contents.get(stem, ""), mark)
         console.print(table)
         console.print(f"   the described image ranks {rank} of {len(hits)}")
-        report.append({"query": q.title, "text": q.text, "image": q.image, "expected": q.expected, "rank": rank,
-                       "hits": [h.to_dict() for h in hits[: cfg.k]]})  # fmt: skip
+        report.append(
+            {
+                "query": q.title,
+                "text": q.text,
+                "image": q.image,
+                "expected": q.expected,
+                "rank": rank,
+                "hits": [h.to_dict() for h in hits[: cfg.k]],
+            }
+        )
     console.print(
         "\nThe same pipeline with a real checkpoint (a machine with the hub and a GPU):\n"
         "  uniretrieve encode photos/ --output emb/photos --model DeepGlint-AI/UniME-LLaVA-OneVision-7B\n"

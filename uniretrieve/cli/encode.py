@@ -20,7 +20,10 @@ def encode(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Shard directory (created or resumed).")],
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Checkpoint dir, hub id or registered name (built in: unime-tiny).")
+        str,
+        typer.Option(
+            "--model", "-m", help="Checkpoint dir, hub id or registered name (built in: unime-tiny)."
+        ),
     ] = "unime-tiny",
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter directory merged into the model.")] = None,
     prompt_regime: Annotated[str, typer.Option(help="e5v (Summary-above prompts) or mmeb.")] = "e5v",
@@ -101,7 +104,9 @@ def summary_table(result: EncodeResult) -> Table:
     table.add_column("count", justify="right")
     if result.segment is None:
         # an empty input is most likely the wrong file or column; say so rather than "up to date"
-        table.add_row("up to date: nothing to encode" if result.total_rows else "the input holds no items", "0")
+        table.add_row(
+            "up to date: nothing to encode" if result.total_rows else "the input holds no items", "0"
+        )
     table.add_row("encoded", str(result.encoded))
     for kind, n in sorted(result.skipped.items()):
         table.add_row(f"skipped: {kind}", str(n))

@@ -13,7 +13,14 @@ def models() -> None:
 
     console = Console()
     table = Table(title="Backbone families")
-    for col in ("family", "model_type", "transformers class", "image token", "padding", "example checkpoints"):
+    for col in (
+        "family",
+        "model_type",
+        "transformers class",
+        "image token",
+        "padding",
+        "example checkpoints",
+    ):
         table.add_column(col)
     for spec in REGISTRY.values():
         table.add_row(
@@ -34,6 +41,8 @@ def models() -> None:
         status = "hub or a local copy"
         if entry.shipped:
             installed = (shipped_dir(name) / "config.json").exists()
-            status = "built in" if installed else f"not installed: uniretrieve train {name} --out DIR --install"
+            status = (
+                "built in" if installed else f"not installed: uniretrieve train {name} --out DIR --install"
+            )
         names.add_row(name, entry.source, entry.family, status)
     console.print(names)

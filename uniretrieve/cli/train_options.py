@@ -16,18 +16,28 @@ ConfigOpt = Annotated[
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a config key, e.g. --set optim.lr=1e-4 (repeatable; value parsed as YAML)."),
+    typer.Option(
+        "--set", help="Override a config key, e.g. --set optim.lr=1e-4 (repeatable; value parsed as YAML)."
+    ),
 ]
-OutputOpt = Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory (config.output_dir).")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Base MLLM: directory, hub id or registered name.")]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output-dir", "-o", help="Run directory (config.output_dir).")
+]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="Base MLLM: directory, hub id or registered name.")
+]
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps (replaces epochs).")]
 MergeOpt = Annotated[
     bool | None,
-    typer.Option("--merge/--no-merge", help="Also write <output-dir>/merged, a full model for `Encoder`/`encode`."),
+    typer.Option(
+        "--merge/--no-merge", help="Also write <output-dir>/merged, a full model for `Encoder`/`encode`."
+    ),
 ]
 ResumeOpt = Annotated[
     str | None,
-    typer.Option("--resume", help='"auto" (default: newest checkpoint if any), "never", or a step-* directory.'),
+    typer.Option(
+        "--resume", help='"auto" (default: newest checkpoint if any), "never", or a step-* directory.'
+    ),
 ]
 
 
@@ -42,8 +52,6 @@ def max_steps_overrides(sets: list[str] | None, max_steps: int | None) -> list[s
     if max_steps is not None:
         out += [f"max_steps={max_steps}", "epochs=null"]
     return out
-
-
 
 
 def run_stage(

@@ -9,34 +9,48 @@ import typer
 
 
 def pretrain(
-    data: Annotated[Path, typer.Option(help="LLaVA-Pretrain json or its folder (e.g. scenes/llava-pretrain).")],
+    data: Annotated[
+        Path, typer.Option(help="LLaVA-Pretrain json or its folder (e.g. scenes/llava-pretrain).")
+    ],
     output_dir: Annotated[Path, typer.Option(help="Run folder (resumes from its checkpoints).")],
     max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 800,
     batch_size: Annotated[int, typer.Option(help="Image–caption pairs per step.")] = 32,
     seed: Annotated[int, typer.Option()] = 0,
     vision_init: Annotated[
-        Path | None, typer.Option(help="A CLIP-style run's final/ whose ViT (frozen) becomes the vision tower; without one the "
-                     "ViT stays random and, in our runs, the captioner never learned to read its images.")
+        Path | None,
+        typer.Option(
+            help="A CLIP-style run's final/ whose ViT (frozen) becomes the vision tower; without one the "
+            "ViT stays random and, in our runs, the captioner never learned to read its images."
+        ),
     ] = None,
     max_caption_words: Annotated[
-        int | None, typer.Option(help="Train only on captions of at most this many words (LLaVA-style alignment).")
+        int | None,
+        typer.Option(help="Train only on captions of at most this many words (LLaVA-style alignment)."),
     ] = None,
 ) -> None:
     """Generative (image → caption) pretraining of the tiny LLaVA base; the ViT stays frozen."""
     from uniretrieve.train.pretrain_run import PretrainConfig
     from uniretrieve.train.pretrain_run import pretrain as run
 
-    final = run(PretrainConfig(data=str(data), output_dir=str(output_dir), max_steps=max_steps,
-                               batch_size=batch_size, seed=seed, max_caption_words=max_caption_words,
-                               vision_init=None if vision_init is None else str(vision_init)))  # fmt: skip
+    final = run(
+        PretrainConfig(
+            data=str(data),
+            output_dir=str(output_dir),
+            max_steps=max_steps,
+            batch_size=batch_size,
+            seed=seed,
+            max_caption_words=max_caption_words,
+            vision_init=None if vision_init is None else str(vision_init),
+        )
+    )
     typer.echo(f"pretrained base → {final}")
 
 
 def unime_tiny(
     out: Annotated[Path, typer.Option(help="Recipe folder: data, base, stage1, stage2, model.")],
-    install: Annotated[bool, typer.Option(help="Copy the result into the package as the built-in unime-tiny.")] = (
-        False
-    ),
+    install: Annotated[
+        bool, typer.Option(help="Copy the result into the package as the built-in unime-tiny.")
+    ] = (False),
     pretrain_steps: Annotated[int, typer.Option(help="Generative pretraining steps.")] = 500,
     train_scenes: Annotated[int, typer.Option(help="Training scenes to generate.")] = 5000,
 ) -> None:
@@ -45,6 +59,8 @@ def unime_tiny(
     from uniretrieve.train.recipe_tiny import TinyRecipeConfig, run_recipe
     from uniretrieve.train.recipe_tiny import install as do_install
 
-    model = run_recipe(TinyRecipeConfig(out=str(out), pretrain_steps=pretrain_steps, train_scenes=train_scenes))
+    model = run_recipe(
+        TinyRecipeConfig(out=str(out), pretrain_steps=pretrain_steps, train_scenes=train_scenes)
+    )
     if install:
         typer.echo(f"installed → {do_install(model, shipped_dir('unime-tiny'))}")

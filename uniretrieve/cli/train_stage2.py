@@ -26,7 +26,8 @@ def stage2(
     output_dir: OutputOpt = None,
     model: ModelOpt = None,
     data: Annotated[
-        Path | None, typer.Option("--data", help="MMEB-train folder: one sub-folder of Parquet files per subset.")
+        Path | None,
+        typer.Option("--data", help="MMEB-train folder: one sub-folder of Parquet files per subset."),
     ] = None,
     image_root: Annotated[Path | None, typer.Option(help="Folder the image paths are relative to.")] = None,
     max_steps: MaxStepsOpt = None,
@@ -47,6 +48,10 @@ def stage2(
         "checkpoint.resume": resume,
     }
     run_stage(
-        Stage2Config, run_stage2, config, max_steps_overrides(sets, max_steps), values,
+        Stage2Config,
+        run_stage2,
+        config,
+        max_steps_overrides(sets, max_steps),
+        values,
         (Stage2DataError, ImageLoadError),
     )

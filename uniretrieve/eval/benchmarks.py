@@ -26,31 +26,50 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
         Benchmark(
-            "flickr30k", "Flickr30K (1K test)", "retrieval", "e5v",
+            "flickr30k",
+            "Flickr30K (1K test)",
+            "retrieval",
+            "e5v",
             "HF royokong/flickr30k_test → PATH/data/test-*.parquet",
         ),
         Benchmark(
-            "coco", "MS-COCO (5K test)", "retrieval", "e5v",
+            "coco",
+            "MS-COCO (5K test)",
+            "retrieval",
+            "e5v",
             "HF royokong/coco_test → PATH/data/test-*.parquet",
         ),
         Benchmark(
-            "sharegpt4v", "ShareGPT4V-1K", "retrieval", "e5v",
+            "sharegpt4v",
+            "ShareGPT4V-1K",
+            "retrieval",
+            "e5v",
             "HF Lin-Chen/ShareGPT4V share-captioner_coco_lcs_sam_1246k_1107.json in PATH; its images under PATH "
             "(or --image-root)",
         ),
         Benchmark(
-            "urban1k", "Urban1K", "retrieval", "e5v", "HF BeichenZhang/Urban1k → PATH/image/*.jpg, PATH/caption/*.txt"
+            "urban1k",
+            "Urban1K",
+            "retrieval",
+            "e5v",
+            "HF BeichenZhang/Urban1k → PATH/image/*.jpg, PATH/caption/*.txt",
         ),
         Benchmark(
-            "sugarcrepe", "SugarCrepe", "sugarcrepe", "e5v",
+            "sugarcrepe",
+            "SugarCrepe",
+            "sugarcrepe",
+            "e5v",
             "RAIVNLab/sugar-crepe data/*.json in PATH (or PATH/data); COCO val2017 images in PATH/val2017",
         ),
         Benchmark(
-            "mmeb", "MMEB (36 image tasks)", "mmeb", "mmeb",
+            "mmeb",
+            "MMEB (36 image tasks)",
+            "mmeb",
+            "mmeb",
             "HF TIGER-Lab/MMEB-eval → PATH/<Dataset>/test-*.parquet; images.zip unzipped into PATH/eval_images",
         ),
     )
-}  # fmt: skip
+}
 
 
 def get_benchmark(name: str) -> Benchmark:

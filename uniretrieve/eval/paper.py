@@ -29,9 +29,15 @@ def _mmeb(
     cls: float, vqa: float, ret: float, gnd: float, ind: float, ood: float, rep: float, m36: float | None
 ):
     return {
-        "Classification": cls, "VQA": vqa, "Retrieval": ret, "Grounding": gnd,
-        "IND": ind, "OOD": ood, "overall_reported": rep, "overall_36": m36,
-    }  # fmt: skip
+        "Classification": cls,
+        "VQA": vqa,
+        "Retrieval": ret,
+        "Grounding": gnd,
+        "IND": ind,
+        "OOD": ood,
+        "overall_reported": rep,
+        "overall_36": m36,
+    }
 
 
 def _ret(f: tuple, c: tuple, s: tuple, u: tuple) -> dict[str, tuple[float, float]]:
@@ -39,15 +45,43 @@ def _ret(f: tuple, c: tuple, s: tuple, u: tuple) -> dict[str, tuple[float, float
 
 
 _UNIME_LLAVA16_TABLE9 = {
-    "ImageNet-1K": 71.3, "N24News": 79.5, "HatefulMemes": 64.6, "VOC2007": 90.4, "SUN397": 75.9, "Place365": 45.6,
-    "ImageNet-A": 45.5, "ImageNet-R": 78.4, "ObjectNet": 36.4, "Country211": 18.7,
-    "OK-VQA": 68.3, "A-OKVQA": 58.7, "DocVQA": 67.6, "InfographicsVQA": 37.0, "ChartQA": 33.4, "Visual7W": 51.7,
-    "ScienceQA": 40.5, "VizWiz": 42.7, "GQA": 63.6, "TextVQA": 65.2,
-    "VisDial": 79.7, "CIRR": 52.2, "VisualNews_t2i": 74.8, "VisualNews_i2t": 78.8, "MSCOCO_t2i": 74.9,
-    "MSCOCO_i2t": 73.8, "NIGHTS": 66.2, "WebQA": 89.8, "FashionIQ": 16.5, "Wiki-SS-NQ": 66.6, "OVEN": 55.7,
+    "ImageNet-1K": 71.3,
+    "N24News": 79.5,
+    "HatefulMemes": 64.6,
+    "VOC2007": 90.4,
+    "SUN397": 75.9,
+    "Place365": 45.6,
+    "ImageNet-A": 45.5,
+    "ImageNet-R": 78.4,
+    "ObjectNet": 36.4,
+    "Country211": 18.7,
+    "OK-VQA": 68.3,
+    "A-OKVQA": 58.7,
+    "DocVQA": 67.6,
+    "InfographicsVQA": 37.0,
+    "ChartQA": 33.4,
+    "Visual7W": 51.7,
+    "ScienceQA": 40.5,
+    "VizWiz": 42.7,
+    "GQA": 63.6,
+    "TextVQA": 65.2,
+    "VisDial": 79.7,
+    "CIRR": 52.2,
+    "VisualNews_t2i": 74.8,
+    "VisualNews_i2t": 78.8,
+    "MSCOCO_t2i": 74.9,
+    "MSCOCO_i2t": 73.8,
+    "NIGHTS": 66.2,
+    "WebQA": 89.8,
+    "FashionIQ": 16.5,
+    "Wiki-SS-NQ": 66.6,
+    "OVEN": 55.7,
     "EDIS": 86.2,
-    "MSCOCO": 76.5, "RefCOCO": 89.3, "RefCOCO-Matching": 90.6, "Visual7W-Pointing": 84.1,
-}  # fmt: skip
+    "MSCOCO": 76.5,
+    "RefCOCO": 89.3,
+    "RefCOCO-Matching": 90.6,
+    "Visual7W-Pointing": 84.1,
+}
 
 PAPER_ROWS: tuple[PaperRow, ...] = (
     PaperRow(

@@ -96,14 +96,21 @@ def mmeb_tables(res: dict[str, Any]) -> list[Table]:
     mt = s["meta_tasks"]
     t.add_row(
         f"ours ({s['n_datasets']}/{s.get('n_table', 36)} datasets)",
-        *[_f(mt.get(c)) for c in cols], _f(s["IND"]), _f(s["OOD"]), _f(s["overall"]), _f(s["meta_task_mean"]),
-    )  # fmt: skip
+        *[_f(mt.get(c)) for c in cols],
+        _f(s["IND"]),
+        _f(s["OOD"]),
+        _f(s["overall"]),
+        _f(s["meta_task_mean"]),
+    )
     if paper:
         t.add_row(
             f"paper: {paper['row']}",
-            *[_f(paper.get(c)) for c in cols], _f(paper.get("IND")), _f(paper.get("OOD")),
-            _f(paper.get("overall_36")), _f(paper.get("overall_reported")),
-        )  # fmt: skip
+            *[_f(paper.get(c)) for c in cols],
+            _f(paper.get("IND")),
+            _f(paper.get("OOD")),
+            _f(paper.get("overall_36")),
+            _f(paper.get("overall_reported")),
+        )
     t.caption = (
         "Overall (datasets) is the official MMEB score: the mean over datasets. UniME Table 1 printed the mean of "
         "the four meta-task scores as 'Overall' for most rows; both are shown."

@@ -46,7 +46,9 @@ class Encoder:
         max_text_tokens: int | None = None,
     ) -> None:
         if prompt_regime not in PROMPT_REGIMES:
-            raise ValueError(f"unknown prompt regime {prompt_regime!r}; choose one of {', '.join(PROMPT_REGIMES)}")
+            raise ValueError(
+                f"unknown prompt regime {prompt_regime!r}; choose one of {', '.join(PROMPT_REGIMES)}"
+            )
         self.model = loaded.model
         self.processor = loaded.processor
         self.spec: BackboneSpec = loaded.spec
@@ -166,7 +168,9 @@ class Encoder:
         if not text_idx:
             return
         texts = [" ".join(x for x in (items[i].instruction, items[i].text) if x) for i in text_idx]
-        counts = [len(ids) for ids in self.input_builder.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        counts = [
+            len(ids) for ids in self.input_builder.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        ]
         order = sorted(range(len(text_idx)), key=lambda j: -counts[j])
         budget = self.max_batch_tokens
         batch: list[int] = []
@@ -179,7 +183,9 @@ class Encoder:
             batch.append(text_idx[j])
         yield batch
 
-    def encode(self, items: Sequence[Item], *, batch_size: int = 16, show_progress: bool = False) -> np.ndarray:
+    def encode(
+        self, items: Sequence[Item], *, batch_size: int = 16, show_progress: bool = False
+    ) -> np.ndarray:
         """Embed items (text, image or image+text, each with an optional instruction) → float32 `[N, D]`."""
         out = np.empty((len(items), self.dim), dtype=np.float32)
         if not items:
@@ -220,5 +226,9 @@ def _progress() -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TimeRemainingColumn
 
     return Progress(
-        "[bold]{task.description}", BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), TimeRemainingColumn()
+        "[bold]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
     )

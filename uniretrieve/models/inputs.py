@@ -27,7 +27,9 @@ class PreparedBatch:
     """How many texts of this batch were cut to the token limit."""
 
     def pin_memory(self) -> PreparedBatch:  # DataLoader(pin_memory=True) calls this on custom batch types
-        self.inputs = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in self.inputs.items()}
+        self.inputs = {
+            k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in self.inputs.items()
+        }
         return self
 
 

@@ -71,7 +71,9 @@ def read_model_type(source: str) -> str:
         from transformers import AutoConfig
 
         return AutoConfig.from_pretrained(source, trust_remote_code=False).model_type
-    except ValueError as exc:  # remote-code configs refuse without trust_remote_code but still name model_type
+    except (
+        ValueError
+    ) as exc:  # remote-code configs refuse without trust_remote_code but still name model_type
         msg = str(exc)
         if "trust_remote_code" in msg:
             from huggingface_hub import hf_hub_download
@@ -96,7 +98,9 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 def text_model_type(config: Any) -> str | None:
     text_cfg = getattr(config, "text_config", None)
-    return getattr(text_cfg, "model_type", None) if text_cfg is not None else getattr(config, "model_type", None)
+    return (
+        getattr(text_cfg, "model_type", None) if text_cfg is not None else getattr(config, "model_type", None)
+    )
 
 
 def load_backbone(
@@ -129,7 +133,9 @@ def load_backbone(
     model.to(device).eval()
     tok = getattr(processor, "tokenizer", processor)
     tok.padding_side = spec.padding_side
-    if tok.pad_token is None:  # Llama/Mistral tokenizers ship without one; any id works under the attention mask
+    if (
+        tok.pad_token is None
+    ):  # Llama/Mistral tokenizers ship without one; any id works under the attention mask
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     wrapper = spec.wrapper_for(text_model_type(model.config), frozenset(tok.get_vocab()))
     settings = processor_settings(spec, processor_kwargs)

@@ -45,7 +45,9 @@ def render_mmeb(spec: BackboneSpec, *, text: str | None, has_image: bool, instru
     if has_image and MMEB_IMAGE_PLACEHOLDER not in raw and spec.image_token not in raw:
         raw = f"{MMEB_IMAGE_PLACEHOLDER}\n{raw}" if raw else MMEB_IMAGE_PLACEHOLDER
     if not has_image and MMEB_IMAGE_PLACEHOLDER in raw:
-        raise ValueError(f"the text contains {MMEB_IMAGE_PLACEHOLDER} but the item has no image: {raw[:80]!r}")
+        raise ValueError(
+            f"the text contains {MMEB_IMAGE_PLACEHOLDER} but the item has no image: {raw[:80]!r}"
+        )
     return raw.replace(MMEB_IMAGE_PLACEHOLDER, spec.image_token)
 
 

@@ -195,8 +195,13 @@ def long_caption(scene: Scene, rng: random.Random, variant: int = 0) -> str:
         "style": [],
         "closing": [closing],
     }
-    optional = [("relations", relations), ("grid", [grid]), ("empty", [empty_sentence]), ("style", [style]),
-                ("sizes", sizes)]  # fmt: skip
+    optional = [
+        ("relations", relations),
+        ("grid", [grid]),
+        ("empty", [empty_sentence]),
+        ("style", [style]),
+        ("sizes", sizes),
+    ]
     target = rng.randint(110, 170)
     for key, sentences in optional:
         total = sum(word_count(s) for ss in parts.values() for s in ss)
@@ -214,8 +219,11 @@ def long_caption(scene: Scene, rng: random.Random, variant: int = 0) -> str:
 
 
 # --- paraphrases (stage-1 pairs) ---------------------------------------------------------------------------------
-_SIZE_SYNONYMS: dict[str, tuple[str, ...]] = {"small": ("small", "little"), "medium": ("medium-sized", "mid-sized"),
-                                             "large": ("large", "big")}  # fmt: skip
+_SIZE_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "small": ("small", "little"),
+    "medium": ("medium-sized", "mid-sized"),
+    "large": ("large", "big"),
+}
 _TEXTURE_WITH: dict[str, tuple[str, ...]] = {
     "solid": ("with no pattern", "in a plain fill"),
     "striped": ("with stripes", "with a striped fill"),
@@ -299,4 +307,3 @@ def summary_answer(text: str) -> str | None:
                         return f"{w} {shape}"
             return None
     return None
-

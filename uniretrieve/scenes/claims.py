@@ -38,10 +38,16 @@ RELATION_PHRASES: dict[str, str] = {
     "next to": "next to",
 }
 LOCATION_PHRASES: tuple[str, ...] = (
-    "in the top left corner", "at the top middle", "in the top right corner",
-    "on the middle left", "in the center", "on the middle right",
-    "in the bottom left corner", "at the bottom middle", "in the bottom right corner",
-)  # fmt: skip
+    "in the top left corner",
+    "at the top middle",
+    "in the top right corner",
+    "on the middle left",
+    "in the center",
+    "on the middle right",
+    "in the bottom left corner",
+    "at the bottom middle",
+    "in the bottom right corner",
+)
 NUMBER_WORDS: tuple[str, ...] = (
     "zero",
     "one",

@@ -42,8 +42,16 @@ from uniretrieve.scenes.tasks import (
     vqa_relation,
 )
 
-LAYOUTS: tuple[str, ...] = ("short", "sharegpt4v", "urban1k", "sugarcrepe", "mmeb-eval", "mmeb-train", "nli",
-                            "llava-pretrain")  # fmt: skip
+LAYOUTS: tuple[str, ...] = (
+    "short",
+    "sharegpt4v",
+    "urban1k",
+    "sugarcrepe",
+    "mmeb-eval",
+    "mmeb-train",
+    "nli",
+    "llava-pretrain",
+)
 """Output folders; the first five hold the test split (benchmarks), the last three the train split."""
 CONFIG_FILE = "config.json"
 PENDING_FILE = ".generating.json"
@@ -183,7 +191,12 @@ def _summary_entries(scene: Scene, rng: random.Random) -> list[tuple[str, str | 
     E5-V's prompt relies on (a web-scale LLM learns that elsewhere; this base learns it here)."""
     picks = rng.sample(scene.objects, min(2, len(scene.objects)))
     out: list[tuple[str, str | None, str, str]] = [
-        (f"{scene.scene_id}-summary-{j}", scene.scene_id, layouts.SUMMARY_IMAGE_REQUEST, f"{o.colour} {o.shape}")
+        (
+            f"{scene.scene_id}-summary-{j}",
+            scene.scene_id,
+            layouts.SUMMARY_IMAGE_REQUEST,
+            f"{o.colour} {o.shape}",
+        )
         for j, o in enumerate(picks)
     ]
     caption = short_captions(scene, rng, 1)[0]
@@ -258,7 +271,9 @@ def generate(cfg: GenerateConfig, log: Callable[[str], None] = lambda _m: None) 
         entries: list[tuple[str, str | None, str, str]] = []
         for s in train:
             rng = _rng(cfg, "pretrain", s)
-            entries.append((f"{s.scene_id}-short", s.scene_id, layouts.SHORT_REQUEST, short_captions(s, rng, 1)[0]))
+            entries.append(
+                (f"{s.scene_id}-short", s.scene_id, layouts.SHORT_REQUEST, short_captions(s, rng, 1)[0])
+            )
             long = long_caption(s, rng, variant=rng.randrange(2))
             entries.append((f"{s.scene_id}-long", s.scene_id, layouts.LONG_REQUEST, long))
             entries.extend(_summary_entries(s, _rng(cfg, "summary", s)))
@@ -297,8 +312,9 @@ def _write_mmeb_eval(
     for s in test:
         for ex in task_examples(cfg, s):
             if len(rows[ex.task]) < cfg.mmeb_eval_rows:
-                texts, keys = eval_candidates(ex, test, by_id, captions, cfg.mmeb_eval_candidates,
-                                              _rng(cfg, f"candidates/{ex.task}", s))  # fmt: skip
+                texts, keys = eval_candidates(
+                    ex, test, by_id, captions, cfg.mmeb_eval_candidates, _rng(cfg, f"candidates/{ex.task}", s)
+                )
                 rows[ex.task].append((ex, texts, keys))
     return layouts.write_mmeb_eval(root, rows, TASKS, images)
 

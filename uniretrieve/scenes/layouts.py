@@ -100,11 +100,16 @@ def write_sharegpt4v(
     for s in scenes:
         rel = f"scenes/{s.scene_id}.jpg"
         write_image(root / rel, images.jpeg((s.scene_id, None)))
-        entries.append({
-            "id": s.scene_id,
-            "image": rel,
-            "conversations": [{"from": "human", "value": LONG_REQUEST}, {"from": "gpt", "value": captions[s.scene_id]}],
-        })  # fmt: skip
+        entries.append(
+            {
+                "id": s.scene_id,
+                "image": rel,
+                "conversations": [
+                    {"from": "human", "value": LONG_REQUEST},
+                    {"from": "gpt", "value": captions[s.scene_id]},
+                ],
+            }
+        )
     write_text(root / SHAREGPT4V_JSON, _json(entries))
     return len(entries)
 
@@ -151,8 +156,14 @@ def write_mmeb_eval(
     meta-task (these datasets are not among MMEB's 36)."""
     import pyarrow as pa
 
-    schema = pa.schema([("qry_text", pa.string()), ("qry_img_path", pa.string()),
-                        ("tgt_text", pa.list_(pa.string())), ("tgt_img_path", pa.list_(pa.string()))])  # fmt: skip
+    schema = pa.schema(
+        [
+            ("qry_text", pa.string()),
+            ("qry_img_path", pa.string()),
+            ("tgt_text", pa.list_(pa.string())),
+            ("tgt_img_path", pa.list_(pa.string())),
+        ]
+    )
     counts = {}
     for name, task_rows in rows.items():
         prefix = f"{name}/"

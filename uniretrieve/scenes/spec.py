@@ -32,10 +32,16 @@ SIZES: tuple[str, ...] = ("small", "medium", "large")
 TEXTURES: tuple[str, ...] = ("solid", "striped", "dotted")
 # Cells are numbered row-major: cell = 3 * row + col, row 0 at the top.
 CELL_NAMES: tuple[str, ...] = (
-    "top left", "top middle", "top right",
-    "middle left", "center", "middle right",
-    "bottom left", "bottom middle", "bottom right",
-)  # fmt: skip
+    "top left",
+    "top middle",
+    "top right",
+    "middle left",
+    "center",
+    "middle right",
+    "bottom left",
+    "bottom middle",
+    "bottom right",
+)
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below", "next to")
 ATTRIBUTES: tuple[str, ...] = ("colour", "size", "texture")
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "size": SIZES, "texture": TEXTURES}

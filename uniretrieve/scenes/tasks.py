@@ -79,8 +79,17 @@ def classification(scene: Scene, rng: random.Random) -> TaskExample:
     o = rng.choice(scene.objects)
     label = label_of(o)
     wrong = rng.choice([c for c in CLS_LABELS if c != label])
-    return TaskExample("Scene_Cls", scene.scene_id, CLS_INSTRUCTION, (scene.scene_id, o.cell), label, None,
-                       CLS_LABELS, wrong, label)  # fmt: skip
+    return TaskExample(
+        "Scene_Cls",
+        scene.scene_id,
+        CLS_INSTRUCTION,
+        (scene.scene_id, o.cell),
+        label,
+        None,
+        CLS_LABELS,
+        wrong,
+        label,
+    )
 
 
 def vqa_count(scene: Scene, rng: random.Random) -> TaskExample:
@@ -138,24 +147,52 @@ def _vqa(
     task: str, scene: Scene, question: str, answer: str, space: Sequence[str], rng: random.Random
 ) -> TaskExample:
     wrong = rng.choice([a for a in space if a != answer])
-    return TaskExample(task, scene.scene_id, VQA_INSTRUCTION.format(question=question), (scene.scene_id, None),
-                       answer, None, tuple(space), wrong)  # fmt: skip
+    return TaskExample(
+        task,
+        scene.scene_id,
+        VQA_INSTRUCTION.format(question=question),
+        (scene.scene_id, None),
+        answer,
+        None,
+        tuple(space),
+        wrong,
+    )
 
 
 def text_to_image(scene: Scene, caption: str) -> TaskExample:
-    return TaskExample("Scene_t2i", scene.scene_id, T2I_INSTRUCTION.format(caption=caption), None, IMAGE_TARGET,
-                       (scene.scene_id, None))  # fmt: skip
+    return TaskExample(
+        "Scene_t2i",
+        scene.scene_id,
+        T2I_INSTRUCTION.format(caption=caption),
+        None,
+        IMAGE_TARGET,
+        (scene.scene_id, None),
+    )
 
 
 def image_to_text(scene: Scene, caption: str, false_caption: str = "") -> TaskExample:
-    return TaskExample("Scene_i2t", scene.scene_id, I2T_INSTRUCTION, (scene.scene_id, None), caption, None,
-                       neg_text=false_caption)  # fmt: skip
+    return TaskExample(
+        "Scene_i2t",
+        scene.scene_id,
+        I2T_INSTRUCTION,
+        (scene.scene_id, None),
+        caption,
+        None,
+        neg_text=false_caption,
+    )
 
 
 def grounding(scene: Scene, rng: random.Random) -> TaskExample:
     o = rng.choice(scene.objects)
-    return TaskExample("Scene_Grounding", scene.scene_id, GROUNDING_INSTRUCTION.format(label=label_of(o)),
-                       (scene.scene_id, None), CROP_TARGET, (scene.scene_id, o.cell), label=label_of(o))  # fmt: skip
+    return TaskExample(
+        "Scene_Grounding",
+        scene.scene_id,
+        GROUNDING_INSTRUCTION.format(label=label_of(o)),
+        (scene.scene_id, None),
+        CROP_TARGET,
+        (scene.scene_id, o.cell),
+        label=label_of(o),
+    )
 
 
 @functools.lru_cache(maxsize=65536)
@@ -165,9 +202,13 @@ def content_key(scene: Scene) -> tuple[tuple[str, str, str, str], ...]:
 
 
 def eval_candidates(
-    ex: TaskExample, scenes: Sequence[Scene], by_id: dict[str, Scene], captions: dict[str, str], k: int,
+    ex: TaskExample,
+    scenes: Sequence[Scene],
+    by_id: dict[str, Scene],
+    captions: dict[str, str],
+    k: int,
     rng: random.Random,
-) -> tuple[list[str], list[ImageKey | None]]:  # fmt: skip
+) -> tuple[list[str], list[ImageKey | None]]:
     """The MMEB-eval candidate list of `ex`, target first: (texts, image keys).
 
     Distractors are chosen so none is also correct: classification/VQA use the rest of the answer space; retrieval
@@ -188,8 +229,13 @@ def eval_candidates(
     if ex.task == "Scene_Grounding":
         assert ex.pos_image is not None
         own = [(ex.scene_id, o.cell) for o in target.in_reading_order() if o.cell != ex.pos_image[1]]
-        pool = [(s.scene_id, o.cell) for s in scenes if s.scene_id != ex.scene_id for o in s.objects
-                if label_of(o) != ex.label]  # fmt: skip
+        pool = [
+            (s.scene_id, o.cell)
+            for s in scenes
+            if s.scene_id != ex.scene_id
+            for o in s.objects
+            if label_of(o) != ex.label
+        ]
         rest = rng.sample(pool, min(max(k - 1 - len(own), 0), len(pool)))
         keys = [ex.pos_image, *own, *rest][:k]
         return [CROP_TARGET] * len(keys), keys

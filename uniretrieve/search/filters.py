@@ -29,7 +29,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 FILTER_COLUMNS = (
-    "id", "modality", "text", "instruction", "source", "group_id", "content_hash", "width", "height", "shard", "row",
+    "id",
+    "modality",
+    "text",
+    "instruction",
+    "source",
+    "group_id",
+    "content_hash",
+    "width",
+    "height",
+    "shard",
+    "row",
 )
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|(?P<str>'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")"
@@ -56,7 +66,7 @@ def tokenize(text: str) -> list[Tok]:
             break
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise FilterError(f"cannot read --where at position {pos}: {text[pos:pos + 20]!r}")
+            raise FilterError(f"cannot read --where at position {pos}: {text[pos : pos + 20]!r}")
         start = m.start(m.lastgroup)
         kind, raw = m.lastgroup, m.group(m.lastgroup)
         if kind == "num":
@@ -104,7 +114,7 @@ class _Parser:
         return self.take()
 
     def fail(self, t: Tok, msg: str) -> None:
-        got = "the end" if t.kind == "end" else repr(self.text[t.pos:t.pos + 20])
+        got = "the end" if t.kind == "end" else repr(self.text[t.pos : t.pos + 20])
         raise FilterError(f"--where {self.text!r}: {msg} at position {t.pos}, found {got}")
 
     def parse(self) -> pc.Expression:
@@ -179,7 +189,11 @@ class _Parser:
                 values.append(self.literal())
             self.expect("op", ")", "')'")
             # null rows stay null (→ excluded) rather than matching, as in SQL
-            e = pc.if_else(pc.is_valid(left), pc.is_in(left, value_set=pa.array(values)), pc.scalar(pa.scalar(None, pa.bool_())))
+            e = pc.if_else(
+                pc.is_valid(left),
+                pc.is_in(left, value_set=pa.array(values)),
+                pc.scalar(pa.scalar(None, pa.bool_())),
+            )
             return pc.invert(e) if negate else e
         if negate:
             self.fail(t, "expected 'like' or 'in' after 'not'")
@@ -188,8 +202,14 @@ class _Parser:
             self.fail(op, "expected a comparison")
         right, _, _ = self.operand()
         return {
-            "=": pc.equal, "==": pc.equal, "!=": pc.not_equal, "<>": pc.not_equal, "<": pc.less,
-            "<=": pc.less_equal, ">": pc.greater, ">=": pc.greater_equal,
+            "=": pc.equal,
+            "==": pc.equal,
+            "!=": pc.not_equal,
+            "<>": pc.not_equal,
+            "<": pc.less,
+            "<=": pc.less_equal,
+            ">": pc.greater,
+            ">=": pc.greater_equal,
         }[op.value](left, right)
 
 
@@ -208,7 +228,11 @@ def metadata_column(json_column: pa.ChunkedArray | pa.Array, key: str) -> pa.Arr
                 obj = None
             for part in key.split("."):
                 obj = obj.get(part) if isinstance(obj, dict) else None
-            v = obj if isinstance(obj, str | int | float | bool) else (None if obj is None else json.dumps(obj))
+            v = (
+                obj
+                if isinstance(obj, str | int | float | bool)
+                else (None if obj is None else json.dumps(obj))
+            )
         values.append(v)
     try:
         return pa.array(values)
@@ -232,8 +256,10 @@ class WhereFilter:
                 self.metadata_keys.append(rest)
                 return pc.field(f"metadata.{rest}")
             if name not in columns:
-                raise FilterError(f"--where {text!r}: unknown column {name!r} at position {pos}; columns are "
-                                  f"{', '.join(c for c in columns if c != 'metadata')} and metadata.KEY")
+                raise FilterError(
+                    f"--where {text!r}: unknown column {name!r} at position {pos}; columns are "
+                    f"{', '.join(c for c in columns if c != 'metadata')} and metadata.KEY"
+                )
             return pc.field(name)
 
         self.expression = _Parser(text, resolve).parse()

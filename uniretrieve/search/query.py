@@ -56,7 +56,9 @@ def is_image_path(text: str, base: Path | None = None) -> Path | None:
     raise QueryError(f"query term {text!r} looks like an image path but no such file exists")
 
 
-def parse_terms(args: Sequence[str], *, instruction: str | None = None, base: Path | None = None) -> list[Term]:
+def parse_terms(
+    args: Sequence[str], *, instruction: str | None = None, base: Path | None = None
+) -> list[Term]:
     """`["2:golden retriever", "+", "./pool.jpg", "-", "fruit"]` → weighted terms. A lone string is one term."""
     terms: list[Term] = []
     sign = 1.0
@@ -74,7 +76,11 @@ def parse_terms(args: Sequence[str], *, instruction: str | None = None, base: Pa
         if not body.strip():
             raise QueryError(f"empty query term in {' '.join(args)!r}")
         path = is_image_path(body, base)
-        item = Item(image=str(path), instruction=instruction) if path else Item(text=body, instruction=instruction)
+        item = (
+            Item(image=str(path), instruction=instruction)
+            if path
+            else Item(text=body, instruction=instruction)
+        )
         terms.append(Term(sign * weight, item))
         expect_term = False
     if expect_term and terms:
@@ -82,7 +88,9 @@ def parse_terms(args: Sequence[str], *, instruction: str | None = None, base: Pa
     return terms
 
 
-def build_query(args: Sequence[str], *, image: str | Path | None = None, instruction: str | None = None) -> Query:
+def build_query(
+    args: Sequence[str], *, image: str | Path | None = None, instruction: str | None = None
+) -> Query:
     """The command-line query: positional terms, plus --image (composed with a single text term, else its own term)."""
     terms = parse_terms(args, instruction=instruction)
     if image is not None:
@@ -123,7 +131,9 @@ def read_query_file(path: str | Path, *, instruction: str | None = None) -> list
             cand = p.parent / img
             img = str(cand if cand.is_file() else Path(img))
             if not Path(img).is_file():
-                raise QueryError(f"{p}:{n}: image {obj['image']!r} not found (paths are relative to {p.parent})")
+                raise QueryError(
+                    f"{p}:{n}: image {obj['image']!r} not found (paths are relative to {p.parent})"
+                )
         item = Item(text=obj.get("text"), image=img, instruction=obj.get("instruction", instruction))
         label = " + ".join(str(x) for x in (obj.get("text"), obj.get("image")) if x)
         qid = obj.get("id")

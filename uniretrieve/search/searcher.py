@@ -27,7 +27,9 @@ from uniretrieve.search.filters import FILTER_COLUMNS, WhereFilter
 from uniretrieve.search.query import Query, Term, combine
 from uniretrieve.types import ImageLike, Item
 
-MAX_OVERFETCH = 65536  # past this many candidates per query, a restricted search is cheaper than fetching more
+MAX_OVERFETCH = (
+    65536  # past this many candidates per query, a restricted search is cheaper than fetching more
+)
 
 
 class ModelMismatchError(ValueError):
@@ -58,9 +60,19 @@ class Hit:
 class Searcher:
     """Search one index directory. Build with `Searcher.load`."""
 
-    def __init__(self, index_dir: Path, meta: Any, index: Any, idmap: pa.Table, *, encoder: Any = None,
-                 model: str | None = None, force: bool = False, device: str | None = None,
-                 gpu: bool | None = None) -> None:
+    def __init__(
+        self,
+        index_dir: Path,
+        meta: Any,
+        index: Any,
+        idmap: pa.Table,
+        *,
+        encoder: Any = None,
+        model: str | None = None,
+        force: bool = False,
+        device: str | None = None,
+        gpu: bool | None = None,
+    ) -> None:
         from uniretrieve.index import gpu as gpu_mod
         from uniretrieve.index.tune import set_param
 
@@ -95,8 +107,16 @@ class Searcher:
             self._set_encoder(encoder)
 
     @classmethod
-    def load(cls, index_dir: str | Path, *, model: str | None = None, force: bool = False, device: str | None = None,
-             encoder: Any = None, gpu: bool | None = False) -> Searcher:
+    def load(
+        cls,
+        index_dir: str | Path,
+        *,
+        model: str | None = None,
+        force: bool = False,
+        device: str | None = None,
+        encoder: Any = None,
+        gpu: bool | None = False,
+    ) -> Searcher:
         """Open `index_dir` (index.faiss, idmap.parquet, index.json), checking they agree.
 
         model: query with this model instead of the recorded one; refused (ModelMismatchError) when its weights
@@ -113,8 +133,10 @@ class Searcher:
         index = faiss.read_index(str(d / INDEX_NAME))
         idmap = read_idmap(d / IDMAP_NAME)
         if index.ntotal != meta.num_vectors or len(idmap) != index.ntotal or index.d != meta.dim:
-            raise IndexMetaError(f"{d}: index.faiss holds {index.ntotal} × {index.d}, idmap.parquet {len(idmap)} rows, "
-                                 f"index.json says {meta.num_vectors} × {meta.dim}; rebuild the index")
+            raise IndexMetaError(
+                f"{d}: index.faiss holds {index.ntotal} × {index.d}, idmap.parquet {len(idmap)} rows, "
+                f"index.json says {meta.num_vectors} × {meta.dim}; rebuild the index"
+            )
         return cls(d, meta, index, idmap, encoder=encoder, model=model, force=force, device=device, gpu=gpu)
 
     # --- the model ---------------------------------------------------------------------------------------------
@@ -127,13 +149,19 @@ class Searcher:
             rec = {**self.meta.model, **self.meta.encoder}
             name = self._model_override or rec.get("source") or rec.get("model_id")
             if not name:
-                raise ModelMismatchError(f"{self.dir}/index.json records no model; pass --model to encode queries "
-                                         f"(vector queries need none)")
+                raise ModelMismatchError(
+                    f"{self.dir}/index.json records no model; pass --model to encode queries "
+                    f"(vector queries need none)"
+                )
             t0 = time.perf_counter()
             adapter = rec.get("adapter") if self._model_override is None else None
-            enc = Encoder.from_pretrained(name, device=self.device, adapter=adapter,
-                                          prompt_regime=rec.get("prompt_regime") or "e5v",
-                                          max_text_tokens=rec.get("max_text_tokens"))
+            enc = Encoder.from_pretrained(
+                name,
+                device=self.device,
+                adapter=adapter,
+                prompt_regime=rec.get("prompt_regime") or "e5v",
+                max_text_tokens=rec.get("max_text_tokens"),
+            )
             self.timings["model_load"] = time.perf_counter() - t0
             self._set_encoder(enc)
         return self._encoder
@@ -184,7 +212,9 @@ class Searcher:
             return []
         return self.search_vectors(np.concatenate(parts), k=k, where=where)
 
-    def search_vectors(self, vectors: np.ndarray, *, k: int = 10, where: str | None = None) -> list[list[Hit]]:
+    def search_vectors(
+        self, vectors: np.ndarray, *, k: int = 10, where: str | None = None
+    ) -> list[list[Hit]]:
         if k <= 0:
             raise ValueError("k must be positive")
         q = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -219,8 +249,9 @@ class Searcher:
         scale = fetch / k
         wider = {}
         if "nprobe" in params:
-            wider["nprobe"] = min(int(self.meta.choice.get("nlist") or params["nprobe"]),
-                                  math.ceil(params["nprobe"] * scale))
+            wider["nprobe"] = min(
+                int(self.meta.choice.get("nlist") or params["nprobe"]), math.ceil(params["nprobe"] * scale)
+            )
         if "efSearch" in params:
             wider["efSearch"] = max(fetch, math.ceil(params["efSearch"] * scale))
         try:
@@ -294,10 +325,20 @@ class Searcher:
 
 def _hit(rank: int, score: float, row: dict[str, Any]) -> Hit:
     return Hit(
-        rank=rank, score=score, internal_id=int(row["internal_id"]), id=row["id"], modality=row.get("modality"),
-        text=row.get("text"), source=row.get("source"), instruction=row.get("instruction"),
-        group_id=row.get("group_id"), width=row.get("width"), height=row.get("height"), shard=row.get("shard"),
-        row=row.get("row"), metadata=_json_or_raw(row.get("metadata")),
+        rank=rank,
+        score=score,
+        internal_id=int(row["internal_id"]),
+        id=row["id"],
+        modality=row.get("modality"),
+        text=row.get("text"),
+        source=row.get("source"),
+        instruction=row.get("instruction"),
+        group_id=row.get("group_id"),
+        width=row.get("width"),
+        height=row.get("height"),
+        shard=row.get("shard"),
+        row=row.get("row"),
+        metadata=_json_or_raw(row.get("metadata")),
     )
 
 
@@ -321,14 +362,22 @@ def _json_or_raw(text: str | None) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else {"value": obj}
 
 
-def check_model(recorded: dict[str, Any], described: dict[str, Any], dim: int, *, force: bool, where: str) -> None:
+def check_model(
+    recorded: dict[str, Any], described: dict[str, Any], dim: int, *, force: bool, where: str
+) -> None:
     """Refuse a query model whose dim differs (always) or whose weights differ from the index's (unless forced)."""
     qdim = int(described.get("dim", dim))
     if qdim != dim:
-        raise ModelMismatchError(f"the query model {described.get('model_id')!r} makes {qdim}-d vectors but {where} "
-                                 f"holds {dim}-d vectors; it cannot search this index")
+        raise ModelMismatchError(
+            f"the query model {described.get('model_id')!r} makes {qdim}-d vectors but {where} "
+            f"holds {dim}-d vectors; it cannot search this index"
+        )
     rec_hash, new_hash = recorded.get("weight_hash"), described.get("weight_hash")
-    same = (rec_hash == new_hash) if rec_hash and new_hash else recorded.get("model_id") == described.get("model_id")
+    same = (
+        (rec_hash == new_hash)
+        if rec_hash and new_hash
+        else recorded.get("model_id") == described.get("model_id")
+    )
     if not same and not force:
         raise ModelMismatchError(
             f"{where} was built with model {recorded.get('model_id')!r} (weights {rec_hash or '?'}), but the query "
