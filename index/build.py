@@ -305,7 +305,7 @@ def _write_index(index: Any, path: Path) -> None:
     """faiss.write_index to a temp file in the same directory, fsync, rename."""
     import faiss
 
-    from uniretrieve.embed.manifest import fsync_dir
+    from uniretrieve.io import fsync_dir
 
     tmp = path.with_name(f".{path.name}.tmp")
     faiss.write_index(index, str(tmp))

@@ -94,7 +94,7 @@ class IdMapWriter:
     def close(self) -> None:
         import os
 
-        from uniretrieve.embed.manifest import fsync_dir
+        from uniretrieve.io import fsync_dir
 
         self._writer.close()
         with open(self.tmp, "rb") as f:

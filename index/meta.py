@@ -114,7 +114,8 @@ class IndexMeta:
 
 
 def write_meta(directory: Path, meta: IndexMeta) -> None:
-    from uniretrieve.embed.manifest import atomic_write_bytes, utc_now
+    from uniretrieve.embed.manifest import utc_now
+    from uniretrieve.io import atomic_write_bytes
 
     meta.updated = utc_now()
     meta.created = meta.created or meta.updated

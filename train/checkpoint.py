@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from uniretrieve.embed.manifest import fsync_dir
+from uniretrieve.io import atomic_write_text, fsync_dir
 from uniretrieve.train import distributed
-from uniretrieve.train.config import atomic_write_text, save_config
+from uniretrieve.train.config import save_config
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"

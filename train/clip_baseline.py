@@ -23,11 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from uniretrieve.io import atomic_write_text
 from uniretrieve.models.backbones import MMEB_IMAGE_PLACEHOLDER
 from uniretrieve.models.images import load_image
 from uniretrieve.train.batching import ShuffledEpochs
 from uniretrieve.train.checkpoint import fresh_tmp_dir, replace_dir
-from uniretrieve.train.config import ConfigError, OptimConfig, atomic_write_text, save_config
+from uniretrieve.train.config import ConfigError, OptimConfig, save_config
 from uniretrieve.train.loop import apply_gradients, build_optimizer, build_scheduler, seed_everything
 from uniretrieve.train.pretrain_data import read_llava_pretrain
 from uniretrieve.train.tiny_base import TinyBaseConfig

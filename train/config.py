@@ -23,6 +23,8 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from uniretrieve.io import atomic_write_text
+
 C = TypeVar("C")
 
 PRESET_DIR = "configs"
@@ -385,14 +387,6 @@ def load_config(
         if value is not None:
             _set_dotted(data, key, value, where)
     return config_from_dict(cls, data, where=where)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (temp file in the same directory, fsync, rename; see embed/manifest.py)."""
-    from uniretrieve.embed.manifest import atomic_write_bytes
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_config(cfg: Any, path: Path) -> Path:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from uniretrieve.io import atomic_write_text
 from uniretrieve.train import distributed
 from uniretrieve.train.batching import BatchPlan
 from uniretrieve.train.checkpoint import (
@@ -33,14 +34,7 @@ from uniretrieve.train.checkpoint import (
     save_checkpoint,
     save_merged,
 )
-from uniretrieve.train.config import (
-    OptimConfig,
-    TrainConfig,
-    atomic_write_text,
-    config_to_dict,
-    read_yaml,
-    save_config,
-)
+from uniretrieve.train.config import OptimConfig, TrainConfig, config_to_dict, read_yaml, save_config
 
 StepFn = Callable[[int, list[int]], Mapping[str, torch.Tensor | float]]
 """(0-based step, global batch indices) → metrics. Must accumulate gradients into `.grad` (backpropagating

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from uniretrieve.io import atomic_write_text
 from uniretrieve.models.backbones import REGISTRY
 from uniretrieve.models.images import load_image
 from uniretrieve.train.batching import ShuffledEpochs
@@ -34,7 +35,7 @@ from uniretrieve.train.checkpoint import (
     set_rng_state,
     torch_save_atomic,
 )
-from uniretrieve.train.config import ConfigError, OptimConfig, atomic_write_text, save_config
+from uniretrieve.train.config import ConfigError, OptimConfig, save_config
 from uniretrieve.train.loop import apply_gradients, build_optimizer, build_scheduler, seed_everything
 from uniretrieve.train.pretrain import caption_batch, caption_loss, caption_prompt
 from uniretrieve.train.pretrain_data import CaptionExample, read_llava_pretrain

@@ -214,7 +214,7 @@ class StepTimes:
         t0 = time.perf_counter()
         result = fn()
         if not already_done:
-            from uniretrieve.train.config import atomic_write_text
+            from uniretrieve.io import atomic_write_text
 
             self.seconds[name] = round(time.perf_counter() - t0, 1)
             atomic_write_text(self.path, json.dumps(self.seconds, indent=2))

@@ -36,9 +36,10 @@ from uniretrieve.embed.schema import (
     read_schema_metadata,
 )
 from uniretrieve.embed.schema import settings_hash as _settings_hash
+from uniretrieve.io import atomic_write_text
 from uniretrieve.models.loading import weight_hash
 from uniretrieve.train import distributed
-from uniretrieve.train.config import ConfigError, atomic_write_text
+from uniretrieve.train.config import ConfigError
 
 PACKAGE_PREFIX = "pkg:"
 

@@ -89,7 +89,8 @@ def stage1_eval(
     """Spearman/Pearson agreement of student and teacher pairwise similarities on held-out sentences."""
     import json
 
-    from uniretrieve.train.config import ConfigError, atomic_write_text
+    from uniretrieve.io import atomic_write_text
+    from uniretrieve.train.config import ConfigError
     from uniretrieve.train.stage1_data import DataError, Stage1DataConfig, load_stage1_data
     from uniretrieve.train.stage1_eval import teacher_agreement
     from uniretrieve.train.teacher import TeacherConfig

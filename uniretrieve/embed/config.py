@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from uniretrieve.embed.manifest import atomic_write_bytes
+from uniretrieve.io import atomic_write_bytes
 
 CONFIG_NAME = "encode_config.json"
 

@@ -14,8 +14,6 @@ import contextlib
 import fcntl
 import json
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -24,6 +22,7 @@ from typing import Any
 
 from uniretrieve._version import __version__
 from uniretrieve.embed.schema import FORMAT_NAME, SCHEMA_VERSION, EmbeddingSpec, settings_hash
+from uniretrieve.io import atomic_write_bytes
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".uniretrieve.lock"
@@ -200,59 +199,6 @@ def read_manifest(root: str | Path) -> Manifest | None:
 def write_manifest(root: str | Path, manifest: Manifest) -> None:
     manifest.updated = utc_now()
     atomic_write_bytes(manifest_path(root), (json.dumps(manifest.to_dict(), indent=1) + "\n").encode())
-
-
-TMP_MARK = ".tmp-"
-
-
-def temp_path(path: Path) -> Path:
-    """`.<name>.tmp-<host>-<pid>-<thread>` beside `path`: unique per writer, and tells whether its writer is alive."""
-    return path.with_name(
-        f".{path.name}{TMP_MARK}{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
-    )
-
-
-def is_stale_temp(p: Path) -> bool:
-    """A temp file of ours whose writer (a process on this host) is gone. Temps of other hosts are left alone: their
-    writer may be alive."""
-    if not p.name.startswith(".") or TMP_MARK not in p.name:
-        return False
-    host, _, rest = p.name.rsplit(TMP_MARK, 1)[1].rpartition("-")[0].rpartition("-")
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(int(rest), 0)
-    except ProcessLookupError:
-        return True
-    except (ValueError, PermissionError):
-        return False
-    return False
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one (also across power loss)."""
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Persist a rename: fsync the directory entry (a no-op where directories cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @contextlib.contextmanager

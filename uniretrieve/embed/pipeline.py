@@ -37,7 +37,6 @@ from uniretrieve.embed.manifest import (
     SegmentInfo,
     check_compatible,
     directory_lock,
-    is_stale_temp,
     read_manifest,
     write_manifest,
 )
@@ -59,6 +58,7 @@ from uniretrieve.embed.writer import (
     ShardWriter,
     remove_stale_temps,
 )
+from uniretrieve.io import is_stale_temp
 
 if TYPE_CHECKING:
     from uniretrieve.models.encoder import Encoder

@@ -22,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from uniretrieve.embed.manifest import atomic_write_bytes, fsync_dir, is_stale_temp, temp_path
 from uniretrieve.embed.reader import file_sha256
 from uniretrieve.embed.schema import EmbeddingSpec, build_table, row_group_rows
+from uniretrieve.io import atomic_write_bytes, fsync_dir, is_stale_temp, temp_path
 
 SHARD_PREFIX = "part-"
 ERRORS_NAME = "errors.jsonl"

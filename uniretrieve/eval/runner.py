@@ -201,7 +201,7 @@ def write_results(results: dict[str, Any], path: str | Path) -> Path:
     """Results JSON, written atomically."""
     import json
 
-    from uniretrieve.embed.manifest import atomic_write_bytes
+    from uniretrieve.io import atomic_write_bytes
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
