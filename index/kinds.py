@@ -225,4 +225,4 @@ def kind_of(name: str) -> IndexKind:
     try:
         return INDEX_KINDS[name]
     except KeyError:
-        raise ValueError(f"unknown index type {name!r}; choose one of {', '.join(INDEX_KINDS)}") from None
+        raise ValueError(f"unknown index type {name!r} (known: {', '.join(INDEX_KINDS)})") from None

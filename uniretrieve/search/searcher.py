@@ -75,11 +75,15 @@ class Searcher:
     ) -> None:
         from uniretrieve.index import gpu as gpu_mod
         from uniretrieve.index.kinds import kind_of
+        from uniretrieve.index.meta import META_NAME, IndexMetaError
         from uniretrieve.index.tune import set_param
 
         self.dir = index_dir
         self.meta = meta
-        self.kind = kind_of(meta.type)
+        try:
+            self.kind = kind_of(meta.type)
+        except ValueError as exc:
+            raise IndexMetaError(f"{index_dir / META_NAME}: {exc}; rebuild the index") from None
         self.cpu_index = index
         self.idmap = _one_chunk(idmap)
         self.device = device
