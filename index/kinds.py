@@ -142,6 +142,7 @@ class IndexKind:
     memory: Callable[[int, int, Layout], int]
     """Expected bytes of the finished index for n × d vectors."""
     knob: Knob
+    """The search-time parameter the tuner sets (EXACT: none)."""
     lists: bool = False
     """IVF: needs nlist (its training is k-means over the sample)."""
     graph: bool = False
