@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from tests.conftest_eval import (
+from tests.eval_helpers import (
     mmeb_classification_rows,
     mmeb_retrieval_rows,
     write_e5v,
