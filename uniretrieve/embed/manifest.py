@@ -134,6 +134,11 @@ class Manifest:
         self.shards.sort(key=lambda s: s.path)
         self.total_rows = sum(s.rows for s in self.shards)
 
+    def next_shard_number(self) -> int:
+        """The number of a new segment's first shard: past every shard written and every chunk reserved."""
+        base = max((s.number for s in self.shards), default=-1) + 1
+        return max([base] + [seg.shard_base + seg.chunks for seg in self.segments])
+
     def remove_shard(self, path: str) -> None:
         self.shards = [s for s in self.shards if s.path != path]
         self.total_rows = sum(s.rows for s in self.shards)
