@@ -22,7 +22,7 @@ from typing import Any
 
 from uniretrieve._version import __version__
 from uniretrieve.embed.schema import FORMAT_NAME, SCHEMA_VERSION, EmbeddingSpec, settings_hash
-from uniretrieve.io import atomic_write_bytes
+from uniretrieve.io import atomic_write_json
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".uniretrieve.lock"
@@ -203,7 +203,7 @@ def read_manifest(root: str | Path) -> Manifest | None:
 
 def write_manifest(root: str | Path, manifest: Manifest) -> None:
     manifest.updated = utc_now()
-    atomic_write_bytes(manifest_path(root), (json.dumps(manifest.to_dict(), indent=1) + "\n").encode())
+    atomic_write_json(manifest_path(root), manifest.to_dict())
 
 
 @contextlib.contextmanager
