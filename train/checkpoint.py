@@ -9,8 +9,8 @@ Layout of one resumable checkpoint (`<output_dir>/checkpoints/step-000100/`):
     config.yaml           the resolved training config
     trainer_state.json    step, data position, last metrics; written last: a directory without it is incomplete
 
-A checkpoint is built in a hidden temporary directory next to its final name and renamed into place, so a crash
-never leaves a half-written `step-*` behind. Under torchrun all ranks write into the same directory (a shared
+A checkpoint is built in a hidden temporary directory next to its final name and renamed into place
+(`uniretrieve.io.atomic_dir`), so a crash never leaves a half-written `step-*` behind. Under torchrun all ranks write into the same directory (a shared
 filesystem is assumed, as for any multi-node checkpoint).
 """
 

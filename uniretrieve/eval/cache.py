@@ -3,10 +3,9 @@
 Each entry is a directory `<cache>/<model>/<label>-<settings hash>/` written by the encode pipeline's shard writer
 (`embed/commit.py` `append_shards`: one shard in the `embed/schema.py` schema — id, embedding, modality, text,
 source — and `manifest.json`), so an entry is an ordinary shard directory that `open_shards`, `index` and `search`
-read too. The settings hash covers the model (weights, family,
-prompt regime, chat wrapper, token limit) and the fingerprint of the ordered sources, so a changed model, prompt or
-dataset never reuses stale vectors. Vectors are stored as float32: scores, and so metrics, are then identical
-between a fresh and a cached run.
+read too. The settings hash covers the model (weights, family, prompt regime, chat wrapper, token limit) and the
+fingerprint of the ordered sources, so a changed model, prompt or dataset never reuses stale vectors. Vectors are
+stored as float32: scores, and so metrics, are then identical between a fresh and a cached run.
 """
 
 from __future__ import annotations
