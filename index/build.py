@@ -7,7 +7,6 @@ Peak memory is the index plus one block of `block_rows` float32 vectors plus the
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -300,14 +299,10 @@ def _tune_line(r: TuneResult) -> str:
 
 
 def _write_index(index: Any, path: Path) -> None:
-    """faiss.write_index to a temp file in the same directory, fsync, rename."""
+    """faiss.write_index, atomically (temp file in the same directory, fsync, rename)."""
     import faiss
 
-    from uniretrieve.io import fsync_dir
+    from uniretrieve.io import atomic_path
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))

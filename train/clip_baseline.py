@@ -23,11 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from uniretrieve.io import atomic_write_text
+from uniretrieve.io import atomic_dir, atomic_write_text
 from uniretrieve.models.backbones import MMEB_IMAGE_PLACEHOLDER
 from uniretrieve.models.images import load_image
 from uniretrieve.train.batching import ShuffledEpochs
-from uniretrieve.train.checkpoint import fresh_tmp_dir, replace_dir
 from uniretrieve.train.config import ConfigError, OptimConfig, save_config
 from uniretrieve.train.loop import apply_gradients, build_optimizer, build_scheduler, seed_everything
 from uniretrieve.train.pretrain_data import read_llava_pretrain
@@ -148,12 +147,11 @@ def train_clip_baseline(cfg: ClipBaselineConfig, *, console: Any | None = None) 
                 log.flush()
                 console.print(f"clip-baseline step {step + 1}/{cfg.max_steps}  loss {row['loss']:.4f}")
     final = out / "final"
-    tmp = fresh_tmp_dir(final)
-    model.eval().save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    image_processor.save_pretrained(tmp)
-    atomic_write_text(tmp / "clip_baseline.json", json.dumps({"max_text_tokens": cfg.max_text_tokens}))
-    replace_dir(tmp, final)
+    with atomic_dir(final) as tmp:
+        model.eval().save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        image_processor.save_pretrained(tmp)
+        atomic_write_text(tmp / "clip_baseline.json", json.dumps({"max_text_tokens": cfg.max_text_tokens}))
     return final
 
 

@@ -21,16 +21,14 @@ from typing import Any
 
 import torch
 
-from uniretrieve.io import atomic_write_text
+from uniretrieve.io import atomic_dir, atomic_write_text
 from uniretrieve.models.backbones import REGISTRY
 from uniretrieve.models.images import load_image
 from uniretrieve.train.batching import ShuffledEpochs
 from uniretrieve.train.checkpoint import (
     checkpoint_dir,
-    fresh_tmp_dir,
     latest_checkpoint,
     prune_checkpoints,
-    replace_dir,
     rng_state,
     set_rng_state,
     torch_save_atomic,
@@ -117,9 +115,8 @@ def make_processor(data: str | Path, out: Path, base: TinyBaseConfig | None = No
     base = base or TinyBaseConfig()
     tok = train_tokenizer([e.caption for e in read_llava_pretrain(data)], base)
     _, proc = build_base(base, tok)
-    tmp = fresh_tmp_dir(pdir)
-    proc.save_pretrained(tmp)
-    replace_dir(tmp, pdir)
+    with atomic_dir(pdir) as tmp:
+        proc.save_pretrained(tmp)
     return AutoProcessor.from_pretrained(pdir)
 
 
@@ -204,10 +201,11 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
             _save_step(out, done, model, optimizer, scheduler)
             prune_checkpoints(out, cfg.keep_last)
     final = out / "final"
-    tmp = fresh_tmp_dir(final)
-    save_checkpoint(model.eval(), processor, tmp)
-    atomic_write_text(tmp / "pretrain.json", json.dumps({"steps": cfg.max_steps, "data": cfg.data}, indent=2))
-    replace_dir(tmp, final)
+    with atomic_dir(final) as tmp:
+        save_checkpoint(model.eval(), processor, tmp)
+        atomic_write_text(
+            tmp / "pretrain.json", json.dumps({"steps": cfg.max_steps, "data": cfg.data}, indent=2)
+        )
     return final
 
 
@@ -234,14 +232,13 @@ def _save_step(out: Path, step: int, model: Any, optimizer: Any, scheduler: Any)
     from safetensors.torch import save_file
 
     final = checkpoint_dir(out, step)
-    tmp = fresh_tmp_dir(final)
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied
-    save_file(state, tmp / "model.safetensors")
-    torch_save_atomic(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch_save_atomic(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch_save_atomic(rng_state(), tmp / "rng.pt")
-    atomic_write_text(tmp / "trainer_state.json", json.dumps({"step": step}))
-    replace_dir(tmp, final)
+    with atomic_dir(final) as tmp:
+        state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied
+        save_file(state, tmp / "model.safetensors")
+        torch_save_atomic(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch_save_atomic(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch_save_atomic(rng_state(), tmp / "rng.pt")
+        atomic_write_text(tmp / "trainer_state.json", json.dumps({"step": step}))
 
 
 def _truncate(metrics: Path, step: int) -> None:
