@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from uniretrieve._version import __version__
+from uniretrieve.config import no_cli, opt
 from uniretrieve.scenes import layouts
 from uniretrieve.scenes.captions import (
     PARAPHRASE_STYLES,
@@ -60,22 +61,37 @@ PENDING_FILE = ".generating.json"
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    out: str
+    out: str = field(
+        metadata=opt("Output folder (created).", "--output", "-o", type=Path, deprecated=("--out",))
+    )
     """Output folder (created)."""
-    seed: int = 0
-    train_scenes: int = 5000
-    test_scenes: int = 1000
+    seed: int = field(default=0, metadata=opt("Seed; the same seed and options give byte-identical files."))
+    train_scenes: int = field(default=5000, metadata=opt("Number of training scenes.", "--scenes"))
+    test_scenes: int = field(default=1000, metadata=opt("Number of held-out test scenes (benchmarks)."))
     """1000 matches the public Flickr30K / ShareGPT4V-1K / Urban1K test sizes."""
-    test_seed: int | None = None
+    test_seed: int | None = field(default=None, metadata=opt("Seed of the test split (default: --seed)."))
     """Seed of the test split's streams; None → `seed`. Either way test scenes never share content with train."""
-    short_captions_per_image: int = 5
-    mmeb_eval_rows: int = 500
+    short_captions_per_image: int = field(default=5, metadata=no_cli())
+    mmeb_eval_rows: int = field(default=500, metadata=opt("Rows per MMEB-eval dataset."))
     """Rows per MMEB-eval dataset (MMEB has 1000), capped by the test split size."""
-    mmeb_eval_candidates: int = 100
+    mmeb_eval_candidates: int = field(default=100, metadata=opt("Candidates per retrieval/grounding row."))
     """Candidate-list length for retrieval and grounding (MMEB has about 1000); class/answer sets are complete."""
-    stage1_pairs_per_scene: int = 2
-    layouts: tuple[str, ...] = LAYOUTS
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    stage1_pairs_per_scene: int = field(
+        default=2, metadata=opt("Stage-1 paraphrase pairs per training scene.", "--pairs-per-scene")
+    )
+    layouts: tuple[str, ...] = field(
+        default=LAYOUTS,
+        metadata=opt(
+            "Write only this layout (repeatable; default: all): short, sharegpt4v, urban1k, sugarcrepe, "
+            "mmeb-eval, mmeb-train, nli, llava-pretrain.",
+            "--layout",
+            type=list[str] | None,
+            default=None,
+            parse=lambda names: tuple(names) if names else LAYOUTS,
+            metavar="NAME",
+        ),
+    )
+    sampler: SamplerConfig = field(default_factory=SamplerConfig, metadata=no_cli())
 
     def __post_init__(self) -> None:
         if self.train_scenes < 0 or self.test_scenes < 1:
@@ -155,14 +171,14 @@ def _identity(cfg: GenerateConfig) -> dict[str, Any]:
 def _check_existing(out: Path, cfg: GenerateConfig) -> bool:
     """True when OUT already holds this exact corpus; raises when it holds a different one."""
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder to write the corpus into")
+        raise ValueError(f"--output {out} is a file; give a folder to write the corpus into")
     path = out / CONFIG_FILE
     if not path.is_file():
         # Resuming an interrupted run of the same config is fine; mixing with other content is not.
         pending = out / PENDING_FILE
         if pending.is_file() and json.loads(pending.read_text(encoding="utf-8")) != _identity(cfg):
             raise ValueError(
-                f"{out} holds an unfinished corpus of another configuration (see {pending}); choose a new --out "
+                f"{out} holds an unfinished corpus of another configuration (see {pending}); choose a new --output "
                 "folder or delete the old one"
             )
         known = {*LAYOUTS, "scenes", PENDING_FILE}
@@ -170,7 +186,7 @@ def _check_existing(out: Path, cfg: GenerateConfig) -> bool:
         if foreign:
             raise ValueError(
                 f"{out} is not empty and holds no generated corpus ({', '.join(foreign[:5])} …); choose a new or "
-                "empty --out folder"
+                "empty --output folder"
             )
         return False
     try:
@@ -180,7 +196,7 @@ def _check_existing(out: Path, cfg: GenerateConfig) -> bool:
     if {k: existing.get(k) for k in ("config", "version")} != _identity(cfg):
         raise ValueError(
             f"{out} already holds a generated corpus with another configuration (see {path}); "
-            "choose a new --out folder or delete the old one"
+            "choose a new --output folder or delete the old one"
         )
     return True
 
