@@ -55,7 +55,7 @@ app.add_typer(scenes_cmd.app, name="scenes")
 app.add_typer(index_cmd.app, name="index")
 register(app, "search", search_cmd.search)
 register(app, "encode", encode_cmd.encode)
-register(app, "eval", eval_cmd.eval_command, {"--out": "--json-out", "--dtype": "--model-dtype"})
+register(app, "eval", eval_cmd.eval_command, {"--out": "--json-out"})
 app.add_typer(train_cmd.app, name="train")
 
 
