@@ -35,6 +35,12 @@ class DemoConfig:
     batch_size: int = field(default=32, metadata=opt("Encoding batch size."))
     seed: int = field(default=DEMO_SEED, metadata=no_cli())
 
+    def __post_init__(self) -> None:
+        if self.scenes < 1 or self.k < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"--scenes, -k and --batch-size must be >= 1, got {self.scenes}, {self.k}, {self.batch_size}"
+            )
+
 
 @dataclass
 class DemoQuery:
@@ -192,7 +198,7 @@ def run_demo(cfg: DemoConfig, *, console: Any | None = None) -> list[dict[str, A
     console.print(
         "\nThe same pipeline with a real checkpoint (a machine with the hub and a GPU):\n"
         "  uniretrieve encode photos/ --output emb/photos --model DeepGlint-AI/UniME-LLaVA-OneVision-7B\n"
-        "  uniretrieve index build emb/photos --out idx/photos\n"
+        "  uniretrieve index build emb/photos --output idx/photos\n"
         '  uniretrieve search "a dog catching a frisbee" --index idx/photos'
     )
     return report

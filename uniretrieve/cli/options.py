@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
-import click
 import typer
 from typer.core import TyperCommand
 
@@ -83,7 +82,7 @@ class DeprecatedAliases(TyperCommand):
         own = config_aliases(fn.config_class) if isinstance(fn, ConfigCommand) else {}
         return {**own, **self.aliases}
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         aliases = self.all_aliases()
         out: list[str] = []
         for i, arg in enumerate(args):
