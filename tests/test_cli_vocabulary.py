@@ -18,9 +18,9 @@ from uniretrieve.cli.options import DeprecatedAliases, cli_default, to_field_val
 from uniretrieve.config import cli_spec
 from uniretrieve.demo import DemoConfig
 from uniretrieve.embed.config import EncodeConfig
-from uniretrieve.eval.runner import EvalConfig
+from uniretrieve.eval.config import EvalConfig
 from uniretrieve.index.meta import BuildConfig
-from uniretrieve.scenes.generate import GenerateConfig
+from uniretrieve.scenes.config import GenerateConfig
 
 runner = CliRunner()
 

@@ -13,7 +13,7 @@ from uniretrieve.cli.options import config_command, fail, user_errors
 from uniretrieve.eval.benchmarks import BENCHMARKS
 
 if TYPE_CHECKING:
-    from uniretrieve.eval.runner import EvalConfig
+    from uniretrieve.eval.config import EvalConfig
 
 BENCH_NAMES = tuple(BENCHMARKS)
 
@@ -23,7 +23,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "uniretrieve" / "eval"
 
 
-@config_command("uniretrieve.eval.runner:EvalConfig")
+@config_command("uniretrieve.eval.config:EvalConfig")
 def eval_command(
     cfg: EvalConfig,
     json_out: Annotated[Path | None, typer.Option("--json-out", help="Write the results JSON here.")] = None,

@@ -9,7 +9,7 @@ import typer
 from uniretrieve.cli.options import config_command, register, user_errors
 
 if TYPE_CHECKING:
-    from uniretrieve.scenes.generate import GenerateConfig
+    from uniretrieve.scenes.config import GenerateConfig
 
 app = typer.Typer(
     name="scenes",
@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 
 
-@config_command("uniretrieve.scenes.generate:GenerateConfig")
+@config_command("uniretrieve.scenes.config:GenerateConfig")
 def generate(
     cfg: GenerateConfig,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary line.")] = False,
