@@ -140,6 +140,8 @@ def test_a_deprecated_spelling_works_and_says_so(tmp_path: Path) -> None:
 
 BAD_INPUT = {
     "encode": ["encode", "{tmp}", "-o", "{tmp}/o", "--dtype", "int8"],
+    "encode without --output": ["encode", "{tmp}"],
+    "index build, not a number": ["index", "build", "{tmp}", "-o", "{tmp}/i", "--target-recall", "high"],
     "index build": ["index", "build", "{tmp}", "-o", "{tmp}/i", "--memory-budget", "lots"],
     "index add": ["index", "add", "{tmp}", "--index", "{tmp}/nothing"],
     "search": ["search", "a cat", "--index", "{tmp}/nothing"],

@@ -4,7 +4,8 @@
   Cls's fields (spelled as their `opt(...)` metadata says, uniretrieve/config.py) followed by the body's own extra
   parameters. Typer reads `inspect.signature`, so the wrapper carries a built `__signature__`.
 - `DeprecatedAliases`: old spellings (`--out`, `--output-dir`, `--work`, …) are rewritten to the new ones before
-  click parses, with a one-line note on stderr; they never show in `--help`.
+  click parses, with a one-line note on stderr; they never show in `--help`. Usage errors (a missing or malformed
+  option) end in the same one line as other bad input.
 - `user_errors()`: the project's input errors end a command with one stderr line and exit code 2, no traceback.
 """
 
@@ -68,6 +69,10 @@ def user_errors(*extra: type[BaseException]) -> Iterator[None]:
         raise
 
 
+_USAGE_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+"""click's usage error (typer may vendor its own click, so it is found from typer's BadParameter)."""
+
+
 # --- deprecated spellings ----------------------------------------------------------------------------------------
 
 
@@ -95,7 +100,10 @@ class DeprecatedAliases(TyperCommand):
                 typer.echo(f"note: {name} is deprecated; use {new}", err=True)
                 arg = f"{new}{eq}{value}"
             out.append(arg)
-        return super().parse_args(ctx, out)
+        try:
+            return super().parse_args(ctx, out)
+        except _USAGE_ERROR as exc:  # a missing or malformed option: the same one line as any other bad input
+            fail(f"{exc.format_message()} (see `{ctx.command_path} --help`)")
 
 
 def aliased(aliases: Mapping[str, str]) -> type[DeprecatedAliases]:
