@@ -63,6 +63,8 @@ def user_errors(*extra: type[BaseException]) -> Iterator[None]:
     """Turn the project's input errors (plus `extra`) raised inside the block into `fail`."""
     try:
         yield
+    except (typer.Exit, typer.Abort):
+        raise  # RuntimeErrors too, but already a deliberate end of the command
     except Exception as exc:
         if isinstance(exc, known_errors(*extra)):
             fail(exc)
@@ -191,10 +193,8 @@ class ConfigCommand:
     click command), so a config class named as "module:Class" is imported only then.
     """
 
-    def __init__(
-        self, target: type | str, body: Callable[..., None], errors: tuple[type[BaseException], ...] = ()
-    ) -> None:
-        self.target, self.body, self.errors = target, body, errors
+    def __init__(self, target: type | str, body: Callable[..., None]) -> None:
+        self.target, self.body = target, body
         self.__name__, self.__qualname__ = body.__name__, body.__qualname__
         self.__module__, self.__doc__ = body.__module__, body.__doc__
         self.__annotations__: dict[str, Any] = {}
@@ -217,20 +217,18 @@ class ConfigCommand:
     def __call__(self, **kwargs: Any) -> None:
         specs = self.specs()
         values = {name: kwargs.pop(name) for name in specs}
-        with user_errors(*self.errors):
+        with user_errors():
             cfg = self.config_class(**{name: to_field_value(specs[name], v) for name, v in values.items()})
         self.body(cfg, **kwargs)
 
 
-def config_command(
-    target: type | str, *, errors: tuple[type[BaseException], ...] = ()
-) -> Callable[[Callable[..., None]], ConfigCommand]:
+def config_command(target: type | str) -> Callable[[Callable[..., None]], ConfigCommand]:
     """Decorator: `body(cfg, **extra)` → a Typer callback taking the config's fields and the body's extras.
 
-    The config is built (and validated) under `user_errors(*errors)`, so a bad value is one line and exit code 2;
-    the body wraps its own work in `user_errors` too.
+    The config is built (and validated) under `user_errors`, so a bad value is one line and exit code 2; the body
+    wraps its own work in `user_errors` too.
     """
-    return lambda body: ConfigCommand(target, body, errors)
+    return lambda body: ConfigCommand(target, body)
 
 
 def register(
