@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from uniretrieve._version import __version__
-from uniretrieve.index.factory import STORAGES
+from uniretrieve.config import ConfigError, no_cli, opt, strict_from_dict
+from uniretrieve.index.factory import STORAGES, parse_bytes
 
 INDEX_NAME = "index.faiss"
 META_NAME = "index.json"
@@ -25,36 +26,62 @@ class IndexMetaError(ValueError):
 
 @dataclass
 class BuildConfig:
-    """Options of `uniretrieve index build` (and `add`), resolved."""
+    """Options of `uniretrieve index build` (and `add`), resolved. CLI spellings that differ from the field
+    (`--type`, `--memory-budget 8GB`) are declared here, on the field."""
 
-    index_type: str = "auto"
+    index_type: str = field(default="auto", metadata=opt("auto | flat | ivf | ivfpq | hnsw.", "--type"))
     """auto | flat | ivf | ivfpq | hnsw."""
-    memory_budget: int = 8 << 30
+    memory_budget: int = field(
+        default=8 << 30,
+        metadata=opt(
+            "Memory the index may take (and the IVF/PQ training sample), e.g. 8GB.",
+            "--memory-budget",
+            type=str,
+            default="8GB",
+            parse=parse_bytes,
+        ),
+    )
     """Bytes the finished index may take (and the bound `auto` chooses under)."""
-    target_recall: float = 0.95
+    target_recall: float = field(
+        default=0.95, metadata=opt("recall@10 vs exact search to tune to.", "--target-recall")
+    )
     """recall@10 against exact search that nprobe / efSearch are tuned to reach."""
-    latency_ms: float | None = None
+    latency_ms: float | None = field(
+        default=None, metadata=opt("Per-query latency budget (ms).", "--latency-ms")
+    )
     """Optional per-query latency budget (single query, this machine) for the tuned parameter."""
-    k: int = 10
+    k: int = field(default=10, metadata=no_cli())
     """The k of the recall target."""
-    nlist: int | None = None
+    nlist: int | None = field(
+        default=None, metadata=opt("IVF lists (default 4·√N, a power of two).", "--nlist")
+    )
     """IVF lists; default 4·√N rounded to a power of two."""
-    pq_m: int | None = None
+    pq_m: int | None = field(
+        default=None, metadata=opt("IVF-PQ code bytes (default: largest that fits).", "--pq-m")
+    )
     """PQ code bytes; default the largest that fits the budget."""
-    storage: str = "fp32"
+    storage: str = field(
+        default="fp32",
+        metadata=opt(
+            "fp32 | fp16: full vectors of flat/IVF/HNSW as float32 or float16 (half the memory).", "--storage"
+        ),
+    )
     """fp32 | fp16: how flat, IVF and HNSW indexes keep full vectors (fp16: FAISS SQfp16, half the memory)."""
-    hnsw_m: int = 32
-    ef_construction: int = 80
+    hnsw_m: int = field(default=32, metadata=no_cli())
+    ef_construction: int = field(default=80, metadata=no_cli())
     """HNSW build-time beam (FAISS default 40; 80 gives higher-quality graphs for high-dimensional embeddings)."""
-    block_rows: int = 16384
+    block_rows: int = field(default=16384, metadata=opt("Vectors per streamed block.", "--block-rows"))
     """Vectors read and added per block: the streaming buffer is block_rows × dim × 4 bytes."""
-    train_rows: int | None = None
+    train_rows: int | None = field(default=None, metadata=no_cli())
     """Training sample size; default 256 per IVF list (FAISS's cap, more is subsampled away), ≥ 65,536 for PQ."""
-    tune_queries: int = 500
-    """Held-out sampled vectors used to tune when no --tune-queries shards are given."""
-    gpu: bool | None = None
+    tune_queries: int = field(default=500, metadata=no_cli())
+    """Held-out sampled vectors used to tune when no --tune-queries shards are given (the CLI's --tune-queries
+    names query shard directories instead, an option of the command)."""
+    gpu: bool | None = field(
+        default=None, metadata=opt("Use all visible GPUs / force the CPU.", "--gpu/--cpu")
+    )
     """True: use all visible GPUs (error if none); False: CPU; None: GPUs when a FAISS GPU build sees any."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=no_cli())
 
     def __post_init__(self) -> None:
         if not 0 < self.target_recall <= 1:
@@ -70,9 +97,12 @@ class BuildConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BuildConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: dict[str, Any], *, where: str = f"{META_NAME} config") -> BuildConfig:
+        """The config block of an index.json; unknown keys and newer schema versions are refused."""
+        try:
+            return strict_from_dict(cls, d, where=where)
+        except ConfigError as exc:
+            raise IndexMetaError(str(exc)) from None
 
 
 @dataclass
@@ -138,4 +168,7 @@ def read_meta(directory: Path) -> IndexMeta:
     if int(d.get("format_version", 0)) > FORMAT_VERSION:
         raise IndexMetaError(f"{path} was written by a newer uniretrieve; upgrade uniretrieve")
     known = {f.name for f in fields(IndexMeta)}
-    return IndexMeta(**{k: v for k, v in d.items() if k in known})
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise IndexMetaError(f"{path} has unknown key(s) {', '.join(unknown)}; rebuild the index")
+    return IndexMeta(**d)

@@ -129,7 +129,7 @@ def test_stage1_eval_command_reports_teacher_agreement(tiny_model_dir: Path, tmp
             str(data),
             "--teacher-cache",
             str(tmp_path / "t"),
-            "--json",
+            "--json-out",
             str(out),
         ],
     )

@@ -20,7 +20,7 @@ def test_demo_pipeline_reports_ranks_and_reuses_its_work(tiny_model_dir, tmp_pat
     shard = next((tmp_path / "demo" / "embeddings").glob("part-*.parquet"))
     mtime = shard.stat().st_mtime_ns
     res = CliRunner().invoke(
-        app, ["demo", "--work", cfg.work, "--model", cfg.model, "--scenes", "40", "-k", "3"]
+        app, ["demo", "--output", cfg.work, "--model", cfg.model, "--scenes", "40", "-k", "3"]
     )
     assert res.exit_code == 0, res.output
     assert "already built" in res.output and "UniME-LLaVA-OneVision-7B" in res.output

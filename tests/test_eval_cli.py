@@ -42,7 +42,7 @@ def _eval(tmp_path: Path, model: Path, bench: str, data: Path, *extra: str, name
             str(model),
             "--cache-dir",
             str(tmp_path / "cache"),
-            "--out",
+            "--json-out",
             str(out),
             "--batch-size",
             "4",
@@ -235,7 +235,7 @@ def test_missing_data_and_bad_arguments(tmp_path: Path, tiny_model_dir: Path) ->
     res, _ = _eval(tmp_path, tiny_model_dir, "imagenet", tmp_path)
     assert res.exit_code != 0 and "choose one of" in res.output
     res, _ = _eval(tmp_path, tiny_model_dir, "urban1k", tmp_path, "--subsets", "x")
-    assert res.exit_code == 1 and "--subsets applies to sugarcrepe and mmeb" in res.output
+    assert res.exit_code == 2 and "--subsets applies to sugarcrepe and mmeb" in res.output
     res, _ = _eval(tmp_path, tiny_model_dir, "urban1k", tmp_path, "--paper-row", "no-such-row")
     assert res.exit_code != 0 and "no paper row" in res.output
 

@@ -49,7 +49,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dic
         ],
     )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["index", "build", str(shards), "--out", str(root / "idx"), "--cpu"])
+    res = runner.invoke(app, ["index", "build", str(shards), "--output", str(root / "idx"), "--cpu"])
     assert res.exit_code == 0, res.output
     return {"root": root, "corpus": corpus, "shards": shards, "idx": root / "idx", "model": tiny_model_dir}
 

@@ -6,7 +6,8 @@ config is written next to every artifact (`save_config`), so any checkpoint says
 (litgpt's `hyperparameters.yaml` per step directory; style.md habit 9).
 
 Parsing is generic over dataclass fields: nested dataclasses, `list[X]`, `tuple[X, Y]`, `dict[str, X]`, `Literal`,
-`X | None`, bool/int/float/str. Unknown keys and wrong types raise `ConfigError` naming the file and the key.
+`X | None`, bool/int/float/str. Unknown keys and wrong types raise `ConfigError` naming the file and the key. A saved
+config starts with `schema_version`; a file from a newer uniretrieve is refused, one without the key still loads.
 """
 
 from __future__ import annotations
@@ -23,15 +24,12 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from uniretrieve.config import SCHEMA_KEY, ConfigError, check_schema_version, versioned
 from uniretrieve.io import atomic_write_text
 
 C = TypeVar("C")
 
 PRESET_DIR = "configs"
-
-
-class ConfigError(ValueError):
-    """A config that cannot be parsed or is invalid; the message names the file and key and what to do."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -335,6 +333,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of settings, got {type(data).__name__}")
+    check_schema_version(data.pop(SCHEMA_KEY, None), str(path))  # saved configs carry one; presets need not
     return data
 
 
@@ -392,5 +391,5 @@ def load_config(
 def save_config(cfg: Any, path: Path) -> Path:
     """Write the resolved config as YAML (atomically); `load_config(type(cfg), path)` reads it back equal."""
     header = f"# resolved {type(cfg).__name__} (uniretrieve); load with load_config or pass to --config\n"
-    atomic_write_text(path, header + yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, header + yaml.safe_dump(versioned(config_to_dict(cfg)), sort_keys=False))
     return path

@@ -8,9 +8,11 @@ training (`DEMO_SEED`), and every step resumes: a second run reuses what the fir
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from uniretrieve.config import no_cli, opt
 
 DEMO_SEED = 20261125
 """Scenes for the demo come from this seed; unime-tiny trains on seed 0 and is scored on seed 1."""
@@ -19,12 +21,25 @@ DEFAULT_MODEL = "unime-tiny"
 
 @dataclass
 class DemoConfig:
-    work: str = "uniretrieve-demo"
-    model: str = DEFAULT_MODEL
-    scenes: int = 2000
-    k: int = 5
-    batch_size: int = 32
-    seed: int = DEMO_SEED
+    work: str = field(
+        default="uniretrieve-demo",
+        metadata=opt(
+            "Folder for the corpus, shards and index (reused).", "--output", "-o", deprecated=("--work",)
+        ),
+    )
+    model: str = field(
+        default=DEFAULT_MODEL, metadata=opt("Checkpoint, hub id or registered name.", "--model", "-m")
+    )
+    scenes: int = field(default=2000, metadata=opt("Generated scenes (images) to index."))
+    k: int = field(default=5, metadata=opt("Hits shown per query.", "-k"))
+    batch_size: int = field(default=32, metadata=opt("Encoding batch size."))
+    seed: int = field(default=DEMO_SEED, metadata=no_cli())
+
+    def __post_init__(self) -> None:
+        if self.scenes < 1 or self.k < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"--scenes, -k and --batch-size must be >= 1, got {self.scenes}, {self.k}, {self.batch_size}"
+            )
 
 
 @dataclass
@@ -183,7 +198,7 @@ def run_demo(cfg: DemoConfig, *, console: Any | None = None) -> list[dict[str, A
     console.print(
         "\nThe same pipeline with a real checkpoint (a machine with the hub and a GPU):\n"
         "  uniretrieve encode photos/ --output emb/photos --model DeepGlint-AI/UniME-LLaVA-OneVision-7B\n"
-        "  uniretrieve index build emb/photos --out idx/photos\n"
+        "  uniretrieve index build emb/photos --output idx/photos\n"
         '  uniretrieve search "a dog catching a frisbee" --index idx/photos'
     )
     return report

@@ -19,6 +19,7 @@ from uniretrieve.cli import models as models_cmd
 from uniretrieve.cli import scenes as scenes_cmd
 from uniretrieve.cli import search as search_cmd
 from uniretrieve.cli import train as train_cmd
+from uniretrieve.cli.options import register
 
 app = typer.Typer(
     name="uniretrieve",
@@ -48,13 +49,13 @@ def _root(
 
 
 # --- sub-commands (one line each) -------------------------------------------------------------------------
-app.command("demo")(demo_cmd.demo)
-app.command("models")(models_cmd.models)
+register(app, "demo", demo_cmd.demo)
+register(app, "models", models_cmd.models)
 app.add_typer(scenes_cmd.app, name="scenes")
 app.add_typer(index_cmd.app, name="index")
-app.command("search")(search_cmd.search)
-app.command("encode")(encode_cmd.encode)
-app.command("eval")(eval_cmd.eval_command)
+register(app, "search", search_cmd.search)
+register(app, "encode", encode_cmd.encode)
+register(app, "eval", eval_cmd.eval_command, {"--out": "--json-out"})
 app.add_typer(train_cmd.app, name="train")
 
 

@@ -3,93 +3,30 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from uniretrieve.cli.options import config_command, user_errors
+from uniretrieve.embed.config import EncodeConfig
+
 if TYPE_CHECKING:
     from uniretrieve.embed.pipeline import EncodeResult
 
 
-def encode(
-    input: Annotated[
-        Path, typer.Argument(help="Image folder (recursive) or a .txt/.jsonl/.csv/.parquet table.")
-    ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Shard directory (created or resumed).")],
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model", "-m", help="Checkpoint dir, hub id or registered name (built in: unime-tiny)."
-        ),
-    ] = "unime-tiny",
-    adapter: Annotated[str | None, typer.Option(help="LoRA adapter directory merged into the model.")] = None,
-    prompt_regime: Annotated[str, typer.Option(help="e5v (Summary-above prompts) or mmeb.")] = "e5v",
-    instruction: Annotated[str | None, typer.Option(help="One instruction for every item.")] = None,
-    text_column: Annotated[str | None, typer.Option(help="Text column (default: 'text').")] = None,
-    image_column: Annotated[
-        str | None, typer.Option(help="Image path column, relative to the table (default: 'image').")
-    ] = None,
-    id_column: Annotated[str | None, typer.Option(help="Unique id column (default: <file>:<row>).")] = None,
-    dtype: Annotated[str, typer.Option(help="Stored vector type: float16 or float32.")] = "float16",
-    batch_size: Annotated[int, typer.Option(help="Items per forward pass.")] = 16,
-    workers: Annotated[int, typer.Option(help="DataLoader workers decoding and preprocessing.")] = 0,
-    shard_rows: Annotated[
-        int | None, typer.Option(help="Rows per shard (default: ~256 MiB of vectors).")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: CUDA when present).")
-    ] = None,
-    model_dtype: Annotated[
-        str | None, typer.Option(help="Compute dtype: bfloat16, float16, float32.")
-    ] = None,
-    max_text_tokens: Annotated[int | None, typer.Option(help="Truncate texts to this many tokens.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a directory made with other settings.")] = False,
-    rank: Annotated[int | None, typer.Option(help="This process's rank (default: $RANK or 0).")] = None,
-    world_size: Annotated[
-        int | None, typer.Option(help="Processes splitting the input (default: $WORLD_SIZE or 1).")
-    ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-) -> None:
+@config_command(EncodeConfig)
+def encode(cfg: EncodeConfig) -> None:
     """Embed a corpus into Parquet shards; safe to interrupt and re-run (resumes, or encodes only what changed)."""
-    from uniretrieve.data.corpus import CorpusError
-    from uniretrieve.embed.config import EncodeConfig
-    from uniretrieve.embed.manifest import ManifestError
     from uniretrieve.embed.pipeline import encode_corpus
 
-    console = Console(stderr=True)
     try:
-        config = EncodeConfig(
-            input=str(input),
-            output=str(output),
-            model=model,
-            adapter=adapter,
-            prompt_regime=prompt_regime,
-            instruction=instruction,
-            text_column=text_column,
-            image_column=image_column,
-            id_column=id_column,
-            dtype=dtype,
-            batch_size=batch_size,
-            workers=workers,
-            shard_rows=shard_rows,
-            device=device,
-            model_dtype=model_dtype,
-            max_text_tokens=max_text_tokens,
-            overwrite=overwrite,
-            rank=rank,
-            world_size=world_size,
-            progress=progress,
-        )
-        result = encode_corpus(config)
-    except (CorpusError, ManifestError, ValueError) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(code=2) from exc
+        with user_errors():
+            result = encode_corpus(cfg)
     except KeyboardInterrupt:
-        console.print(
-            f"interrupted: finished shards are kept; run the same command again to resume into {output}"
+        Console(stderr=True).print(
+            f"interrupted: finished shards are kept; run the same command again to resume into {cfg.output}"
         )
         raise typer.Exit(code=130) from None
     Console().print(summary_table(result))

@@ -42,7 +42,7 @@ def models() -> None:
         if entry.shipped:
             installed = (shipped_dir(name) / "config.json").exists()
             status = (
-                "built in" if installed else f"not installed: uniretrieve train {name} --out DIR --install"
+                "built in" if installed else f"not installed: uniretrieve train {name} --output DIR --install"
             )
         names.add_row(name, entry.source, entry.family, status)
     console.print(names)

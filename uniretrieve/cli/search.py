@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from uniretrieve.cli.options import user_errors
+
 
 def search(
     query: Annotated[
@@ -35,7 +37,7 @@ def search(
         str | None, typer.Option("--where", help="Filter, e.g. \"modality = 'image' and width > 512\".")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Query model (default: the index's own).")
+        str | None, typer.Option("--model", "-m", help="Query model (default: the index's own).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow a --model other than the index's.")] = False,
     device: Annotated[
@@ -46,14 +48,11 @@ def search(
     """Search an index; prints a table (or JSON lines with --json, always for --queries) and where the time went."""
     from rich.console import Console
 
-    from uniretrieve.index.meta import IndexMetaError
-    from uniretrieve.models.images import ImageLoadError
-    from uniretrieve.search.filters import FilterError
     from uniretrieve.search.query import QueryError, build_query, read_query_file
-    from uniretrieve.search.searcher import ModelMismatchError, Searcher
+    from uniretrieve.search.searcher import Searcher
 
     err = Console(stderr=True)
-    try:
+    with user_errors():
         if queries is not None:
             qs = read_query_file(queries, instruction=instruction)
             if query:
@@ -62,9 +61,6 @@ def search(
             qs = [build_query(query or [], image=image, instruction=instruction)]
         searcher = Searcher.load(index, model=model, force=force, device=device, gpu=gpu)
         results = searcher.search(queries=qs, k=k, where=where)
-    except (IndexMetaError, FilterError, QueryError, ModelMismatchError, ImageLoadError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
     timings = {name: round(sec * 1000, 2) for name, sec in searcher.timings.items()}
     if json_out or queries is not None:
         for q, hits in zip(qs, results, strict=True):

@@ -12,7 +12,9 @@ from typing import Annotated
 
 import typer
 
+from uniretrieve.cli.options import register, user_errors
 from uniretrieve.cli.train_options import (
+    RUN_ALIASES,
     ConfigOpt,
     MaxStepsOpt,
     MergeOpt,
@@ -20,7 +22,6 @@ from uniretrieve.cli.train_options import (
     OutputOpt,
     ResumeOpt,
     SetOpt,
-    fail,
     max_steps_overrides,
     run_stage,
 )
@@ -32,7 +33,6 @@ app = typer.Typer(
 )
 
 
-@app.command("stage1")
 def stage1(
     config: ConfigOpt = "stage1-tiny",
     sets: SetOpt = None,
@@ -64,10 +64,9 @@ def stage1(
     run_stage(Stage1Config, run_stage1, config, max_steps_overrides(sets, max_steps), values, (DataError,))
 
 
-@app.command("stage1-eval")
 def stage1_eval(
     model: Annotated[
-        str, typer.Option("--model", help="Student checkpoint (e.g. <run>/merged or a base model).")
+        str, typer.Option("--model", "-m", help="Student checkpoint (e.g. <run>/merged or a base model).")
     ],
     data: Annotated[
         Path, typer.Option("--data", help="Held-out sentences: csv, jsonl or text (all fields used).")
@@ -83,19 +82,18 @@ def stage1_eval(
     fields: Annotated[list[str] | None, typer.Option("--field", help="Columns to read (repeatable).")] = None,
     max_rows: Annotated[int | None, typer.Option("--max-rows", help="Use the first N rows.")] = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the result as JSON here.")
+        Path | None, typer.Option("--json-out", help="Also write the result as JSON here.")
     ] = None,
 ) -> None:
     """Spearman/Pearson agreement of student and teacher pairwise similarities on held-out sentences."""
     import json
 
     from uniretrieve.io import atomic_write_text
-    from uniretrieve.train.config import ConfigError
-    from uniretrieve.train.stage1_data import DataError, Stage1DataConfig, load_stage1_data
+    from uniretrieve.train.stage1_data import Stage1DataConfig, load_stage1_data
     from uniretrieve.train.stage1_eval import teacher_agreement
     from uniretrieve.train.teacher import TeacherConfig
 
-    try:
+    with user_errors():
         rows = load_stage1_data(
             Stage1DataConfig(path=str(data), fields=fields, unit="sentence", max_rows=max_rows)
         )
@@ -103,15 +101,12 @@ def stage1_eval(
             model=teacher, instruction=instruction, cache_dir=str(teacher_cache) if teacher_cache else None
         )
         result = teacher_agreement(model, rows.unique_texts(), cfg, adapter=adapter)
-    except (ConfigError, DataError) as exc:
-        fail(exc)
     text = json.dumps(result, indent=2)
     if json_out is not None:
         atomic_write_text(json_out, text + "\n")
     typer.echo(text)
 
 
-@app.command("presets")
 def presets() -> None:
     """List the training presets in train/configs/."""
     from uniretrieve.train.config import list_presets, preset_path
@@ -124,6 +119,9 @@ from uniretrieve.cli.train_recipe import pretrain as _pretrain  # noqa: E402
 from uniretrieve.cli.train_recipe import unime_tiny as _unime_tiny  # noqa: E402
 from uniretrieve.cli.train_stage2 import stage2 as _stage2  # noqa: E402
 
-app.command("stage2")(_stage2)
-app.command("pretrain")(_pretrain)
-app.command("unime-tiny")(_unime_tiny)
+register(app, "stage1", stage1, RUN_ALIASES)
+register(app, "stage1-eval", stage1_eval, {"--json": "--json-out"})
+register(app, "presets", presets)
+register(app, "stage2", _stage2, RUN_ALIASES)
+register(app, "pretrain", _pretrain, RUN_ALIASES)
+register(app, "unime-tiny", _unime_tiny, {"--out": "--output"})

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
+
+from uniretrieve.cli.options import user_errors
 
 ConfigOpt = Annotated[
     str,
@@ -20,17 +22,17 @@ SetOpt = Annotated[
         "--set", help="Override a config key, e.g. --set optim.lr=1e-4 (repeatable; value parsed as YAML)."
     ),
 ]
-OutputOpt = Annotated[
-    Path | None, typer.Option("--output-dir", "-o", help="Run directory (config.output_dir).")
-]
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Run directory (config.output_dir).")]
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="Base MLLM: directory, hub id or registered name.")
+    str | None, typer.Option("--model", "-m", help="Base MLLM: directory, hub id or registered name.")
 ]
+RUN_ALIASES = {"--output-dir": "--output"}
+"""Old spellings of the train commands' options (accepted with a note)."""
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps (replaces epochs).")]
 MergeOpt = Annotated[
     bool | None,
     typer.Option(
-        "--merge/--no-merge", help="Also write <output-dir>/merged, a full model for `Encoder`/`encode`."
+        "--merge/--no-merge", help="Also write <output>/merged, a full model for `Encoder`/`encode`."
     ),
 ]
 ResumeOpt = Annotated[
@@ -39,11 +41,6 @@ ResumeOpt = Annotated[
         "--resume", help='"auto" (default: newest checkpoint if any), "never", or a step-* directory.'
     ),
 ]
-
-
-def fail(exc: Exception) -> NoReturn:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(code=2)
 
 
 def max_steps_overrides(sets: list[str] | None, max_steps: int | None) -> list[str]:
@@ -68,14 +65,11 @@ def run_stage(
     one-line message and exit code 2 instead of a traceback. Under torchrun only rank 0 prints.
     """
     from uniretrieve.train import distributed
-    from uniretrieve.train.checkpoint import CheckpointError
-    from uniretrieve.train.config import ConfigError, load_config
+    from uniretrieve.train.config import load_config
 
-    try:
+    with user_errors(*errors):
         cfg = load_config(config_cls, config, overrides, **values)
         result = run(cfg)
-    except (ConfigError, CheckpointError, *errors) as exc:
-        fail(exc)
     if distributed.is_main():
         typer.echo(f"adapter: {result.adapter_dir}")
         if result.merged_dir:

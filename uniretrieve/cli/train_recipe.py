@@ -7,12 +7,16 @@ from typing import Annotated
 
 import typer
 
+from uniretrieve.cli.options import user_errors
+
 
 def pretrain(
     data: Annotated[
         Path, typer.Option(help="LLaVA-Pretrain json or its folder (e.g. scenes/llava-pretrain).")
     ],
-    output_dir: Annotated[Path, typer.Option(help="Run folder (resumes from its checkpoints).")],
+    output_dir: Annotated[
+        Path, typer.Option("--output", "-o", help="Run folder (resumes from its checkpoints).")
+    ],
     max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 800,
     batch_size: Annotated[int, typer.Option(help="Image–caption pairs per step.")] = 32,
     seed: Annotated[int, typer.Option()] = 0,
@@ -32,22 +36,25 @@ def pretrain(
     from uniretrieve.train.pretrain_run import PretrainConfig
     from uniretrieve.train.pretrain_run import pretrain as run
 
-    final = run(
-        PretrainConfig(
-            data=str(data),
-            output_dir=str(output_dir),
-            max_steps=max_steps,
-            batch_size=batch_size,
-            seed=seed,
-            max_caption_words=max_caption_words,
-            vision_init=None if vision_init is None else str(vision_init),
+    with user_errors():
+        final = run(
+            PretrainConfig(
+                data=str(data),
+                output_dir=str(output_dir),
+                max_steps=max_steps,
+                batch_size=batch_size,
+                seed=seed,
+                max_caption_words=max_caption_words,
+                vision_init=None if vision_init is None else str(vision_init),
+            )
         )
-    )
     typer.echo(f"pretrained base → {final}")
 
 
 def unime_tiny(
-    out: Annotated[Path, typer.Option(help="Recipe folder: data, base, stage1, stage2, model.")],
+    out: Annotated[
+        Path, typer.Option("--output", "-o", help="Recipe folder: data, base, stage1, stage2, model.")
+    ],
     install: Annotated[
         bool, typer.Option(help="Copy the result into the package as the built-in unime-tiny.")
     ] = (False),
@@ -59,8 +66,9 @@ def unime_tiny(
     from uniretrieve.train.recipe_tiny import TinyRecipeConfig, run_recipe
     from uniretrieve.train.recipe_tiny import install as do_install
 
-    model = run_recipe(
-        TinyRecipeConfig(out=str(out), pretrain_steps=pretrain_steps, train_scenes=train_scenes)
-    )
-    if install:
-        typer.echo(f"installed → {do_install(model, shipped_dir('unime-tiny'))}")
+    with user_errors():
+        model = run_recipe(
+            TinyRecipeConfig(out=str(out), pretrain_steps=pretrain_steps, train_scenes=train_scenes)
+        )
+        if install:
+            typer.echo(f"installed → {do_install(model, shipped_dir('unime-tiny'))}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from uniretrieve.config import opt, strict_from_dict, versioned
 from uniretrieve.io import atomic_write_bytes
 
 CONFIG_NAME = "encode_config.json"
@@ -15,40 +16,55 @@ CONFIG_NAME = "encode_config.json"
 
 @dataclass
 class EncodeConfig:
-    input: str
+    input: str = field(
+        metadata=opt(
+            "Image folder (recursive) or a .txt/.jsonl/.csv/.parquet table.", argument=True, type=Path
+        )
+    )
     """A folder of images (recursive) or a table: .txt, .jsonl, .csv, .parquet."""
-    output: str
+    output: str = field(metadata=opt("Shard directory (created or resumed).", "--output", "-o", type=Path))
     """The shard directory (created; resumed when it holds a manifest made with the same settings)."""
-    model: str
+    model: str = field(
+        default="unime-tiny",
+        metadata=opt("Checkpoint dir, hub id or registered name (built in: unime-tiny).", "--model", "-m"),
+    )
     """Checkpoint directory, hub id or registered name (see `uniretrieve models`)."""
-    adapter: str | None = None
+    adapter: str | None = field(default=None, metadata=opt("LoRA adapter directory merged into the model."))
     """A LoRA adapter directory merged into the model."""
-    prompt_regime: str = "e5v"
-    instruction: str | None = None
+    prompt_regime: str = field(default="e5v", metadata=opt("e5v (Summary-above prompts) or mmeb."))
+    instruction: str | None = field(default=None, metadata=opt("One instruction for every item."))
     """One instruction for the whole corpus (a row's own `instruction` field wins)."""
-    text_column: str | None = None
+    text_column: str | None = field(default=None, metadata=opt("Text column (default: 'text')."))
     """Default: `text` when present."""
-    image_column: str | None = None
+    image_column: str | None = field(
+        default=None, metadata=opt("Image path column, relative to the table (default: 'image').")
+    )
     """Default: `image` when present. Relative paths are relative to the table's folder."""
-    id_column: str | None = None
+    id_column: str | None = field(default=None, metadata=opt("Unique id column (default: <file>:<row>)."))
     """Default: `<file>:<row>` for tables, the relative path for image folders."""
-    dtype: str = "float16"
+    dtype: str = field(default="float16", metadata=opt("Stored vector type: float16 or float32."))
     """Vector storage type: float16 (half the bytes, ~3 significant digits) or float32."""
-    batch_size: int = 16
-    workers: int = 0
+    batch_size: int = field(default=16, metadata=opt("Items per forward pass."))
+    workers: int = field(default=0, metadata=opt("DataLoader workers decoding and preprocessing."))
     """DataLoader worker processes for image decoding and preprocessing (0: in the main process)."""
-    shard_rows: int | None = None
+    shard_rows: int | None = field(
+        default=None, metadata=opt("Rows per shard (default: ~256 MiB of vectors).")
+    )
     """Rows per shard; default ~256 MiB of vectors (between 1,024 and 1,000,000 rows)."""
-    device: str | None = None
-    model_dtype: str | None = None
+    device: str | None = field(
+        default=None, metadata=opt("cpu, cuda, cuda:1 … (default: CUDA when present).")
+    )
+    model_dtype: str | None = field(default=None, metadata=opt("Compute dtype: bfloat16, float16, float32."))
     """Compute dtype (default bf16 on CUDA, float32 on CPU)."""
-    max_text_tokens: int | None = None
-    overwrite: bool = False
-    rank: int | None = None
+    max_text_tokens: int | None = field(default=None, metadata=opt("Truncate texts to this many tokens."))
+    overwrite: bool = field(default=False, metadata=opt("Replace a directory made with other settings."))
+    rank: int | None = field(default=None, metadata=opt("This process's rank (default: $RANK or 0)."))
     """This process's rank; default: $RANK (torchrun) or 0."""
-    world_size: int | None = None
+    world_size: int | None = field(
+        default=None, metadata=opt("Processes splitting the input (default: $WORLD_SIZE or 1).")
+    )
     """Number of processes splitting the input; default: $WORLD_SIZE or 1."""
-    progress: bool = True
+    progress: bool = field(default=True, metadata=opt("Show a progress bar."))
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float16", "float32"):
@@ -81,13 +97,13 @@ class EncodeConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EncodeConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def from_dict(cls, d: dict[str, Any], *, where: str = CONFIG_NAME) -> EncodeConfig:
+        """The config back from `to_dict` or an `encode_config.json`; unknown keys and newer versions refused."""
+        return strict_from_dict(cls, d, where=where)
 
     def save(self, root: Path) -> Path:
         path = Path(root) / CONFIG_NAME
-        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+        atomic_write_bytes(path, (json.dumps(versioned(self.to_dict()), indent=1) + "\n").encode())
         return path
 
 

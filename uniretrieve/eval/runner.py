@@ -10,41 +10,13 @@ Scores are percentages (as the paper prints them). Result layout per kind:
 from __future__ import annotations
 
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from uniretrieve.eval.benchmarks import Benchmark, get_benchmark
+from uniretrieve.eval.config import EvalConfig
 from uniretrieve.eval.embedder import Embedder
-
-
-@dataclass
-class EvalConfig:
-    """Everything that decides an evaluation run; saved into the results JSON."""
-
-    benchmark: str
-    data: str
-    model: str
-    subsets: list[str] | None = None
-    """SugarCrepe categories or MMEB dataset names; None = all."""
-    image_root: str | None = None
-    """Image folder for ShareGPT4V, SugarCrepe and MMEB when not in the default place under `data`."""
-    batch_size: int = 16
-    workers: int = 0
-    """DataLoader processes preparing inputs (image decoding, processor) while the model runs; 0 = in-process."""
-    cache_dir: str | None = None
-    """Embedding cache root; None disables caching."""
-    device: str | None = None
-    dtype: str | None = None
-    adapter: str | None = None
-    max_text_tokens: int | None = None
-
-    def __post_init__(self) -> None:
-        get_benchmark(self.benchmark)
-        if self.batch_size < 1 or self.workers < 0:
-            raise ValueError(f"batch_size must be ≥ 1 and workers ≥ 0, got {self.batch_size}, {self.workers}")
-        if self.subsets is not None and self.benchmark.lower() not in ("sugarcrepe", "mmeb"):
-            raise ValueError(f"--subsets applies to sugarcrepe and mmeb only, not {self.benchmark}")
 
 
 def load_encoder(cfg: EvalConfig, bench: Benchmark) -> Any:

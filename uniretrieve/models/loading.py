@@ -43,7 +43,7 @@ def resolve_source(name_or_path: str) -> str:
             if not (path / "config.json").exists():
                 raise ModelLoadError(
                     f"the built-in {name_or_path} has no weights at {path}; rebuild them with "
-                    f"`uniretrieve train {name_or_path} --out runs/{name_or_path} --install`"
+                    f"`uniretrieve train {name_or_path} --output runs/{name_or_path} --install`"
                 )
             return str(path)
         return reg.source

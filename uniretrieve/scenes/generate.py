@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,10 @@ from uniretrieve.scenes.captions import (
     short_captions,
     summary_answer,
 )
+from uniretrieve.scenes.config import LAYOUTS, GenerateConfig
 from uniretrieve.scenes.files import sync_all, write_text
 from uniretrieve.scenes.negatives import CATEGORIES, hard_negative, perturbed_scene
-from uniretrieve.scenes.spec import SamplerConfig, Scene, sample_scenes, scene_rng
+from uniretrieve.scenes.spec import Scene, sample_scenes, scene_rng
 from uniretrieve.scenes.tasks import (
     TASKS,
     TaskExample,
@@ -42,58 +43,9 @@ from uniretrieve.scenes.tasks import (
     vqa_relation,
 )
 
-LAYOUTS: tuple[str, ...] = (
-    "short",
-    "sharegpt4v",
-    "urban1k",
-    "sugarcrepe",
-    "mmeb-eval",
-    "mmeb-train",
-    "nli",
-    "llava-pretrain",
-)
-"""Output folders; the first five hold the test split (benchmarks), the last three the train split."""
 CONFIG_FILE = "config.json"
 PENDING_FILE = ".generating.json"
 """Written first, removed after config.json: marks an unfinished run and which config it was."""
-
-
-@dataclass(frozen=True)
-class GenerateConfig:
-    out: str
-    """Output folder (created)."""
-    seed: int = 0
-    train_scenes: int = 5000
-    test_scenes: int = 1000
-    """1000 matches the public Flickr30K / ShareGPT4V-1K / Urban1K test sizes."""
-    test_seed: int | None = None
-    """Seed of the test split's streams; None → `seed`. Either way test scenes never share content with train."""
-    short_captions_per_image: int = 5
-    mmeb_eval_rows: int = 500
-    """Rows per MMEB-eval dataset (MMEB has 1000), capped by the test split size."""
-    mmeb_eval_candidates: int = 100
-    """Candidate-list length for retrieval and grounding (MMEB has about 1000); class/answer sets are complete."""
-    stage1_pairs_per_scene: int = 2
-    layouts: tuple[str, ...] = LAYOUTS
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-
-    def __post_init__(self) -> None:
-        if self.train_scenes < 0 or self.test_scenes < 1:
-            raise ValueError("need train_scenes >= 0 and test_scenes >= 1")
-        if self.short_captions_per_image < 1 or self.stage1_pairs_per_scene < 1:
-            raise ValueError("short_captions_per_image and stage1_pairs_per_scene must be >= 1")
-        if self.mmeb_eval_rows < 1 or self.mmeb_eval_candidates < 2:
-            raise ValueError("mmeb_eval_rows must be >= 1 and mmeb_eval_candidates >= 2")
-        unknown = set(self.layouts) - set(LAYOUTS)
-        if unknown:
-            raise ValueError(f"unknown layout(s) {sorted(unknown)}; choose from {', '.join(LAYOUTS)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("out")  # where the corpus lives is not part of what it is
-        d["layouts"] = list(self.layouts)
-        d["sampler"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["sampler"].items()}
-        return d
 
 
 @dataclass
@@ -155,14 +107,14 @@ def _identity(cfg: GenerateConfig) -> dict[str, Any]:
 def _check_existing(out: Path, cfg: GenerateConfig) -> bool:
     """True when OUT already holds this exact corpus; raises when it holds a different one."""
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder to write the corpus into")
+        raise ValueError(f"--output {out} is a file; give a folder to write the corpus into")
     path = out / CONFIG_FILE
     if not path.is_file():
         # Resuming an interrupted run of the same config is fine; mixing with other content is not.
         pending = out / PENDING_FILE
         if pending.is_file() and json.loads(pending.read_text(encoding="utf-8")) != _identity(cfg):
             raise ValueError(
-                f"{out} holds an unfinished corpus of another configuration (see {pending}); choose a new --out "
+                f"{out} holds an unfinished corpus of another configuration (see {pending}); choose a new --output "
                 "folder or delete the old one"
             )
         known = {*LAYOUTS, "scenes", PENDING_FILE}
@@ -170,7 +122,7 @@ def _check_existing(out: Path, cfg: GenerateConfig) -> bool:
         if foreign:
             raise ValueError(
                 f"{out} is not empty and holds no generated corpus ({', '.join(foreign[:5])} …); choose a new or "
-                "empty --out folder"
+                "empty --output folder"
             )
         return False
     try:
@@ -180,7 +132,7 @@ def _check_existing(out: Path, cfg: GenerateConfig) -> bool:
     if {k: existing.get(k) for k in ("config", "version")} != _identity(cfg):
         raise ValueError(
             f"{out} already holds a generated corpus with another configuration (see {path}); "
-            "choose a new --out folder or delete the old one"
+            "choose a new --output folder or delete the old one"
         )
     return True
 
