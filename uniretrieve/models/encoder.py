@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 class Encoder:
     """Embeds texts, images and image+text items with a multimodal LLM.
 
-    Load it with `Encoder.from_pretrained` (inference) or `Encoder.build` (training). `encode*` return float32
-    numpy arrays `[N, D]` with unit rows, in input order.
+    Load it with `Encoder.from_pretrained` / `Encoder.load` (inference) or `Encoder.build` (training). `encode*`
+    return float32 numpy arrays `[N, D]` with unit rows, in input order.
     """
 
     def __init__(
@@ -93,7 +93,8 @@ class Encoder:
     ) -> Encoder:
         """Load a full checkpoint (a directory, a hub id or a registered name), or a base plus a LoRA adapter.
 
-        device: defaults to CUDA when present. dtype: bf16 on CUDA, float32 on CPU unless given.
+        device: defaults to this process's GPU when CUDA is present (`resolve_device`). dtype: bf16 on CUDA, float32
+        on CPU unless given.
         adapter: a peft LoRA directory, merged into the weights for inference.
         prompt_regime: "e5v" (Summary-above prompts) or "mmeb" (raw VLM2Vec instruction text).
         processor_kwargs: processor settings over the registry's (e.g. `{"size": {"longest_edge": 1024 * 1024, "shortest_edge": 3136}}` for Qwen2-VL).
