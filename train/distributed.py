@@ -113,7 +113,7 @@ def init_distributed() -> None:
     """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR ...).
 
     A no-op in a plain single-process run or when a group already exists. NCCL when CUDA is present, gloo otherwise;
-    each rank's CUDA device is its LOCAL_RANK (train/student.py `resolve_device`).
+    each rank's CUDA device is its LOCAL_RANK's (`uniretrieve.models.device.resolve_device`).
     """
     import os
 
@@ -125,7 +125,9 @@ def init_distributed() -> None:
 
     timeout = timedelta(minutes=float(os.environ.get("UNIRETRIEVE_DIST_TIMEOUT_MIN", "180")))
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        from uniretrieve.models.device import resolve_device
+
+        torch.cuda.set_device(resolve_device())
         dist.init_process_group("nccl", timeout=timeout)
     else:
         dist.init_process_group("gloo", timeout=timeout)

@@ -111,7 +111,7 @@ def gradcache_step(
     """Accumulate into ``.grad`` the parameter gradients of ``loss_fn`` over the full batch, chunk by chunk.
 
     Args:
-        embed_fns: one callable per input side, ``chunk -> reps [c, d]`` (e.g. ``lambda b: encoder.forward(b)``);
+        embed_fns: one callable per input side, ``chunk -> reps [c, d]`` (e.g. ``encoder.embed`` of an ``Encoder.build``);
             the same callable may serve several sides (UniME embeds queries and targets with one model). Must be
             deterministic given the RNG state, and its output must require grad when gradients are enabled.
         inputs: one full (local) batch per side, in the order ``loss_fn`` takes the representations.

@@ -139,8 +139,9 @@ def run_stage1(cfg: Stage1Config, *, console: Any | None = None) -> Stage1Result
     """Run (or resume) stage 1 end to end: data, cached teacher, student, loop, adapter (and merged model)."""
     from rich.console import Console
 
+    from uniretrieve.models.device import resolve_device
     from uniretrieve.train.loop import find_resume, seed_everything, train_loop
-    from uniretrieve.train.student import resolve_device, student_for
+    from uniretrieve.train.student import student_for
 
     console = console or Console(stderr=True)
     distributed.init_distributed()

@@ -2,7 +2,7 @@
 (image decode + processor) in DataLoader workers.
 
 The main process streams records (`work_batches`) and hands each `WorkBatch` to the DataLoader as a sampler
-element; a worker turns it into a `LoadedBatch` (`PrepareBatch.__getitem__`). The loader returns batches in
+element (`uniretrieve.models.batching.prepare_ahead`); a worker turns it into a `LoadedBatch` (`PrepareBatch`). The loader returns batches in
 submission order, so a chunk's batches arrive together, the last one flagged `last`.
 """
 
@@ -115,12 +115,12 @@ def _split(
 
 
 class PrepareBatch:
-    """Map-style "dataset" whose index is a `WorkBatch`: decodes images and runs the InputBuilder (in a worker)."""
+    """`WorkBatch` → `LoadedBatch`: decodes images and runs the InputBuilder (in a worker). Picklable."""
 
     def __init__(self, input_builder: Any) -> None:
         self.input_builder = input_builder
 
-    def __getitem__(self, work: WorkBatch) -> LoadedBatch:
+    def __call__(self, work: WorkBatch) -> LoadedBatch:
         out = LoadedBatch(work.segment, work.chunk, work.last, seen=len(work.records))
         items: list[Item] = []
         for rec in work.records:
@@ -161,11 +161,6 @@ class PrepareBatch:
         out.records = [out.records[i] for i in keep]
         out.sizes = [out.sizes[i] for i in keep]
         out.prepared = self.input_builder([items[i] for i in keep]) if keep else None
-
-
-def identity(x: Any) -> Any:
-    """DataLoader collate_fn: the worker already built the batch (module level so it pickles)."""
-    return x
 
 
 def error_kind(reason: str) -> str:

@@ -4,7 +4,7 @@ Flow (like clip-retrieval's reader → mapper → writer runner, plus what it la
 multi-GPU, CR#115):
 
     Corpus (data/corpus.py) ─ listing + plan (plan.py) ─ work batches (batches.py, DataLoader workers decode and
-    preprocess) ─ Encoder.forward (this file, batched) ─ ShardWriter (writer.py, background thread, atomic files)
+    preprocess) ─ Encoder.forward (models/batching.py `embed_stream`, the encoder's one batch loop) ─ ShardWriter (writer.py, background thread, atomic files)
     ─ errors.jsonl, then manifest.json (commit.py, under a directory lock)
 
 Every moment is safe to kill: a chunk counts as done only once its shard is renamed into place and recorded in the
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from uniretrieve.data.corpus import Corpus, CorpusSpec
-from uniretrieve.embed.batches import LoadedBatch, PrepareBatch, error_kind, identity, work_batches
+from uniretrieve.embed.batches import LoadedBatch, PrepareBatch, error_kind, work_batches
 from uniretrieve.embed.commit import ChunkCommitter
 from uniretrieve.embed.config import CONFIG_NAME, EncodeConfig, default_shard_rows
 from uniretrieve.embed.manifest import (
@@ -59,6 +59,7 @@ from uniretrieve.embed.writer import (
     remove_stale_temps,
 )
 from uniretrieve.io import is_stale_temp
+from uniretrieve.models.batching import embed_stream
 
 if TYPE_CHECKING:
     from uniretrieve.models.encoder import Encoder
@@ -199,16 +200,12 @@ def _check_encoder_matches(enc: Encoder, config: EncodeConfig) -> None:
 
 
 def _load_encoder(config: EncodeConfig, rank: int) -> Encoder:
-    import torch
-
+    from uniretrieve.models.device import resolve_device
     from uniretrieve.models.encoder import Encoder
 
-    device = config.device
-    if device is None and torch.cuda.is_available():
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank)) % torch.cuda.device_count()}"
     return Encoder.from_pretrained(
         config.model,
-        device=device,
+        device=resolve_device(config.device, rank=rank),
         dtype=config.model_dtype,
         adapter=config.adapter,
         prompt_regime=config.prompt_regime,
@@ -315,17 +312,10 @@ def _run(
     on_batch: BatchHook | None,
     rank: int,
 ) -> None:
-    from torch.utils.data import DataLoader
-
     image_bs = min(config.batch_size, getattr(enc.spec, "max_image_batch", None) or config.batch_size)
     stream = work_batches(corpus, listing, plan, segment, chunks, config.batch_size, image_bs)
-    loader = DataLoader(
-        PrepareBatch(enc.input_builder),  # type: ignore[arg-type]
-        batch_size=None,
-        sampler=stream,  # type: ignore[arg-type]
-        num_workers=config.workers,
-        collate_fn=identity,
-        prefetch_factor=4 if config.workers else None,
+    loader = embed_stream(
+        enc, stream, PrepareBatch(enc.input_builder), batch_of=_prepared, workers=config.workers
     )
     commit = ChunkCommitter(root, plan, listing, segment.index, rank, row_group_rows(spec.dim, spec.dtype))
     writer = ShardWriter(root, spec, commit)
@@ -335,15 +325,14 @@ def _run(
     n_batches = 0
     try:
         with _progress(config.progress, result.planned) as advance:
-            for lb in loader:
+            for lb, vectors in loader:
                 cr = pending.get(lb.chunk)
                 if cr is None:
                     start, end = chunk_bounds(segment, lb.chunk)
                     cr = pending[lb.chunk] = ChunkResult(
                         segment.index, lb.chunk, segment.shard_base + lb.chunk, start, end
                     )
-                if lb.prepared is not None:
-                    vectors = enc.forward(lb.prepared).float().numpy()
+                if vectors is not None:
                     cr.add_rows([r.position for r in lb.records], _row_columns(lb), vectors)
                     cr.truncated += lb.prepared.truncated
                     result.encoded += len(lb.records)
@@ -371,6 +360,10 @@ def _run(
         raise
     writer.close()
     result.skipped = dict(skipped)
+
+
+def _prepared(lb: LoadedBatch) -> Any:
+    return lb.prepared
 
 
 def _row_columns(lb: LoadedBatch) -> dict[str, list[Any]]:

@@ -1,13 +1,13 @@
 """Sources → vectors with one encoder: deduplicated, cached, with CPU input preparation overlapping the model.
 
-Batches are planned by `Encoder.batches` (image and text items apart, texts sorted by length) and prepared by the
-encoder's picklable `input_builder` in DataLoader workers, so image decoding and processor work run while the
-model (GPU when present) embeds the previous batch. Only the batches in flight are held as opened images.
+Batches are planned by `Encoder.batches` (image and text items apart, texts sorted by length) and run through the
+encoder's one batch loop (`uniretrieve.models.batching.encode_in_order`), prepared by its picklable `input_builder`
+in DataLoader workers, so image decoding and processor work run while the model (GPU when present) embeds the
+previous batch. Only the batches in flight are held as opened images.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -16,18 +16,8 @@ import numpy as np
 
 from uniretrieve.eval.cache import EmbeddingCache
 from uniretrieve.eval.sources import Source, dedupe
+from uniretrieve.models.batching import encode_in_order
 from uniretrieve.types import Item
-
-
-class _Prepare:
-    """DataLoader collate: a list of source indices → (indices, PreparedBatch). Picklable for worker processes."""
-
-    def __init__(self, sources: Sequence[Source], builder: Any) -> None:
-        self.sources = sources
-        self.builder = builder
-
-    def __call__(self, idx: list[int]) -> tuple[list[int], Any]:
-        return idx, self.builder([self.sources[i].to_item() for i in idx])
 
 
 class Embedder:
@@ -84,31 +74,19 @@ class Embedder:
 
     def encode(self, label: str, sources: Sequence[Source]) -> np.ndarray:
         """Embed `sources` in input order (no cache)."""
-        from torch.utils.data import DataLoader
-
-        out = np.empty((len(sources), self.encoder.dim), dtype=np.float32)
         if not sources:
-            return out
+            return np.empty((0, self.encoder.dim), dtype=np.float32)
         # Placeholders stand in for images only to plan batches (image vs text, text length); nothing is opened.
         plan = [Item(text=s.text, image="<image>" if s.has_image else None) for s in sources]
-        batches = list(self.encoder.batches(plan, self.batch_size))
-        if self.workers > 0:  # forked workers would each warn and turn the tokenizer's own threads off anyway
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        loader = DataLoader(
-            batches,  # type: ignore[arg-type]
-            batch_size=None,
-            shuffle=False,
-            collate_fn=_Prepare(sources, self.encoder.input_builder),
-            num_workers=self.workers,
-            prefetch_factor=4 if self.workers > 0 else None,
-        )
         task = self._progress.add_task(label, total=len(sources)) if self._progress is not None else None
-        for idx, batch in loader:
-            out[idx] = self.encoder.forward(batch).numpy()
+
+        def on_batch(n: int, batch: Any) -> None:
             self.truncated += int(batch.truncated)
             if task is not None:
-                self._progress.advance(task, len(idx))
-        return out
+                self._progress.advance(task, n)
+
+        batches = list(self.encoder.batches(plan, self.batch_size))
+        return encode_in_order(self.encoder, sources, batches, workers=self.workers, on_batch=on_batch)
 
 
 def _progress() -> Any:

@@ -1,39 +1,43 @@
-"""`Encoder`: an MLLM turned into a UniME embedding model.
+"""`Encoder`: an MLLM turned into a UniME embedding model, for inference and for training alike.
 
 An item (text, image, or both, with an optional instruction) is wrapped in a prompt ending "Summary above … in one
 word:"; the final hidden state of the last real token, L2-normalised, is its embedding. Only the base forward runs:
 no LM head logits, no `output_hidden_states` (the official code keeps every layer's states to read the last one).
+
+Two entry points over one embedding function (`embed`): `Encoder.load` (alias `from_pretrained`) for inference,
+an adapter merged into the weights and `forward` under `torch.inference_mode()`; `Encoder.build` for training,
+LoRA on the frozen backbone and gradients on. A merged adapter therefore reproduces the trained embeddings.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from uniretrieve.models.backbones import BackboneSpec
+from uniretrieve.models.batching import encode_in_order, plan_batches
+from uniretrieve.models.device import resolve_device, resolve_dtype, resolve_precision
 from uniretrieve.models.inputs import InputBuilder, PreparedBatch
-from uniretrieve.models.loading import (
-    LoadedBackbone,
-    default_device,
-    default_dtype,
-    load_backbone,
-    weight_hash,
-)
+from uniretrieve.models.loading import LoadedBackbone, load_backbone, weight_hash
 from uniretrieve.models.pooling import last_token_pool, normalize
 from uniretrieve.models.prompts import PROMPT_REGIMES
 from uniretrieve.types import ImageLike, Item
+
+if TYPE_CHECKING:
+    from uniretrieve.train.config import LoraConfig
 
 
 class Encoder:
     """Embeds texts, images and image+text items with a multimodal LLM.
 
-    Build it with `Encoder.from_pretrained`. `encode*` return float32 numpy arrays `[N, D]` with unit rows, in
-    input order.
+    Load it with `Encoder.from_pretrained` / `Encoder.load` (inference) or `Encoder.build` (training). `encode*`
+    return float32 numpy arrays `[N, D]` with unit rows, in input order.
     """
 
     def __init__(
@@ -44,12 +48,14 @@ class Encoder:
         dtype: torch.dtype,
         prompt_regime: str = "e5v",
         max_text_tokens: int | None = None,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
         if prompt_regime not in PROMPT_REGIMES:
             raise ValueError(
                 f"unknown prompt regime {prompt_regime!r}; choose one of {', '.join(PROMPT_REGIMES)}"
             )
         self.model = loaded.model
+        """The transformers model; after `build`, the peft `PeftModel` around it (vision weights present, frozen)."""
         self.processor = loaded.processor
         self.spec: BackboneSpec = loaded.spec
         self.model_id = loaded.model_id
@@ -58,6 +64,7 @@ class Encoder:
         self.processor_kwargs = loaded.processor_kwargs
         self.device = device
         self.dtype = dtype
+        self.autocast_dtype = autocast_dtype
         self.prompt_regime = prompt_regime
         self.input_builder = InputBuilder(
             loaded.processor,
@@ -66,13 +73,13 @@ class Encoder:
             prompt_regime=prompt_regime,
             max_text_tokens=max_text_tokens or loaded.spec.max_text_tokens,
         )
-        self._base = getattr(self.model, self.spec.base_attr)
+        self._base = getattr(self.base_model, self.spec.base_attr)
         # Padded text tokens per batch (beyond batch_size): on a CPU the cost grows with padded tokens, so long and
         # short texts are kept apart (1.5x on texts, benchmarks/RESULTS.md); on a GPU batch_size alone decides.
         self.max_batch_tokens: int | None = 1024 if device.type == "cpu" else None
 
     @classmethod
-    def from_pretrained(
+    def load(
         cls,
         name_or_path: str,
         *,
@@ -86,14 +93,14 @@ class Encoder:
     ) -> Encoder:
         """Load a full checkpoint (a directory, a hub id or a registered name), or a base plus a LoRA adapter.
 
-        device: defaults to CUDA when present. dtype: bf16 on CUDA, float32 on CPU unless given.
+        device: defaults to this process's GPU when CUDA is present (`resolve_device`). dtype: bf16 on CUDA, float32
+        on CPU unless given.
         adapter: a peft LoRA directory, merged into the weights for inference.
         prompt_regime: "e5v" (Summary-above prompts) or "mmeb" (raw VLM2Vec instruction text).
         processor_kwargs: processor settings over the registry's (e.g. `{"size": {"longest_edge": 1024 * 1024, "shortest_edge": 3136}}` for Qwen2-VL).
         """
-        dev = torch.device(device) if device is not None else default_device()
-        dt = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        dt = dt or default_dtype(dev)
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
         loaded = load_backbone(
             name_or_path,
             device=dev,
@@ -104,7 +111,61 @@ class Encoder:
         )
         return cls(loaded, device=dev, dtype=dt, prompt_regime=prompt_regime, max_text_tokens=max_text_tokens)
 
+    from_pretrained = load
+    """The Hugging Face-style name of `load`."""
+
+    @classmethod
+    def build(
+        cls,
+        model: str,
+        lora: LoraConfig,
+        *,
+        device: str | torch.device | None = None,
+        precision: str = "auto",
+        gradient_checkpointing: bool = False,
+        prompt_regime: str = "e5v",
+        max_text_tokens: int | None = None,
+    ) -> Encoder:
+        """The trainable encoder: the backbone frozen, LoRA on its language model (and the vision side if
+        `lora.vision`), in train mode. `embed` is differentiable w.r.t. the LoRA weights.
+
+        precision: "auto" | "bf16" | "fp32" (`resolve_precision`). `lora.quantize_4bit` loads the base in NF4 when
+        bitsandbytes and CUDA are present (a warning and the full-precision base otherwise).
+        """
+        from uniretrieve.train import lora as lora_mod  # training-only: peft, bitsandbytes
+
+        dev = resolve_device(device)
+        dtype, autocast_dtype = resolve_precision(precision, dev)
+        model_kwargs = lora_mod.quantized_load_kwargs(model, dev) if lora.quantize_4bit else None
+        if model_kwargs:
+            dtype = torch.bfloat16  # the 4-bit base computes in bf16
+        loaded = load_backbone(model, device=dev, dtype=dtype, model_kwargs=model_kwargs)
+        peft_model = lora_mod.attach_lora(
+            loaded.model,
+            loaded.spec,
+            lora,
+            gradient_checkpointing=gradient_checkpointing,
+            quantized=bool(model_kwargs),
+        )
+        enc = cls(
+            dataclasses.replace(loaded, model=peft_model),
+            device=dev,
+            dtype=dtype,
+            prompt_regime=prompt_regime,
+            max_text_tokens=max_text_tokens,
+            autocast_dtype=autocast_dtype,
+        )
+        lora_mod.check_frozen(enc, lora)
+        return enc
+
     # --- facts ---------------------------------------------------------------------------------------------------
+    @property
+    def base_model(self) -> Any:
+        """The transformers model (inside peft after `build`, LoRA layers injected); module names as in the base
+        checkpoint."""
+        get_base = getattr(self.model, "get_base_model", None)
+        return get_base() if get_base is not None else self.model
+
     @property
     def family(self) -> str:
         return self.spec.family
@@ -143,61 +204,69 @@ class Encoder:
         return self.input_builder.truncate_text(text)
 
     # --- compute -------------------------------------------------------------------------------------------------
+    def prepare(self, items: Sequence[Item]) -> PreparedBatch:
+        """Prompts + processor for a batch of items (CPU work; `input_builder` does the same in DataLoader workers)."""
+        return self.input_builder(items)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def embed(self, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """`PreparedBatch.inputs` → `[B, D]` float32 unit rows on `self.device`; differentiable (w.r.t. the LoRA
+        after `build`). The one embedding function: `forward` and the training steps both call it."""
+        moved = {
+            k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in inputs.items()
+        }
+        if "pixel_values" in moved and moved["pixel_values"].is_floating_point():
+            moved["pixel_values"] = moved["pixel_values"].to(self.dtype)
+        with self._autocast():
+            hidden = self._base(**moved, use_cache=False).last_hidden_state
+        return normalize(last_token_pool(hidden, moved["attention_mask"]))
+
     @torch.inference_mode()
     def forward(self, batch: PreparedBatch) -> torch.Tensor:
         """Embeddings `[B, D]` (float32, unit rows, on the CPU) of a prepared batch."""
-        inputs = {
-            k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-            for k, v in batch.inputs.items()
-        }
-        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        hidden = self._base(**inputs).last_hidden_state
-        return normalize(last_token_pool(hidden, inputs["attention_mask"])).cpu()
+        return self.embed(batch.inputs).cpu()
 
     def batches(self, items: Sequence[Item], batch_size: int) -> Iterator[list[int]]:
-        """Index lists of batches: image and text-only items apart, texts sorted by token count (longest first)
-        and a text batch closed once its padded size would pass `max_batch_tokens`, so little compute goes to
-        padding; the caller restores the input order."""
-        text_idx = [i for i, it in enumerate(items) if it.image is None]
-        image_idx = [i for i, it in enumerate(items) if it.image is not None]
-        image_idx.sort(key=lambda i: -len(items[i].text or ""))
-        image_bs = min(batch_size, self.spec.max_image_batch or batch_size)
-        for s in range(0, len(image_idx), image_bs):
-            yield image_idx[s : s + image_bs]
-        if not text_idx:
-            return
-        texts = [" ".join(x for x in (items[i].instruction, items[i].text) if x) for i in text_idx]
-        counts = [
-            len(ids) for ids in self.input_builder.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        ]
-        order = sorted(range(len(text_idx)), key=lambda j: -counts[j])
-        budget = self.max_batch_tokens
-        batch: list[int] = []
-        longest = 0
-        for j in order:
-            longest = longest or counts[j] + 1
-            if batch and (len(batch) >= batch_size or (budget and (len(batch) + 1) * longest > budget)):
-                yield batch
-                batch, longest = [], counts[j] + 1
-            batch.append(text_idx[j])
-        yield batch
+        """Index lists of batches (`plan_batches` with this model's tokenizer and limits)."""
+        return plan_batches(
+            items,
+            batch_size,
+            tokenizer=self.input_builder.tokenizer,
+            max_image_batch=self.spec.max_image_batch,
+            max_batch_tokens=self.max_batch_tokens,
+        )
 
     def encode(
         self, items: Sequence[Item], *, batch_size: int = 16, show_progress: bool = False
     ) -> np.ndarray:
         """Embed items (text, image or image+text, each with an optional instruction) → float32 `[N, D]`."""
-        out = np.empty((len(items), self.dim), dtype=np.float32)
-        if not items:
-            return out
-        progress = _progress() if show_progress else None
-        with progress or contextlib.nullcontext():
-            task = progress.add_task("encoding", total=len(items)) if progress else None
-            for idx in self.batches(items, batch_size):
-                out[idx] = self.forward(self.input_builder([items[i] for i in idx])).numpy()
-                if progress is not None:
-                    progress.advance(task, len(idx))
-        return out
+        if not items or not show_progress:
+            return encode_in_order(self, items, self.batches(items, batch_size))
+        with _progress() as progress:
+            task = progress.add_task("encoding", total=len(items))
+            return encode_in_order(
+                self, items, self.batches(items, batch_size), on_batch=lambda n, _: progress.advance(task, n)
+            )
+
+    # --- training ------------------------------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def parameters_under(self, paths: Sequence[str]) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        """Parameters of the base model whose names start with one of the dotted module `paths`."""
+        prefixes = tuple(p + "." for p in paths)
+        for name, p in self.base_model.named_parameters():
+            if name.startswith(prefixes):
+                yield name, p
+
+    def vision_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The vision tower and projector (registry `vision_module_paths`), LoRA layers included if any."""
+        return list(self.parameters_under(self.spec.vision_module_paths))
 
     def encode_texts(
         self,

@@ -87,15 +87,6 @@ def read_model_type(source: str) -> str:
         ) from exc
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on CUDA (as the paper trains), float32 on CPU where bf16 matmuls are slow and less exact."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
 def text_model_type(config: Any) -> str | None:
     text_cfg = getattr(config, "text_config", None)
     return (
@@ -111,7 +102,13 @@ def load_backbone(
     adapter: str | None = None,
     attn_implementation: str | None = None,
     processor_kwargs: dict[str, Any] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> LoadedBackbone:
+    """Load model and processor, merge `adapter` if given, and set the tokenizer's padding.
+
+    model_kwargs: passed on to the model's `from_pretrained` (e.g. `quantization_config` and `device_map` for a 4-bit
+    training base); with a `device_map` the weights are placed by it, not moved to `device`.
+    """
     import transformers
     from transformers import AutoProcessor
 
@@ -121,6 +118,7 @@ def load_backbone(
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    kwargs.update(model_kwargs or {})
     try:
         model = model_cls.from_pretrained(source, **kwargs)
         processor = AutoProcessor.from_pretrained(
@@ -130,7 +128,9 @@ def load_backbone(
         raise ModelLoadError(f"cannot load {source!r}: {exc}") from exc
     if adapter is not None:
         model = merge_adapter(model, adapter)
-    model.to(device).eval()
+    if "device_map" not in kwargs:  # quantized weights cannot be moved after loading
+        model.to(device)
+    model.eval()
     tok = getattr(processor, "tokenizer", processor)
     tok.padding_side = spec.padding_side
     if (
