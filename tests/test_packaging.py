@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROOTS = {"uniretrieve": "uniretrieve", "train": "uniretrieve/train", "index": "uniretrieve/index"}
+ROOTS = {
+    "uniretrieve": "uniretrieve",
+    "train": "uniretrieve/train",
+    "index": "uniretrieve/index",
+    "tiny": "uniretrieve/tiny",
+}
 
 
 def _tracked_package_files() -> set[str]:

@@ -29,8 +29,8 @@ def pretrain(
     ] = None,
 ) -> None:
     """Generative (image → caption) pretraining of the tiny LLaVA base; the ViT stays frozen."""
-    from uniretrieve.train.pretrain_run import PretrainConfig
-    from uniretrieve.train.pretrain_run import pretrain as run
+    from uniretrieve.tiny.pretrain import PretrainConfig
+    from uniretrieve.tiny.pretrain import pretrain as run
 
     final = run(
         PretrainConfig(
@@ -56,8 +56,8 @@ def unime_tiny(
 ) -> None:
     """Reproduce the built-in unime-tiny: scenes → ViT alignment → pretraining → stage 1 → stage 2 → scores."""
     from uniretrieve.models.names import shipped_dir
-    from uniretrieve.train.recipe_tiny import TinyRecipeConfig, run_recipe
-    from uniretrieve.train.recipe_tiny import install as do_install
+    from uniretrieve.tiny.recipe import TinyRecipeConfig, run_recipe
+    from uniretrieve.tiny.recipe import install as do_install
 
     model = run_recipe(
         TinyRecipeConfig(out=str(out), pretrain_steps=pretrain_steps, train_scenes=train_scenes)
