@@ -51,7 +51,8 @@ from uniretrieve.train.trainable import LoraAdapter, Trainable
 
 StepFn = Callable[[int, list[int]], Mapping[str, torch.Tensor | float]]
 """(0-based step, global batch indices) → metrics. Must accumulate gradients into `.grad` (backpropagating
-`loss * ddp_loss_scale()`) and return detached scalars including "loss", the unscaled global loss."""
+`loss * ddp_loss_scale()`; a single-process objective backpropagates the loss itself) and return detached scalars
+including "loss", the unscaled global loss."""
 
 METRICS_FILE = "metrics.jsonl"
 
