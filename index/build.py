@@ -7,7 +7,6 @@ Peak memory is the index plus one block of `block_rows` float32 vectors plus the
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,12 +24,12 @@ from uniretrieve.index.factory import (
     make_choice,
 )
 from uniretrieve.index.idmap import IDMAP_NAME, IdMapWriter
+from uniretrieve.index.kinds import PQ_TRAIN_ROWS, kind_of
 from uniretrieve.index.meta import INDEX_NAME, META_NAME, BuildConfig, IndexMeta, write_meta
 from uniretrieve.index.source import VectorSource
 from uniretrieve.index.tune import TuneQueries, TuneResult, make_tune_queries, set_param, tune
 
 Log = Callable[[str], None]
-PQ_TRAIN_ROWS = 65536  # FAISS subsamples PQ codebook training to 256 points × 256 centroids
 
 
 class IndexExistsError(FileExistsError):
@@ -66,7 +65,7 @@ def wanted_train_rows(choice: IndexChoice, n: int) -> int:
 
 
 def _min_train_rows(choice: IndexChoice) -> int:
-    return max(MIN_TRAIN_PER_CENTROID * max(choice.nlist, 1), PQ_TRAIN_ROWS if choice.type == "ivfpq" else 0)
+    return max(MIN_TRAIN_PER_CENTROID * max(choice.nlist, 1), kind_of(choice.type).min_train_rows)
 
 
 def train_rows(choice: IndexChoice, n: int, d: int, config: BuildConfig) -> int:
@@ -83,12 +82,9 @@ def new_index(choice: IndexChoice, d: int, config: BuildConfig) -> Any:
     import faiss
 
     index = faiss.index_factory(d, choice.factory, faiss.METRIC_INNER_PRODUCT)
-    if choice.type == "hnsw":
-        index.hnsw.efConstruction = config.ef_construction
-    if choice.type == "ivfpq":
-        # the factory turns on polysemous code training, useful only for Hamming-filtered search (which we do not
-        # use) and ~20× slower to train
-        faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
+    setup = kind_of(choice.type).setup
+    if setup is not None:
+        setup(index, config.ef_construction)
     return index
 
 
@@ -112,7 +108,7 @@ def train(
             else ""
         )
     )
-    if on_gpu and choice.type == "ivf":
+    if on_gpu and kind_of(choice.type).gpu_kmeans:
         import faiss
 
         # k-means assignment is the cost; run it on all GPUs through a GPU flat clustering index
@@ -231,10 +227,11 @@ def build_index(
         set_param(index, name, value)
     t_train = train(index, choice, train_source or source, config, on_gpu=on_gpu, log=log)
     work = index
-    gpu_ok = on_gpu and choice.type in gpu_mod.GPU_INDEX_TYPES
+    kind = kind_of(choice.type)
+    gpu_ok = on_gpu and kind.gpu
     if gpu_ok:
         try:
-            work = gpu_mod.index_to_gpus(index, fp16=choice.type == "flat")
+            work = gpu_mod.index_to_gpus(index, fp16=kind.gpu_fp16)
             log(f"adding on {gpu_mod.faiss_gpu_count()} GPU(s)")
         except RuntimeError as exc:  # e.g. a PQ layout the classic GPU IVF-PQ does not implement
             log(f"GPU copy of {choice.factory} failed ({exc}); building on the CPU")
@@ -302,14 +299,10 @@ def _tune_line(r: TuneResult) -> str:
 
 
 def _write_index(index: Any, path: Path) -> None:
-    """faiss.write_index to a temp file in the same directory, fsync, rename."""
+    """faiss.write_index, atomically (temp file in the same directory, fsync, rename)."""
     import faiss
 
-    from uniretrieve.io import fsync_dir
+    from uniretrieve.io import atomic_path
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))

@@ -1,32 +1,39 @@
 """Which FAISS index to build: a factory string from corpus size, dim and a memory budget, with the reason.
 
-Sizes follow autofaiss's model (criteo/autofaiss external/metadata.py): Flat 4·N·d bytes; HNSW 4·N·d + 8·M·N
-(level-0 links); IVF-Flat 4·N·d + 8·N + 4·c·d; IVF-PQ N·(M+8) + 4·c·d (+ the OPQ matrix). The choice order differs
-from autofaiss (which picks HNSW whenever it fits and never targets a recall): exact flat while the per-query scan
-is cheap, then HNSW (small/medium corpora, CPU) or IVF-Flat (large corpora, or GPU where HNSW has no kernels,
-faiss#3264), then IVF-PQ when full vectors do not fit the budget.
+What each kind is (factory string, memory formula, knob) is the table in kinds.py; this module resolves a layout for
+an explicit `--type`, and holds the `auto` policy. Its order differs from autofaiss (which picks HNSW whenever it
+fits and never targets a recall): exact flat while the per-query scan is cheap, then HNSW (small/medium corpora,
+CPU) or IVF-Flat (large corpora, or GPU where HNSW has no kernels, faiss#3264), then IVF-PQ when full vectors do
+not fit the budget.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-INDEX_TYPES = ("flat", "ivf", "ivfpq", "hnsw")
-# How flat, IVF and HNSW store full vectors: float32, or float16 through FAISS's SQfp16 codec (half the memory;
-# scores differ from float32 ones by fp16 rounding of unit vectors, ~1e-3). IVF-PQ stores codes either way.
-STORAGES = {"fp32": ("Flat", 4), "fp16": ("SQfp16", 2)}
+from uniretrieve.index.kinds import (
+    HNSW_M,
+    INDEX_KINDS,
+    INDEX_TYPES,
+    STORAGES,
+    Layout,
+    flat_bytes,
+    hnsw_bytes,
+    ivf_bytes,
+    ivfpq_bytes,
+)
+
 # Exact search while N·d ≤ this: a 1e8-float scan (400 MB, e.g. 100k × 1024 or 25k × 4096) is tens of ms per query
 # batch on a CPU; beyond, an ANN index answers in a few ms at the target recall.
 FLAT_MAX_ELEMENTS = 100_000_000
 # HNSW build cost grows as N·log N with large constants; past this IVF builds far faster at equal recall.
 HNSW_MAX_ROWS = 2_000_000
-HNSW_M = 32
 # PQ code sizes (bytes/vector) that both CPU and classic GPU IVF-PQ accept (faiss wiki "Faiss-on-the-GPU").
 PQ_CODE_SIZES = (96, 64, 56, 48, 32, 28, 24, 20, 16, 12, 8, 4)
-ID_BYTES = 8  # IVF lists store a 64-bit id per vector
+REFINE_K_FACTOR = 16  # PQ candidates re-ranked per result by the SQ8 refine stage
 
 
 class IndexChoiceError(ValueError):
@@ -50,7 +57,7 @@ class IndexChoice:
 
     @property
     def needs_training(self) -> bool:
-        return self.type in ("ivf", "ivfpq")
+        return INDEX_KINDS[self.type].trains
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,32 +100,11 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(c, n // MIN_TRAIN_PER_CENTROID)))
 
 
-def flat_bytes(n: int, d: int, storage: str = "fp32") -> int:
-    return STORAGES[storage][1] * n * d
-
-
-def hnsw_bytes(n: int, d: int, m: int = HNSW_M, storage: str = "fp32") -> int:
-    return STORAGES[storage][1] * n * d + 8 * m * n
-
-
-def ivf_bytes(n: int, d: int, nlist: int, storage: str = "fp32") -> int:
-    return (STORAGES[storage][1] * d + ID_BYTES) * n + 4 * nlist * d
-
-
-def ivfpq_bytes(n: int, d: int, nlist: int, m: int, opq_dim: int) -> int:
-    coarse_d = opq_dim or d
-    return (
-        (m + ID_BYTES) * n + 4 * nlist * coarse_d + (4 * d * opq_dim if opq_dim else 0) + 4 * 256 * coarse_d
-    )
-
-
-def pq_layout(d: int, m: int) -> tuple[int, str]:
-    """(OPQ output dim or 0, factory prefix). OPQ rotates (and reduces to 4·M dims when d is larger) so that the
+def opq_dim_for(d: int, m: int) -> int:
+    """OPQ output dim, or 0 for none. OPQ rotates (and reduces to 4·M dims when d is larger) so that the
     M sub-vectors carry balanced variance, the case where 8-bit codebooks help most (Ge et al. 2013, "Optimized
     Product Quantization"); with d ≤ 4·M plain PQ on sub-vectors of ≤4 dims is already fine-grained."""
-    if d > 4 * m:
-        return 4 * m, f"OPQ{m}_{4 * m},"
-    return 0, ""
+    return 4 * m if d > 4 * m else 0
 
 
 def make_choice(
@@ -136,62 +122,67 @@ def make_choice(
 ) -> IndexChoice:
     """The factory string and expected memory for an explicit type (`--type flat|ivf|ivfpq|hnsw`); `storage`
     (fp32 | fp16) is how flat, IVF and HNSW keep full vectors."""
-    if index_type not in INDEX_TYPES:
+    kind = INDEX_KINDS.get(index_type)
+    if kind is None:
         raise IndexChoiceError(
             f"unknown index type {index_type!r}; choose auto or one of {', '.join(INDEX_TYPES)}"
         )
     if storage not in STORAGES:
         raise IndexChoiceError(f"unknown vector storage {storage!r}; choose one of {', '.join(STORAGES)}")
-    codec = STORAGES[storage][0]
     why = reason or f"--type {index_type} was asked for"
-    if index_type == "flat":
-        return IndexChoice("flat", codec, flat_bytes(n, d, storage), why)
-    if index_type == "hnsw":
-        return IndexChoice(
-            "hnsw", f"HNSW{hnsw_m},{codec}", hnsw_bytes(n, d, hnsw_m, storage), why, hnsw_m=hnsw_m
+    lay = Layout(storage=storage, hnsw_m=hnsw_m if kind.graph else 0)
+    if kind.lists:
+        c = nlist or default_nlist(n)
+        if c > n:
+            raise IndexChoiceError(f"nlist={c} is more than the {n} vectors; use fewer lists or --type flat")
+        lay = replace(lay, nlist=c)
+    if kind.pq:
+        lay = _pq_layout(lay, n, d, pq_m=pq_m, budget=budget, train_n=train_n)
+        # Re-rank PQ candidates with 8-bit scalar-quantised vectors (d bytes each) when that fits: PQ alone
+        # plateaus well below recall@10 = 0.95 on dense embeddings, SQ8 scores are within ~1e-3 of exact ones.
+        why += (
+            f"; SQ8 re-ranking of {REFINE_K_FACTOR}·k PQ candidates"
+            if lay.refine
+            else "; no room for SQ8 re-ranking: recall is capped by PQ accuracy"
         )
-    c = nlist or default_nlist(n)
-    if c > n:
-        raise IndexChoiceError(f"nlist={c} is more than the {n} vectors; use fewer lists or --type flat")
-    if index_type == "ivf":
-        return IndexChoice("ivf", f"IVF{c},{codec}", ivf_bytes(n, d, c, storage), why, nlist=c)
+    return IndexChoice(
+        kind.name,
+        kind.factory(lay),
+        kind.memory(n, d, lay),
+        why,
+        nlist=lay.nlist,
+        pq_m=lay.pq_m,
+        pq_nbits=lay.pq_nbits,
+        opq_dim=lay.opq_dim,
+        hnsw_m=lay.hnsw_m,
+        params={"k_factor_rf": REFINE_K_FACTOR} if lay.refine else {},
+    )
+
+
+def _pq_layout(
+    lay: Layout, n: int, d: int, *, pq_m: int | None, budget: int | None, train_n: int | None
+) -> Layout:
+    """Code size (the largest that fits the budget unless given), OPQ, bits and SQ8 re-ranking for IVF-PQ."""
+    c = lay.nlist
     m = pq_m or _pq_m_for_budget(n, d, c, budget)
     if m is None:
-        need = ivfpq_bytes(n, d, c, 4, pq_layout(d, 4)[0])
+        need = ivfpq_bytes(n, d, c, 4, opq_dim_for(d, 4))
         raise IndexChoiceError(
             f"even the smallest IVF-PQ index (4-byte codes) needs ~{format_bytes(need)} for {n} vectors, more than "
             f"the memory budget {format_bytes(budget or 0)}; raise --memory-budget"
         )
-    opq_dim, prefix = pq_layout(d, m)
+    opq_dim = opq_dim_for(d, m)
     if (opq_dim or d) % m:
         raise IndexChoiceError(f"PQ with {m} sub-quantizers needs a dim divisible by {m}; dim is {d}")
     nbits = pq_nbits_for(train_n or n)  # codebooks are trained on the sample, so its size sets the bits
-    size = ivfpq_bytes(n, d, c, m, opq_dim)
-    # Re-rank PQ candidates with 8-bit scalar-quantised vectors (d bytes each) when that fits: PQ alone plateaus
-    # well below recall@10 = 0.95 on dense embeddings, SQ8 scores are within ~1e-3 of exact ones.
-    refine = budget is None or size + n * d <= budget
-    return IndexChoice(
-        "ivfpq",
-        f"{prefix}IVF{c},PQ{m}x{nbits}" + (",Refine(SQ8)" if refine else ""),
-        size + (n * d if refine else 0),
-        why
-        + (
-            "; SQ8 re-ranking of 16·k PQ candidates"
-            if refine
-            else "; no room for SQ8 re-ranking: recall is capped by PQ accuracy"
-        ),
-        nlist=c,
-        pq_m=m,
-        pq_nbits=nbits,
-        opq_dim=opq_dim,
-        params={"k_factor_rf": 16} if refine else {},
-    )
+    refine = budget is None or ivfpq_bytes(n, d, c, m, opq_dim) + n * d <= budget
+    return replace(lay, pq_m=m, pq_nbits=nbits, opq_dim=opq_dim, refine=refine)
 
 
 def _pq_m_for_budget(n: int, d: int, nlist: int, budget: int | None) -> int | None:
     """The largest PQ code (bytes) that fits the budget, at most d/2 (sub-vectors of ≥2 dims) and dividing d."""
     for m in PQ_CODE_SIZES:
-        opq_dim, _ = pq_layout(d, m)
+        opq_dim = opq_dim_for(d, m)
         if m * 2 > d or (opq_dim or d) % m:
             continue
         if budget is None or ivfpq_bytes(n, d, nlist, m, opq_dim) <= budget:

@@ -2,7 +2,7 @@
 torch matmul + top-k on CUDA.
 
 Facts (shared/reference/retrieval-systems.md §3): classic GPU indexes are Flat, IVF-Flat and IVF-PQ (no HNSW,
-faiss#3264); `GPU_MAX_SELECTION_K = 2048` (faiss/gpu/utils/DeviceDefs.cuh); GPU indexes cannot be written, so they are
+faiss#3264; which kinds have one is `IndexKind.gpu` in kinds.py); `GPU_MAX_SELECTION_K = 2048` (faiss/gpu/utils/DeviceDefs.cuh); GPU indexes cannot be written, so they are
 copied back to the CPU before `write_index`. `faiss-gpu-cu12` wheels lack sm_90 kernels (Di-Is/faiss-gpu-wheels#119);
 install `uniretrieve[gpu]` (faiss-gpu>=1.15) on H100s.
 """
@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 GPU_MAX_K = 2048
-GPU_INDEX_TYPES = ("flat", "ivf", "ivfpq")
 QUERY_BATCH = 4096  # queries per GPU search call: bounds the [q, k] result and scratch buffers
 
 
@@ -58,7 +57,7 @@ def resolve_gpu(flag: bool | None) -> bool:
 
 def index_to_gpus(index: Any, *, fp16: bool = True) -> Any:
     """Copy a CPU index onto all visible GPUs, sharding the database across them (IndexShards), vectors in fp16
-    where the type allows (flat: halves memory; recall loss is below fp16 rounding of unit vectors)."""
+    where the kind allows (`IndexKind.gpu_fp16`)."""
     import faiss
 
     co = faiss.GpuMultipleClonerOptions()

@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from uniretrieve.io import commit_temp, temp_path
+
 IDMAP_NAME = "idmap.parquet"
 # Shard columns copied into the id map (everything but the vector).
 IDMAP_META_COLUMNS = (
@@ -76,7 +78,7 @@ class IdMapWriter:
 
     def __init__(self, path: Path, *, start: int = 0, previous: Path | None = None) -> None:
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self.tmp = temp_path(self.path)
         self.next_id = start
         self._writer = pq.ParquetWriter(self.tmp, IDMAP_SCHEMA, compression="zstd")
         if previous is not None:  # `index add`: carry the existing rows over, then append
@@ -92,15 +94,8 @@ class IdMapWriter:
         self.next_id += n
 
     def close(self) -> None:
-        import os
-
-        from uniretrieve.io import fsync_dir
-
         self._writer.close()
-        with open(self.tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.path)
-        fsync_dir(self.path.parent)
+        commit_temp(self.tmp, self.path)
 
     def abort(self) -> None:
         self._writer.close()

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from uniretrieve.index.exact import exact_search, recall_at_k
+from uniretrieve.index.kinds import kind_of
 
-PARAM_OF_TYPE = {"ivf": "nprobe", "ivfpq": "nprobe", "hnsw": "efSearch", "flat": ""}
 LATENCY_QUERIES = 32
 
 
@@ -96,12 +96,7 @@ def _is_gpu(index: Any) -> bool:
 
 def candidates(index_type: str, nlist: int, k: int) -> list[int]:
     """Ascending values to try: powers of two up to nlist (nprobe), or 16 … 4096 and at least k (efSearch)."""
-    if index_type in ("ivf", "ivfpq"):
-        vals = [2**i for i in range(0, 32) if 2**i < nlist] + [nlist]
-        return sorted(set(vals))
-    if index_type == "hnsw":
-        return [v for v in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if v >= k] or [k]
-    return [0]
+    return kind_of(index_type).knob.candidates(nlist, k)
 
 
 def measure(
@@ -149,7 +144,7 @@ def tune(
 ) -> TuneResult:
     """The smallest parameter reaching `target` recall@k (bisection between the powers of two that bracket it); with a
     latency budget, the best recall whose latency fits. The index is left set to the chosen value."""
-    param = PARAM_OF_TYPE[index_type]
+    param = kind_of(index_type).param
     run = search or (lambda q, kk: index.search(q, kk))
     sweep: list[dict[str, float]] = []
 

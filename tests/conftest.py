@@ -36,6 +36,14 @@ def tiny_model_dir(tiny_checkpoints) -> Path:
     return tiny_checkpoints("llava")
 
 
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_dir: Path):
+    """One Encoder over `tiny_model_dir` on the CPU, shared by the encode tests."""
+    from uniretrieve.models.encoder import Encoder
+
+    return Encoder.from_pretrained(str(tiny_model_dir), device="cpu")
+
+
 def make_image(seed: int, size: tuple[int, int] = (48, 40)) -> Image.Image:
     """A deterministic RGB noise image of (width, height)."""
     rng = np.random.default_rng(seed)

@@ -9,7 +9,7 @@ import duckdb
 import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
-from tests.conftest_encode import make_image_folder, tiny_encoder_fixture  # noqa: F401
+from tests.encode_helpers import make_image_folder
 from uniretrieve.cli.app import app
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import make_image
-from tests.conftest_encode import make_image_folder, make_mixed_jsonl
+from tests.encode_helpers import make_image_folder, make_mixed_jsonl
 from uniretrieve.data.corpus import Corpus, CorpusError, CorpusSpec, content_hash
 from uniretrieve.embed.plan import build_listing
 

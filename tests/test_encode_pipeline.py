@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import make_image
-from tests.conftest_encode import make_image_folder, make_mixed_jsonl, read_dir, tiny_encoder_fixture  # noqa: F401
+from tests.encode_helpers import make_image_folder, make_mixed_jsonl, read_dir
 from uniretrieve.data.corpus import Corpus, CorpusError, CorpusSpec
 from uniretrieve.embed.config import EncodeConfig
 from uniretrieve.embed.manifest import SettingsMismatchError, read_manifest

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from tests.conftest_eval import (
+from tests.eval_helpers import (
     mmeb_classification_rows,
     mmeb_retrieval_rows,
     write_e5v,
@@ -123,6 +123,26 @@ def test_cache_misses_when_sources_or_model_change(tmp_path: Path, encoders) -> 
     assert cache.load("x", srcs[::-1]) is None
     assert EmbeddingCache(tmp_path, encoders["mmeb"].describe()).load("x", srcs) is None
     assert EmbeddingCache(None, encoders["e5v"].describe()).load("x", srcs) is None
+
+
+def test_cache_entry_is_a_shard_directory_that_open_shards_reads(tmp_path: Path, encoders) -> None:
+    from uniretrieve.embed.reader import open_shards
+    from uniretrieve.eval.cache import source_id
+    from uniretrieve.eval.sources import Source
+
+    srcs = [Source(text="a"), Source(text="b")]
+    vec = np.eye(2, encoders["e5v"].dim, dtype=np.float32)
+    cache = EmbeddingCache(tmp_path, encoders["e5v"].describe())
+    d = cache.save("x", srcs, vec)
+    ss = open_shards(d, verify_checksums=True)
+    vectors, table = ss.read_all(columns=("id", "text"))
+    assert ss.complete and ss.spec == cache.spec("x", srcs)
+    assert table.column("id").to_pylist() == [source_id(s) for s in srcs]
+    assert table.column("text").to_pylist() == ["a", "b"]
+    np.testing.assert_array_equal(vectors, vec)
+    cache.save("x", srcs, vec[::-1].copy())  # a rewrite replaces the entry whole
+    np.testing.assert_array_equal(cache.load("x", srcs), vec[::-1])
+    assert [p.name for p in d.parent.iterdir()] == [d.name]  # no temp or old directory left beside it
 
 
 @pytest.mark.parametrize("bench", ["coco", "sharegpt4v", "urban1k"])

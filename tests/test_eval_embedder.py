@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest_eval import png_bytes
+from tests.eval_helpers import png_bytes
 from uniretrieve.eval.cache import EmbeddingCache
 from uniretrieve.eval.embedder import Embedder
 from uniretrieve.eval.sources import Source

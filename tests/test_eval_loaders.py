@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_image
-from tests.conftest_eval import (
+from tests.eval_helpers import (
     mmeb_classification_rows,
     mmeb_retrieval_rows,
     write_e5v,

@@ -12,6 +12,7 @@ from uniretrieve.index.factory import (
     make_choice,
     parse_bytes,
 )
+from uniretrieve.index.kinds import INDEX_KINDS
 
 GB = 1 << 30
 
@@ -67,3 +68,24 @@ def test_explicit_types_and_their_errors() -> None:
         make_choice("ivfpq", 10_000, 30, pq_m=16)
     with pytest.raises(IndexChoiceError, match="no vectors"):
         choose_index(0, 8, memory_budget=GB)
+
+
+@pytest.mark.parametrize("name", list(INDEX_KINDS))
+def test_every_kind_row_makes_a_faiss_index_that_matches_its_traits(name: str) -> None:
+    """A row of the kinds table is all the other modules read: its factory string builds, its setup applies, its
+    training flag agrees with FAISS, and its knob has values the tuner can set."""
+    import faiss
+
+    from uniretrieve.index.tune import set_param
+
+    kind = INDEX_KINDS[name]
+    choice = make_choice(name, 5000, 64, nlist=16, pq_m=16)
+    assert choice.type == name and choice.needs_training == kind.trains
+    index = faiss.index_factory(64, choice.factory, faiss.METRIC_INNER_PRODUCT)
+    if kind.setup is not None:
+        kind.setup(index, 40)
+    assert index.is_trained != kind.trains
+    values = kind.knob.candidates(choice.nlist, 10)
+    assert values == sorted(values) and (values == [0]) == kind.exact
+    if kind.param:
+        set_param(index, kind.param, values[-1])

@@ -4,6 +4,7 @@ uniretrieve.index), and a fresh venv with only the wheel installed runs the `uni
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -32,6 +33,17 @@ def _tracked_package_files() -> set[str]:
 
 @pytest.mark.slow
 def test_wheel_ships_every_package_file_and_runs_from_a_fresh_venv(tmp_path: Path) -> None:
+    # Build from a copy of the tracked files: an in-tree build/ folder left by an earlier build would otherwise
+    # lend the wheel files that discovery missed.
+    src = tmp_path / "src"
+    if (ROOT / ".git").exists():
+        files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+        for f in files.stdout.split():
+            if (ROOT / f).is_file():
+                (src / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / f, src / f)
+    else:
+        shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns("build", ".venv", "__pycache__"))
     dist = tmp_path / "dist"
     subprocess.run(
         [
@@ -39,7 +51,7 @@ def test_wheel_ships_every_package_file_and_runs_from_a_fresh_venv(tmp_path: Pat
             "-m",
             "pip",
             "wheel",
-            str(ROOT),
+            str(src),
             "--no-deps",
             "--no-build-isolation",
             "-q",

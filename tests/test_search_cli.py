@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import make_image
-from tests.conftest_encode import make_mixed_jsonl
+from tests.encode_helpers import make_mixed_jsonl
 from uniretrieve.cli.app import app
 from uniretrieve.search.query import QueryError, build_query, combine, parse_terms, read_query_file
 from uniretrieve.search.searcher import ModelMismatchError, Searcher

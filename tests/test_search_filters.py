@@ -135,3 +135,41 @@ def test_filter_with_no_passing_rows_returns_nothing(filtered_index) -> None:
         [],
         [],
     ]
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
+def test_restricted_search_answers_when_over_fetching_finds_too_few(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index_type: str
+) -> None:
+    """Only the rows least like the queries pass, and over-fetching is capped at one round: every query is left
+    short, so the restricted search over the passing ids must answer, exactly as exact search over them does."""
+    from uniretrieve.search import searcher as searcher_mod
+
+    n, k = 2000, 10
+    x = clustered_vectors(n, 32, seed=51)
+    rng = np.random.default_rng(52)
+    q = x[:1] + 0.01 * rng.standard_normal((6, 32)).astype(np.float32)
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    likeness = np.argsort(np.argsort(x @ q.mean(axis=0)))  # rank of each row, 0 = least like the queries
+    shards = write_shard_dir(tmp_path / "shards", x, shard_rows=700, columns={"width": likeness.tolist()})
+    build_index(
+        ShardSource(shards),
+        tmp_path / "idx",
+        BuildConfig(index_type=index_type, target_recall=0.95, tune_queries=100),
+        log=QUIET,
+    )
+    monkeypatch.setattr(searcher_mod, "MAX_OVERFETCH", 1)
+    s = Searcher.load(tmp_path / "idx")
+    answered: list[int] = []
+    restricted = s._restricted_search
+    monkeypatch.setattr(
+        s, "_restricted_search", lambda qq, kk, ids: answered.append(len(qq)) or restricted(qq, kk, ids)
+    )
+
+    hits = s.search(vectors=q, k=k, where="width < 100")
+
+    assert answered == [len(q)]  # the first (and only) over-fetch round found too few for every query
+    allowed = likeness < 100
+    gt_s, gt_i = exact_search([x], q, k, allowed=allowed)
+    np.testing.assert_array_equal([[h.internal_id for h in r] for r in hits], gt_i)
+    np.testing.assert_allclose([[h.score for h in r] for r in hits], gt_s, atol=1e-5)

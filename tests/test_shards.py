@@ -254,3 +254,35 @@ def test_background_writer_writes_in_order_and_surfaces_errors(tmp_path: Path, s
     w.submit(r)
     with pytest.raises(RuntimeError, match="disk full"):
         w.close()
+
+
+def test_append_shards_grows_a_cache_directory_by_segments(tmp_path: Path, spec: EmbeddingSpec) -> None:
+    from uniretrieve.embed.commit import append_shards
+
+    rng = np.random.default_rng(5)
+    blocks = [{"id": [f"a{i}" for i in range(n)], "embedding": unit(rng, n)} for n in (3, 2)]
+    m = append_shards(tmp_path, spec, iter(blocks), chunks=2, shard_rows=3, model={"m": 1})
+    assert m.complete and m.total_rows == 5 and [s.path for s in m.shards] == [shard_name(0), shard_name(1)]
+    assert m.segments[0].counts["encoded"] == 5 and m.model == {"m": 1}
+    ss = open_shards(tmp_path, verify_checksums=True)
+    vectors, table = ss.read_all(columns=("id",))
+    assert table.column("id").to_pylist() == ["a0", "a1", "a2", "a0", "a1"]
+    np.testing.assert_array_equal(vectors, np.concatenate([b["embedding"] for b in blocks]))
+
+    def killed():  # the process computing the vectors dies after one block
+        yield {"id": ["b0"], "embedding": unit(rng, 1)}
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        append_shards(tmp_path, spec, killed(), chunks=3)
+    assert (
+        not open_shards(tmp_path).complete and open_shards(tmp_path).num_rows == 6
+    )  # the finished shard stays
+    m = append_shards(tmp_path, spec, [{"id": ["c0"], "embedding": unit(rng, 1)}], chunks=1)
+    assert m.complete and m.segments[1].counts["abandoned"] and m.total_rows == 7
+    assert [s.number for s in m.shards] == [0, 1, 2, 5]  # after the chunks the killed append had reserved
+
+    with pytest.raises(SettingsMismatchError, match="other settings"):
+        append_shards(tmp_path, EmbeddingSpec(dim=DIM, dtype="float32", model_id="other"), [], chunks=0)
+    with pytest.raises(ValueError, match="2 announced"):
+        append_shards(tmp_path, spec, [], chunks=2)

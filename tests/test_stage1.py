@@ -19,6 +19,7 @@ from tests.train_fixtures import (
     write_nli_csv,
     write_nli_jsonl,
 )
+from uniretrieve.embed.reader import open_shards
 from uniretrieve.models.encoder import Encoder
 from uniretrieve.train.checkpoint import save_adapter, save_merged
 from uniretrieve.train.config import ConfigError, LoraConfig, list_presets, load_config
@@ -201,7 +202,7 @@ def test_teacher_cache_is_reused_and_matches_sentence_transformers(tmp_path: Pat
     cfg = TeacherConfig(model=MINILM, cache_dir=str(tmp_path / "cache"), shard_rows=1)
     first = teacher_embeddings(texts, cfg)
     assert first.computed == 2 and first.vectors.shape == (3, 384)  # the duplicate is encoded once
-    assert len(list(first.cache_dir.glob("shard-*.parquet"))) == 2  # one shard per block of shard_rows
+    assert len(open_shards(first.cache_dir).shards) == 2  # one shard per block of shard_rows
 
     direct = SentenceTransformer(resolve_teacher_path(MINILM), device="cpu").encode(
         texts, normalize_embeddings=True, convert_to_numpy=True
@@ -230,6 +231,65 @@ def test_teacher_cache_is_reused_and_matches_sentence_transformers(tmp_path: Pat
         prefixed.computed == 1 and prefixed.cache_dir != first.cache_dir
     )  # the instruction is part of the key
     assert not np.allclose(prefixed.vectors[0], first.vectors[0])
+
+
+class _FakeTeacher:
+    """Stands in for a sentence-transformers model: a fixed unit vector per text, and a count of texts encoded."""
+
+    def __init__(self) -> None:
+        self.encoded: list[str] = []
+
+    def encode(self, texts: list[str], **_: object) -> np.ndarray:
+        self.encoded.extend(texts)
+        rows = [np.random.default_rng(list(t.encode())).standard_normal(8) for t in texts]
+        v = np.asarray(rows, dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_teacher_cache_is_a_shard_directory_that_open_shards_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uniretrieve.train.teacher as teacher_mod
+
+    fake = _FakeTeacher()
+    monkeypatch.setattr(teacher_mod, "load_teacher_model", lambda cfg, device: fake)
+    cfg = TeacherConfig(model=MINILM, cache_dir=str(tmp_path / "cache"), shard_rows=2)
+    texts = ["a", "b", "c", "a"]
+    first = teacher_embeddings(texts, cfg)
+    ss = open_shards(first.cache_dir, verify_checksums=True)
+    assert ss.complete and ss.num_rows == 3 and len(ss.shards) == 2 and ss.spec == first.spec
+    vectors, table = ss.read_all(columns=("id", "text"))
+    assert table.column("text").to_pylist() == ["a", "b", "c"]
+    np.testing.assert_array_equal(vectors, first.vectors[:3])  # what the teacher computed, bit for bit
+
+    more = teacher_embeddings(["c", "d"], cfg)  # only "d" is new: appended as a new segment
+    assert more.computed == 1 and fake.encoded == ["a", "b", "c", "d"]
+    ss = open_shards(first.cache_dir)
+    assert ss.num_rows == 4 and len(ss.manifest.segments) == 2 and ss.complete
+    np.testing.assert_array_equal(ss.read_vectors([3]), more.vectors[1:])
+
+
+def test_teacher_cache_of_the_earlier_layout_is_adopted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache written before the manifest layout (`shard-00000.parquet` only) is read, not computed again."""
+    import pyarrow.parquet as pq
+
+    import uniretrieve.train.teacher as teacher_mod
+    from uniretrieve.embed.schema import build_table
+
+    fake = _FakeTeacher()
+    monkeypatch.setattr(teacher_mod, "load_teacher_model", lambda cfg, device: fake)
+    cfg = TeacherConfig(model=MINILM, cache_dir=str(tmp_path / "cache"))
+    cache = teacher_mod.TeacherCache(cfg)
+    vecs = _FakeTeacher().encode(["x", "y"])
+    cache.dir.mkdir(parents=True)
+    cols = {"id": [teacher_mod.text_id(t) for t in "xy"], "embedding": vecs, "text": ["x", "y"]}
+    pq.write_table(build_table(cache.spec(8), cols), cache.dir / "shard-00000.parquet")
+    got = teacher_embeddings(["y", "x"], cfg)
+    assert got.computed == 0 and not fake.encoded
+    np.testing.assert_array_equal(got.vectors, vecs[::-1])
+    assert not list(cache.dir.glob("shard-*.parquet")) and open_shards(cache.dir).num_rows == 2
 
 
 def test_stage1_rerun_reuses_teacher_and_resumes(tiny_model_dir: Path, tmp_path: Path) -> None:

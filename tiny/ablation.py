@@ -88,6 +88,7 @@ def train_rows(recipe: Path, out: Path, cfg: dict[str, Any], console: Any) -> di
 def main() -> None:
     from rich.console import Console
 
+    from uniretrieve.io import atomic_write_text
     from uniretrieve.tiny.model_card import markdown_table
     from uniretrieve.tiny.recipe import evaluate_model
 
@@ -115,7 +116,7 @@ def main() -> None:
         else:
             scores[name] = evaluate_model("clip-baseline", args.recipe / "data", encoder=model)
         done[name] = scores[name]
-        cache.write_text(json.dumps(done))
+        atomic_write_text(cache, json.dumps(done))  # a kill mid-write keeps the rows scored so far
     table = markdown_table(scores)
     console.print(table)
     console.print(f"{time.perf_counter() - t0:.0f} s on {platform.processor() or platform.machine()}")

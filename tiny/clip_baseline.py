@@ -22,13 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from uniretrieve.io import atomic_write_text
+from uniretrieve.io import atomic_dir, atomic_write_text
 from uniretrieve.models.backbones import MMEB_IMAGE_PLACEHOLDER
 from uniretrieve.models.images import load_image
 from uniretrieve.tiny.base import TinyBaseConfig
 from uniretrieve.tiny.pretrain_data import CaptionExample, read_llava_pretrain
 from uniretrieve.train.batching import ShuffledEpochs
-from uniretrieve.train.checkpoint import fresh_tmp_dir, replace_dir
 from uniretrieve.train.config import ConfigError, OptimConfig, StepCheckpointConfig
 from uniretrieve.train.loop import StepFn, find_resume, run_steps, seed_everything
 from uniretrieve.train.trainable import FullModel
@@ -148,12 +147,11 @@ def train_clip_baseline(cfg: ClipBaselineConfig, *, console: Any | None = None) 
     step_fn = make_step_fn(model, tokenizer, image_processor, examples, cfg)
     run_steps(cfg, FullModel(model), plan, step_fn, total=cfg.max_steps, console=console)
     final = out / "final"
-    tmp = fresh_tmp_dir(final)
-    model.eval().save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    image_processor.save_pretrained(tmp)
-    atomic_write_text(tmp / "clip_baseline.json", json.dumps({"max_text_tokens": cfg.max_text_tokens}))
-    replace_dir(tmp, final)
+    with atomic_dir(final) as tmp:
+        model.eval().save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        image_processor.save_pretrained(tmp)
+        atomic_write_text(tmp / "clip_baseline.json", json.dumps({"max_text_tokens": cfg.max_text_tokens}))
     return final
 
 

@@ -21,14 +21,13 @@ from typing import Any
 
 import torch
 
-from uniretrieve.io import atomic_write_text
+from uniretrieve.io import atomic_dir, atomic_write_text
 from uniretrieve.models.backbones import REGISTRY
 from uniretrieve.models.images import load_image
 from uniretrieve.tiny.base import TinyBaseConfig, build_base, save_llava, train_tokenizer
 from uniretrieve.tiny.captions import caption_batch, caption_loss, caption_prompt
 from uniretrieve.tiny.pretrain_data import CaptionExample, read_llava_pretrain
 from uniretrieve.train.batching import ShuffledEpochs
-from uniretrieve.train.checkpoint import fresh_tmp_dir, replace_dir
 from uniretrieve.train.config import ConfigError, OptimConfig, StepCheckpointConfig
 from uniretrieve.train.loop import StepFn, find_resume, run_steps, seed_everything
 from uniretrieve.train.trainable import FullModel
@@ -109,9 +108,8 @@ def make_processor(data: str | Path, out: Path, base: TinyBaseConfig | None = No
     base = base or TinyBaseConfig()
     tok = train_tokenizer([e.caption for e in read_llava_pretrain(data)], base)
     _, proc = build_base(base, tok)
-    tmp = fresh_tmp_dir(pdir)
-    proc.save_pretrained(tmp)
-    replace_dir(tmp, pdir)
+    with atomic_dir(pdir) as tmp:
+        proc.save_pretrained(tmp)
     return AutoProcessor.from_pretrained(pdir)
 
 
@@ -168,10 +166,11 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
     step_fn = make_step_fn(model, processor, examples, cfg)
     run_steps(cfg, FullModel(model), plan, step_fn, total=cfg.max_steps, console=console)
     final = out / "final"
-    tmp = fresh_tmp_dir(final)
-    save_llava(model.eval(), processor, tmp)
-    atomic_write_text(tmp / "pretrain.json", json.dumps({"steps": cfg.max_steps, "data": cfg.data}, indent=2))
-    replace_dir(tmp, final)
+    with atomic_dir(final) as tmp:
+        save_llava(model.eval(), processor, tmp)
+        atomic_write_text(
+            tmp / "pretrain.json", json.dumps({"steps": cfg.max_steps, "data": cfg.data}, indent=2)
+        )
     return final
 
 

@@ -188,16 +188,15 @@ def package(stage2: Path, out: Path, scores: dict[str, Any], cfg: TinyRecipeConf
     import torch
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+    from uniretrieve.io import atomic_dir
     from uniretrieve.tiny.model_card import model_card
-    from uniretrieve.train.checkpoint import fresh_tmp_dir, replace_dir
 
-    tmp = fresh_tmp_dir(out)
-    LlavaForConditionalGeneration.from_pretrained(stage2, dtype=torch.float16).save_pretrained(tmp)
-    AutoProcessor.from_pretrained(stage2).save_pretrained(tmp)
-    (tmp / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True))
-    (tmp / "recipe.json").write_text(json.dumps({**asdict(cfg), "seconds": round(seconds)}, indent=2))
-    (tmp / "MODEL_CARD.md").write_text(model_card(scores, cfg=asdict(cfg), seconds=seconds))
-    replace_dir(tmp, out)
+    with atomic_dir(out) as tmp:
+        LlavaForConditionalGeneration.from_pretrained(stage2, dtype=torch.float16).save_pretrained(tmp)
+        AutoProcessor.from_pretrained(stage2).save_pretrained(tmp)
+        (tmp / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True))
+        (tmp / "recipe.json").write_text(json.dumps({**asdict(cfg), "seconds": round(seconds)}, indent=2))
+        (tmp / "MODEL_CARD.md").write_text(model_card(scores, cfg=asdict(cfg), seconds=seconds))
     return out
 
 
@@ -258,7 +257,8 @@ def run_recipe(cfg: TinyRecipeConfig, *, console: Any | None = None) -> Path:
 
 def install(model_dir: Path, target: Path) -> Path:
     """Copy a packaged model into the package's weights folder (what `Encoder.from_pretrained("unime-tiny")` reads)."""
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(model_dir, target)
+    from uniretrieve.io import atomic_dir
+
+    with atomic_dir(target) as tmp:
+        shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
     return target

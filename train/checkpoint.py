@@ -10,15 +10,15 @@ Layout of one resumable checkpoint (`<output_dir>/checkpoints/step-000100/`):
     config.yaml           the resolved training config
     trainer_state.json    step, data position, last metrics; written last: a directory without it is incomplete
 
-A checkpoint is built in a hidden temporary directory next to its final name and renamed into place, so a crash
-never leaves a half-written `step-*` behind. Under torchrun all ranks write into the same directory (a shared
+A checkpoint is built in a hidden temporary directory next to its final name and renamed into place
+(`uniretrieve.io.atomic_dir`), so a crash never leaves a half-written `step-*` behind. Under torchrun all ranks write into the same directory (a shared
 filesystem is assumed, as for any multi-node checkpoint).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import random
 import shutil
 from collections.abc import Mapping
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uniretrieve.io import atomic_write_text, fsync_dir
+from uniretrieve.io import atomic_dir, atomic_path, atomic_write_text, job_temp_path
 from uniretrieve.train import distributed
 from uniretrieve.train.config import save_config
 
@@ -42,43 +42,13 @@ class CheckpointError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Atomic files and directories
+# Atomic files
 # --------------------------------------------------------------------------------------------------------------
 
 
 def torch_save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temporary directory to `final`, replacing an existing one (as atomically as POSIX allows:
-    the old directory is moved aside first, so `final` is always either the old or the new complete version)."""
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            with f.open("rb") as fh:
-                os.fsync(fh.fileno())
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def fresh_tmp_dir(final: Path) -> Path:
-    tmp = final.with_name(f".{final.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)  # left over by a crashed save
-    tmp.mkdir(parents=True)
-    return tmp
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -117,12 +87,10 @@ def _write_adapter(student: Any, path: Path) -> None:
 def save_adapter(student: Any, path: Path, config: Any | None = None) -> Path:
     """The trained LoRA adapter (peft format) plus the resolved config, atomically. Rank 0 only."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = fresh_tmp_dir(path)
-    _write_adapter(student, tmp)
-    if config is not None:
-        save_config(config, tmp / "config.yaml")
-    replace_dir(tmp, path)
+    with atomic_dir(path) as tmp:
+        _write_adapter(student, tmp)
+        if config is not None:
+            save_config(config, tmp / "config.yaml")
     return path
 
 
@@ -170,26 +138,25 @@ def save_checkpoint(
     Collective under torchrun: every rank must call it (each writes its RNG state; rank 0 writes the rest).
     """
     final = checkpoint_dir(output_dir, step)
-    tmp = final.with_name(f".{final.name}.tmp")
-    if distributed.is_main():
-        fresh_tmp_dir(final)
-    distributed.barrier()
-    torch_save_atomic(rng_state(), tmp / f"rng-rank{distributed.rank()}.pt")
-    if distributed.is_main():
-        trainable.save(tmp / trainable.weights_dir)
-        torch_save_atomic(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch_save_atomic(scheduler.state_dict(), tmp / "scheduler.pt")
-        save_config(config, tmp / "config.yaml")
-    distributed.barrier()
-    if distributed.is_main():
-        state = {
-            "step": step,
-            "position": dict(position),
-            "world_size": distributed.world_size(),
-            "metrics": dict(metrics),
-        }
-        atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=2) + "\n")
-        replace_dir(tmp, final)
+    main = distributed.is_main()
+    # rank 0 owns the temp directory (creates it, swaps it in); every rank writes into it under the shared name
+    with atomic_dir(final) if main else contextlib.nullcontext(job_temp_path(final)) as tmp:
+        distributed.barrier()
+        torch_save_atomic(rng_state(), tmp / f"rng-rank{distributed.rank()}.pt")
+        if main:
+            trainable.save(tmp / trainable.weights_dir)
+            torch_save_atomic(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch_save_atomic(scheduler.state_dict(), tmp / "scheduler.pt")
+            save_config(config, tmp / "config.yaml")
+        distributed.barrier()
+        if main:
+            state = {
+                "step": step,
+                "position": dict(position),
+                "world_size": distributed.world_size(),
+                "metrics": dict(metrics),
+            }
+            atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=2) + "\n")
     distributed.barrier()
     return final
 
@@ -267,13 +234,12 @@ def save_merged(base: str, adapter_dir: Path, out_dir: Path, *, dtype: torch.dty
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     loaded = load_backbone(base, device=torch.device("cpu"), dtype=dtype, adapter=str(adapter_dir))  # type: ignore[arg-type]
-    tmp = fresh_tmp_dir(out_dir)
-    loaded.model.save_pretrained(str(tmp))
-    loaded.processor.save_pretrained(str(tmp))
-    cfg = Path(adapter_dir) / "config.yaml"
-    if cfg.is_file():
-        shutil.copy2(cfg, tmp / "config.yaml")
-    provenance = {"base": base, "base_source": loaded.source, "adapter": str(Path(adapter_dir).resolve())}
-    atomic_write_text(tmp / "uniretrieve-merge.json", json.dumps(provenance, indent=2) + "\n")
-    replace_dir(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        loaded.model.save_pretrained(str(tmp))
+        loaded.processor.save_pretrained(str(tmp))
+        cfg = Path(adapter_dir) / "config.yaml"
+        if cfg.is_file():
+            shutil.copy2(cfg, tmp / "config.yaml")
+        provenance = {"base": base, "base_source": loaded.source, "adapter": str(Path(adapter_dir).resolve())}
+        atomic_write_text(tmp / "uniretrieve-merge.json", json.dumps(provenance, indent=2) + "\n")
     return out_dir

@@ -4,21 +4,22 @@ UniME extracts the NV-Embed-v2 teacher embeddings "offline" ([P] §3.2, unime-me
 inside the training loop. Here any sentence-transformers model directory can be the teacher (NV-Embed-v2 with
 `trust_remote_code` and its instruction prefix on a real machine; the packaged all-MiniLM-L6-v2 in tests).
 
-Cache layout: `<cache_dir>/<key>/shard-00000.parquet ...`, where `<key>` hashes the teacher's identity (the path or
+Cache layout: `<cache_dir>/<key>/` is an ordinary embedding shard directory (`manifest.json`, `part-NNNNNN.parquet`),
+written by the encode pipeline's shard writer (`uniretrieve.embed.commit.append_shards`) and readable with
+`uniretrieve.embed.reader.open_shards`, `index build` and `search`. `<key>` hashes the teacher's identity (the path or
 id as given, the sha256 of its weight files, the instruction prefix, its max_seq_length). Each row is one text:
-`id` = sha256 of the text, `text`, and the normalised float32 vector, in the encode pipeline's shard schema
-(`uniretrieve.embed.schema.build_table`), so the shards are readable with the same tools as any embedding shard.
-A later run (or a resumed one) encodes only the texts that are not yet cached; shards are written atomically, one
-per block of texts, so an interrupted extraction keeps what it finished.
+`id` = sha256 of the text, `text`, and the normalised float32 vector. A later run (or a resumed one) encodes only the
+texts that are not yet cached, as a new segment of shards; shards are written atomically, one per block of texts, so
+an interrupted extraction keeps what it finished.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,14 +28,10 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow.parquet as pq
 
-from uniretrieve.embed.schema import (
-    EMBEDDING,
-    ID,
-    EmbeddingSpec,
-    arrow_to_vectors,
-    build_table,
-    read_schema_metadata,
-)
+from uniretrieve.embed.commit import append_shards
+from uniretrieve.embed.manifest import read_manifest
+from uniretrieve.embed.reader import open_shards
+from uniretrieve.embed.schema import EMBEDDING, ID, EmbeddingSpec, arrow_to_vectors, read_schema_metadata
 from uniretrieve.embed.schema import settings_hash as _settings_hash
 from uniretrieve.io import atomic_write_text
 from uniretrieve.models.loading import weight_hash
@@ -42,6 +39,7 @@ from uniretrieve.train import distributed
 from uniretrieve.train.config import ConfigError
 
 PACKAGE_PREFIX = "pkg:"
+LEGACY_SHARDS = "shard-*.parquet"
 
 
 @dataclass(kw_only=True)
@@ -168,57 +166,63 @@ class TeacherCache:
             },
         )
 
-    def shards(self) -> list[Path]:
-        return sorted(self.dir.glob("shard-*.parquet"))
-
     def read(self) -> tuple[dict[str, int], np.ndarray, EmbeddingSpec | None]:
         """(id → row, vectors [m, d], spec) of everything cached; spec None when the cache is empty."""
-        ids: list[str] = []
-        blocks: list[np.ndarray] = []
-        spec: EmbeddingSpec | None = None
-        for shard in self.shards():
-            table = pq.read_table(shard, columns=[ID, EMBEDDING])
+        m = read_manifest(self.dir)
+        if m is None or not m.shards:
+            return {}, np.empty((0, 0), dtype=np.float32), None
+        spec = self.spec(m.dim)
+        if m.settings_hash() != spec.settings_hash():
+            raise ValueError(
+                f"{self.dir} was written by another teacher configuration (settings hash "
+                f"{m.settings_hash()} ≠ {spec.settings_hash()}); delete it and rerun"
+            )
+        vectors, table = open_shards(self.dir).read_all(columns=(ID,))
+        return {k: i for i, k in enumerate(table.column(ID).to_pylist())}, vectors, spec
+
+    def write(self, blocks: Iterable[tuple[Sequence[str], np.ndarray]], count: int) -> None:
+        """Append `count` blocks of (texts, vectors) as new shards (one per block, each written as soon as it is
+        computed, so an interrupted extraction keeps what it finished)."""
+        it = iter(blocks)
+        first = next(it)
+        append_shards(
+            self.dir,
+            self.spec(first[1].shape[1]),
+            (_block_columns(texts, vectors) for texts, vectors in itertools.chain([first], it)),
+            chunks=count,
+            shard_rows=self.cfg.shard_rows,
+            model={"teacher": self.cfg.model, "path": self.path},
+            input={"kind": "teacher texts"},
+        )
+
+    def adopt_legacy_shards(self) -> int:
+        """Move a cache of the earlier layout (`shard-NNNNN.parquet`, no manifest) into the manifest layout, so its
+        vectors are not computed again; returns the rows adopted."""
+        legacy = sorted(self.dir.glob(LEGACY_SHARDS))
+        if not legacy or read_manifest(self.dir) is not None:
+            return 0
+        blocks = []
+        for shard in legacy:
+            table = pq.read_table(shard, columns=[ID, EMBEDDING, "text"])
             meta = read_schema_metadata(table.schema)
             dim = int(meta.get("dim", "0"))
-            this = self.spec(dim)
-            if meta.get("settings_hash") != this.settings_hash():
-                raise ValueError(
-                    f"{shard} was written by another teacher configuration (settings hash "
-                    f"{meta.get('settings_hash')} ≠ {this.settings_hash()}); delete {self.dir} and rerun"
-                )
-            spec = this
-            ids.extend(table.column(ID).to_pylist())
-            blocks.append(arrow_to_vectors(table.column(EMBEDDING), dim))
-        if spec is None:
-            return {}, np.empty((0, 0), dtype=np.float32), None
-        return {k: i for i, k in enumerate(ids)}, np.concatenate(blocks), spec
+            if meta.get("settings_hash") != self.spec(dim).settings_hash():
+                return 0  # another configuration's: recompute instead
+            blocks.append((table.column("text").to_pylist(), arrow_to_vectors(table.column(EMBEDDING), dim)))
+        self.write(blocks, len(blocks))
+        for shard in legacy:
+            shard.unlink()
+        return sum(len(t) for t, _ in blocks)
 
-    def write_shard(self, texts: Sequence[str], vectors: np.ndarray) -> Path:
-        """One new shard, written atomically (temp file in the same directory, fsync, rename)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        existing = self.shards()
-        number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
-        table = build_table(
-            self.spec(vectors.shape[1]),
-            {
-                ID: [text_id(t) for t in texts],
-                EMBEDDING: vectors,
-                "text": list(texts),
-                "modality": ["text"] * len(texts),
-            },
-        )
-        final = self.dir / f"shard-{number:05d}.parquet"
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".shard-", suffix=".tmp")
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return final
+
+def _block_columns(texts: Sequence[str], vectors: np.ndarray) -> dict[str, Any]:
+    """One cache shard's columns: id = sha256 of the text."""
+    return {
+        ID: [text_id(t) for t in texts],
+        EMBEDDING: vectors,
+        "text": list(texts),
+        "modality": ["text"] * len(texts),
+    }
 
 
 def load_teacher_model(cfg: TeacherConfig, device: str | None) -> Any:
@@ -247,22 +251,27 @@ def teacher_embeddings(
     cache = TeacherCache(cfg)
     computed = 0
     if distributed.is_main():
+        cache.adopt_legacy_shards()
         index, _, _ = cache.read()
         missing = list(dict.fromkeys(t for t in texts if text_id(t) not in index))
         if missing:
             model = load_teacher_model(cfg, device)
-            for start in range(0, len(missing), cfg.shard_rows):
-                block = missing[start : start + cfg.shard_rows]
-                vecs = model.encode(
-                    [t + cfg.suffix for t in block],
-                    batch_size=cfg.batch_size,
-                    prompt=cfg.instruction or None,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=show_progress,
-                )
-                cache.write_shard(block, np.asarray(vecs, dtype=np.float32))
-                computed += len(block)
+            blocks = [missing[i : i + cfg.shard_rows] for i in range(0, len(missing), cfg.shard_rows)]
+
+            def encoded() -> Iterator[tuple[list[str], np.ndarray]]:
+                for block in blocks:
+                    vecs = model.encode(
+                        [t + cfg.suffix for t in block],
+                        batch_size=cfg.batch_size,
+                        prompt=cfg.instruction or None,
+                        normalize_embeddings=True,
+                        convert_to_numpy=True,
+                        show_progress_bar=show_progress,
+                    )
+                    yield block, np.asarray(vecs, dtype=np.float32)
+
+            cache.write(encoded(), len(blocks))
+            computed = len(missing)
             del model
     distributed.barrier()
     index, vectors, spec = cache.read()

@@ -6,14 +6,17 @@ system), are flushed and fsynced, the temp file is renamed over the target (`os.
 the directory entry is fsynced so that the rename itself survives a power loss.
 
 Temp names are unique per writer (host, pid, thread), so two writers never share one, and `is_stale_temp` tells
-whether a leftover temp file's writer is gone (safe to delete).
+whether a leftover temp file's writer is gone (safe to delete). A directory (a checkpoint, an exported model, a cache
+entry) is swapped in whole by `atomic_dir`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -28,6 +31,13 @@ def temp_path(path: Path) -> Path:
     return path.with_name(
         f".{path.name}{TMP_MARK}{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
     )
+
+
+def job_temp_path(path: Path) -> Path:
+    """`.<name>.tmp` beside `path`: the temp name of an output one job writes. Every process of the job derives the
+    same name (ranks write into one temp directory), and a crashed save's leftover, from any host, is replaced by
+    the next save."""
+    return path.with_name(f".{path.name}.tmp")
 
 
 def is_stale_temp(p: Path) -> bool:
@@ -63,6 +73,16 @@ def fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def commit_temp(tmp: Path, path: Path, *, fsync: bool = True) -> None:
+    """Move a finished temp file over `path`: fsync it (unless `fsync=False`), rename, fsync the directory. For
+    writers whose temp file outlives one block of code (`atomic_path` is the context-manager form)."""
+    if fsync:
+        fsync_file(tmp)
+    os.replace(tmp, path)
+    if fsync:
+        fsync_dir(path.parent)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, fsync: bool = True) -> Iterator[Path]:
     """Yield a temp path beside `path` for a writer that wants a file name (pyarrow, FAISS); on a clean exit the
@@ -75,15 +95,66 @@ def atomic_path(path: str | Path, *, fsync: bool = True) -> Iterator[Path]:
     tmp = temp_path(path)
     try:
         yield tmp
-        if fsync:
-            fsync_file(tmp)
-        os.replace(tmp, path)
+        commit_temp(tmp, path, fsync=fsync)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    if fsync:
-        fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, *, per_writer: bool = False) -> Iterator[Path]:
+    """Yield a fresh, empty temp directory beside `path`; on a clean exit its files are fsynced and it replaces
+    `path`, on an error it is removed.
+
+    An existing `path` is moved aside first and deleted once the new one is in place (a directory cannot be renamed
+    over a non-empty one), so only a crash between those two renames leaves `path` absent, with the old version
+    kept under `.<name>.old…`. The temp directory is `job_temp_path(path)`, the same in every rank of a job (a
+    crashed save's leftover is cleared), or with `per_writer=True` (outputs two processes may write at once, such as
+    a shared cache entry) `temp_path(path)`, clearing leftovers of dead writers on this host.
+
+        with atomic_dir(out / "adapter") as tmp:
+            model.save_pretrained(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = (_dir_temp(path, per_writer), _dir_temp(path.with_name(path.name + ".old"), per_writer))
+    _remove_tree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        for p in tmp.rglob("*"):
+            if p.is_file() and not p.is_symlink():
+                fsync_file(p)
+        _remove_tree(old)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        if old.exists() and not path.exists():
+            os.replace(old, path)  # the new version failed to move in: put the old one back
+        _remove_tree(tmp)
+        raise
+    fsync_dir(path.parent)
+    _remove_tree(old)
+
+
+def _dir_temp(path: Path, per_writer: bool) -> Path:
+    """The temp name for `path`, after clearing earlier leftovers of that name that no live writer owns."""
+    if not per_writer:
+        return job_temp_path(path)
+    for p in path.parent.glob(f".{glob.escape(path.name)}{TMP_MARK}*"):
+        if is_stale_temp(p):
+            _remove_tree(p)
+    return temp_path(path)
+
+
+def _remove_tree(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> None:

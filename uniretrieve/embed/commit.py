@@ -1,5 +1,6 @@
 """Recording a written chunk: its error lines, then its shard in the manifest, under the directory lock; the last
 chunk of a segment finalises it (older versions of re-encoded ids dropped, totals summed, segment marked complete).
+`append_shards` is the same path for embedding caches that grow by whole blocks.
 
 Runs on the ShardWriter's thread, after the shard file is renamed into place, so the manifest never names a file
 that is not complete.
@@ -8,7 +9,9 @@ that is not complete.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,28 +24,31 @@ from uniretrieve.embed.manifest import (
     ManifestError,
     SegmentInfo,
     ShardInfo,
+    check_compatible,
     directory_lock,
     read_manifest,
+    utc_now,
     write_manifest,
 )
 from uniretrieve.embed.plan import Listing
+from uniretrieve.embed.schema import EMBEDDING, EmbeddingSpec
 from uniretrieve.embed.writer import (
     ChunkResult,
+    ShardWriter,
     read_errors,
+    remove_stale_temps,
     replace_chunk_errors,
     write_errors,
     write_shard_file,
 )
 
 
-class ChunkCommitter:
-    """Records a written chunk (errors, then manifest) under the lock; the last chunk of a segment finalises it."""
+class SegmentCommitter:
+    """`ShardWriter`'s commit for one segment: records a written chunk (errors, then its shard in the manifest) under
+    the directory lock; the last chunk of the segment completes it."""
 
-    def __init__(
-        self, root: Path, plan: np.ndarray, listing: Listing, segment: int, rank: int, rows_per_group: int
-    ) -> None:
-        self.root, self.plan, self.listing, self.segment, self.rank = root, plan, listing, segment, rank
-        self.rows_per_group = rows_per_group
+    def __init__(self, root: Path, segment: int, rank: int = 0) -> None:
+        self.root, self.segment, self.rank = root, segment, rank
 
     def __call__(self, result: ChunkResult, name: str | None, digest: str, size: int) -> None:
         with directory_lock(self.root):
@@ -80,7 +86,30 @@ class ChunkCommitter:
             write_manifest(self.root, m)
 
     def _finalise(self, m: Manifest, seg: SegmentInfo) -> None:
-        """Segment done: drop superseded rows (older versions of re-encoded ids) and their old error lines."""
+        """Segment done: sum its per-chunk counts and mark it (and the directory, if no other is open) complete."""
+        totals: Counter[str] = Counter()
+        encoded = truncated = 0
+        for c in seg.counts.get("chunks", {}).values():
+            encoded += int(c["encoded"])
+            truncated += int(c["truncated"])
+            totals.update(c["skipped"])
+        seg.counts.update({"encoded": encoded, "truncated": truncated, "skipped": dict(totals)})
+        seg.complete = True
+        m.complete = all(s.complete for s in m.segments)
+
+
+class ChunkCommitter(SegmentCommitter):
+    """An encode's commit: as `SegmentCommitter`, and the last chunk first drops rows of older segments whose id
+    this segment re-encoded."""
+
+    def __init__(
+        self, root: Path, plan: np.ndarray, listing: Listing, segment: int, rank: int, rows_per_group: int
+    ) -> None:
+        super().__init__(root, segment, rank)
+        self.plan, self.listing, self.rows_per_group = plan, listing, rows_per_group
+
+    def _finalise(self, m: Manifest, seg: SegmentInfo) -> None:
+        """Drop superseded rows (older versions of re-encoded ids) and their old error lines, then complete."""
         new_ids = pc.take(self.listing.ids, pa.array(self.plan))
         for shard in list(m.shards):
             if shard.segment >= seg.index:
@@ -105,12 +134,70 @@ class ChunkCommitter:
         kept = [e for e in errors if int(e.get("segment", 0)) >= seg.index or e.get("id") not in new_set]
         if len(kept) != len(errors):
             write_errors(self.root, kept)
-        totals: Counter[str] = Counter()
-        encoded = truncated = 0
-        for c in seg.counts.get("chunks", {}).values():
-            encoded += int(c["encoded"])
-            truncated += int(c["truncated"])
-            totals.update(c["skipped"])
-        seg.counts.update({"encoded": encoded, "truncated": truncated, "skipped": dict(totals)})
-        seg.complete = True
-        m.complete = all(s.complete for s in m.segments)
+        super()._finalise(m, seg)
+
+
+def append_shards(
+    root: Path,
+    spec: EmbeddingSpec,
+    blocks: Iterable[Mapping[str, Any]],
+    *,
+    chunks: int,
+    shard_rows: int = 0,
+    model: Mapping[str, Any] | None = None,
+    input: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Append `chunks` blocks of rows to the shard directory `root` as one new segment, one shard per block, written
+    by `ShardWriter` and committed like an encode's chunks (the manifest is created on first use; other settings
+    are refused). For embedding caches that grow by whole blocks rather than from an input listing (teacher and
+    evaluation vectors). A block maps shard columns to sequences: `id`, `embedding` (`[n, D]`), optional ones.
+
+    Shards come out while later blocks are still being computed (a generator of blocks overlaps the two), and a
+    killed append keeps the shards it finished; the next append closes its segment. Returns the final manifest.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    with directory_lock(root):
+        remove_stale_temps(root)
+        m = read_manifest(root)
+        if m is None:
+            m = Manifest.new(spec, model=dict(model or {}), input=dict(input or {}))
+        else:
+            check_compatible(m, spec, root=root)
+        for s in m.segments:
+            if not s.complete:  # a killed append: its shards are whole and stay
+                s.complete, s.counts["abandoned"] = True, True
+        seg = SegmentInfo(
+            index=len(m.segments),
+            created=utc_now(),
+            input_rows=0,
+            listing_sha256="",
+            shard_base=m.next_shard_number(),
+            chunks=chunks,
+            shard_rows=shard_rows,
+        )
+        if chunks:
+            m.segments.append(seg)
+        m.complete = not chunks  # every earlier segment is closed by now
+        write_manifest(root, m)
+    if not chunks:
+        return m
+    writer = ShardWriter(root, spec, SegmentCommitter(root, seg.index))
+    start = k = 0
+    try:
+        for k, block in enumerate(blocks, 1):
+            if k > chunks:
+                raise ValueError(f"append_shards into {root}: more than the {chunks} blocks announced")
+            columns = dict(block)
+            vectors = np.asarray(columns.pop(EMBEDDING), dtype=np.float32)
+            n = len(vectors)
+            result = ChunkResult(seg.index, k - 1, seg.shard_base + k - 1, start, start + n)
+            result.add_rows(list(range(start, start + n)), {c: list(v) for c, v in columns.items()}, vectors)
+            writer.submit(result)
+            start += n
+    finally:
+        writer.close()
+    if k != chunks:
+        raise ValueError(f"append_shards into {root}: {k} blocks given, {chunks} announced")
+    final = read_manifest(root)
+    assert final is not None
+    return final

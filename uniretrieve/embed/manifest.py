@@ -22,7 +22,7 @@ from typing import Any
 
 from uniretrieve._version import __version__
 from uniretrieve.embed.schema import FORMAT_NAME, SCHEMA_VERSION, EmbeddingSpec, settings_hash
-from uniretrieve.io import atomic_write_bytes
+from uniretrieve.io import atomic_write_json
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".uniretrieve.lock"
@@ -134,6 +134,11 @@ class Manifest:
         self.shards.sort(key=lambda s: s.path)
         self.total_rows = sum(s.rows for s in self.shards)
 
+    def next_shard_number(self) -> int:
+        """The number of a new segment's first shard: past every shard written and every chunk reserved."""
+        base = max((s.number for s in self.shards), default=-1) + 1
+        return max([base] + [seg.shard_base + seg.chunks for seg in self.segments])
+
     def remove_shard(self, path: str) -> None:
         self.shards = [s for s in self.shards if s.path != path]
         self.total_rows = sum(s.rows for s in self.shards)
@@ -198,7 +203,7 @@ def read_manifest(root: str | Path) -> Manifest | None:
 
 def write_manifest(root: str | Path, manifest: Manifest) -> None:
     manifest.updated = utc_now()
-    atomic_write_bytes(manifest_path(root), (json.dumps(manifest.to_dict(), indent=1) + "\n").encode())
+    atomic_write_json(manifest_path(root), manifest.to_dict())
 
 
 @contextlib.contextmanager

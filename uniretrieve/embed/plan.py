@@ -122,8 +122,7 @@ def plan_sha256(plan: np.ndarray) -> str:
 def new_segment(
     manifest: Manifest, listing: Listing, plan: np.ndarray, shard_rows: int, world_size: int
 ) -> SegmentInfo:
-    base = max((s.number for s in manifest.shards), default=-1) + 1
-    base = max([base] + [seg.shard_base + seg.chunks for seg in manifest.segments])
+    base = manifest.next_shard_number()
     return SegmentInfo(
         index=len(manifest.segments),
         created=utc_now(),

@@ -8,6 +8,7 @@ API (stable; index/search build on it):
         ...                                  # vectors: float32 [b, D] (C-contiguous); table: pa.Table of `columns`
     ss.read_rows([5, 0, 17], columns=("id", "text"))   # pa.Table, rows in the order asked
     ss.read_vectors([5, 0, 17])                        # float32 [3, D]
+    vectors, table = ss.read_all(columns=("id",))      # everything, for sets that fit in memory
     ss.verify(checksums=True)                          # re-hash every shard against the manifest
     for ids, vectors in read_shards("out/"): ...       # the issue's convenience form
 
@@ -136,6 +137,14 @@ class ShardSet:
         """float32 `[n, D]` vectors of the given global rows, in the order asked."""
         table = self.read_rows(global_row_indices, columns=(EMBEDDING,))
         return np.ascontiguousarray(arrow_to_vectors(table.column(EMBEDDING), self.dim))
+
+    def read_all(self, columns: Sequence[str] = ("id",)) -> tuple[np.ndarray, pa.Table]:
+        """Every row at once: float32 vectors `[num_rows, D]` and a table of `columns` (for sets that fit in
+        memory, such as the teacher and evaluation caches)."""
+        blocks = list(self.iter_vector_blocks(columns=columns))
+        if not blocks:
+            return np.empty((0, self.dim), dtype=np.float32), self.read_rows([], columns)
+        return np.concatenate([v for v, _ in blocks]), pa.concat_tables([t for _, t in blocks])
 
     def verify(self, checksums: bool = True) -> None:
         """Check every shard against the manifest (size, footer, rows; sha256 when `checksums`)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import threading
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import pyarrow.parquet as pq
 
 from uniretrieve.embed.reader import file_sha256
 from uniretrieve.embed.schema import EmbeddingSpec, build_table, row_group_rows
-from uniretrieve.io import atomic_write_bytes, fsync_dir, is_stale_temp, temp_path
+from uniretrieve.io import atomic_path, atomic_write_bytes, is_stale_temp
 
 SHARD_PREFIX = "part-"
 ERRORS_NAME = "errors.jsonl"
@@ -37,27 +36,16 @@ def shard_name(number: int) -> str:
 
 def write_shard_file(path: Path, table: pa.Table, rows_per_group: int) -> tuple[str, int]:
     """Write `table` to `path` atomically (temp in the same directory, fsync, rename); returns (sha256, bytes)."""
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(
-                table,
-                f,
-                row_group_size=rows_per_group,
-                compression="zstd",
-                use_dictionary=[c for c in table.column_names if c not in ("embedding", "id")],
-                write_statistics=["id"],
-            )
-            f.flush()
-            os.fsync(f.fileno())
-        digest = file_sha256(tmp)
-        size = tmp.stat().st_size
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
+    with atomic_path(path) as tmp:
+        pq.write_table(
+            table,
+            tmp,
+            row_group_size=rows_per_group,
+            compression="zstd",
+            use_dictionary=[c for c in table.column_names if c not in ("embedding", "id")],
+            write_statistics=["id"],
+        )
+        digest, size = file_sha256(tmp), tmp.stat().st_size
     return digest, size
 
 

@@ -4,11 +4,19 @@ Prompt regimes (unime-method.md §0, §3): the five zero-shot retrieval/composit
 E5-V "Summary above sentence/image in one word:" prompts with no instruction (self_evaluate/retrieval_self.py,
 sugar_crepe_self.py); MMEB uses the raw `qry_text`/`tgt_text` instruction strings with no chat template (VLM2Vec v1
 eval.py, as the UniME README runs it).
+
+Each entry names its loader and scorer ("module:function", imported when the benchmark runs, so importing the
+table stays cheap); adding a benchmark is adding one entry (and its loader in steps.py when no existing one fits).
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+STEPS = "uniretrieve.eval.steps"
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,25 @@ class Benchmark:
     prompt_regime: str
     data: str
     """Where to get the data and how to lay it out (shown in --help and the README)."""
+    loader: str
+    """"module:function" taking (Benchmark, EvalConfig) → the benchmark's records."""
+    scorer: str
+    """"module:function" taking (records, Embedder) → the scores dict."""
+    subsets: bool = False
+    """Whether --subsets selects parts of it (SugarCrepe categories, MMEB datasets)."""
+
+    def load(self, cfg: Any) -> Any:
+        """The benchmark's records, read and checked (before any model loads, so a missing file fails fast)."""
+        return resolve(self.loader)(self, cfg)
+
+    def score(self, records: Any, emb: Any) -> dict[str, Any]:
+        return resolve(self.scorer)(records, emb)
+
+
+def resolve(ref: str) -> Callable[..., Any]:
+    """The function a "package.module:function" reference names."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -31,6 +58,8 @@ BENCHMARKS: dict[str, Benchmark] = {
             "retrieval",
             "e5v",
             "HF royokong/flickr30k_test → PATH/data/test-*.parquet",
+            f"{STEPS}:load_e5v",
+            f"{STEPS}:score_retrieval",
         ),
         Benchmark(
             "coco",
@@ -38,6 +67,8 @@ BENCHMARKS: dict[str, Benchmark] = {
             "retrieval",
             "e5v",
             "HF royokong/coco_test → PATH/data/test-*.parquet",
+            f"{STEPS}:load_e5v",
+            f"{STEPS}:score_retrieval",
         ),
         Benchmark(
             "sharegpt4v",
@@ -46,6 +77,8 @@ BENCHMARKS: dict[str, Benchmark] = {
             "e5v",
             "HF Lin-Chen/ShareGPT4V share-captioner_coco_lcs_sam_1246k_1107.json in PATH; its images under PATH "
             "(or --image-root)",
+            f"{STEPS}:load_sharegpt4v",
+            f"{STEPS}:score_retrieval",
         ),
         Benchmark(
             "urban1k",
@@ -53,6 +86,8 @@ BENCHMARKS: dict[str, Benchmark] = {
             "retrieval",
             "e5v",
             "HF BeichenZhang/Urban1k → PATH/image/*.jpg, PATH/caption/*.txt",
+            f"{STEPS}:load_urban1k",
+            f"{STEPS}:score_retrieval",
         ),
         Benchmark(
             "sugarcrepe",
@@ -60,6 +95,9 @@ BENCHMARKS: dict[str, Benchmark] = {
             "sugarcrepe",
             "e5v",
             "RAIVNLab/sugar-crepe data/*.json in PATH (or PATH/data); COCO val2017 images in PATH/val2017",
+            f"{STEPS}:load_sugarcrepe",
+            f"{STEPS}:score_sugarcrepe",
+            subsets=True,
         ),
         Benchmark(
             "mmeb",
@@ -67,6 +105,9 @@ BENCHMARKS: dict[str, Benchmark] = {
             "mmeb",
             "mmeb",
             "HF TIGER-Lab/MMEB-eval → PATH/<Dataset>/test-*.parquet; images.zip unzipped into PATH/eval_images",
+            f"{STEPS}:load_mmeb",
+            f"{STEPS}:score_mmeb",
+            subsets=True,
         ),
     )
 }

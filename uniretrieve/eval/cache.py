@@ -1,19 +1,17 @@
 """Embedding cache for evaluation: one encode-shard directory per (model, benchmark part, list of sources).
 
-Each entry is a directory `<cache>/<model>/<label>-<settings hash>/` holding `shard-00000.parquet` (the
-`embed/schema.py` shard schema: id, embedding, modality, text, source) and `manifest.json`, so an entry is an
-ordinary shard directory that `index`/`search` can read too. The settings hash covers the model (weights, family,
-prompt regime, chat wrapper, token limit) and the fingerprint of the ordered sources, so a changed model, prompt or
-dataset never reuses stale vectors. Vectors are stored as float32: scores, and so metrics, are then identical
-between a fresh and a cached run.
+Each entry is a directory `<cache>/<model>/<label>-<settings hash>/` written by the encode pipeline's shard writer
+(`embed/commit.py` `append_shards`: one shard in the `embed/schema.py` schema — id, embedding, modality, text,
+source — and `manifest.json`), so an entry is an ordinary shard directory that `open_shards`, `index` and `search`
+read too. The settings hash covers the model (weights, family, prompt regime, chat wrapper, token limit) and the
+fingerprint of the ordered sources, so a changed model, prompt or dataset never reuses stale vectors. Vectors are
+stored as float32: scores, and so metrics, are then identical between a fresh and a cached run.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from uniretrieve.eval.sources import Source, fingerprint
-
-SHARD_NAME = "shard-00000.parquet"
+from uniretrieve.io import atomic_dir
 
 
 def _slug(s: str) -> str:
@@ -75,76 +72,47 @@ class EmbeddingCache:
     def load(self, label: str, sources: Sequence[Source]) -> np.ndarray | None:
         """Cached vectors `[N, D]` for exactly these sources, or None (absent, incomplete or not matching)."""
         d = self.entry_dir(label, sources)
-        if d is None or not (d / SHARD_NAME).is_file():
+        if d is None or not d.is_dir():
             return None
-        import pyarrow.parquet as pq
+        from uniretrieve.embed.manifest import ManifestError
+        from uniretrieve.embed.reader import open_shards
 
-        from uniretrieve.embed.manifest import ManifestError, read_manifest
-        from uniretrieve.embed.schema import arrow_to_vectors
-
-        spec = self.spec(label, sources)
         try:
-            man = read_manifest(d)
+            ss = open_shards(d)
+            if not ss.complete or ss.manifest.settings_hash() != self.spec(label, sources).settings_hash():
+                return None
+            vectors, table = ss.read_all(columns=("id",))
         except ManifestError:
             return None
-        if man is None or not man.complete or man.settings_hash() != spec.settings_hash():
+        if table.column("id").to_pylist() != [source_id(s) for s in sources]:
             return None
-        table = pq.read_table(d / SHARD_NAME, columns=["id", "embedding"])
-        if table.num_rows != len(sources) or table.column("id").to_pylist() != [
-            source_id(s) for s in sources
-        ]:
-            return None
-        return arrow_to_vectors(table.column("embedding"), spec.dim)
+        return vectors
 
     def save(self, label: str, sources: Sequence[Source], vectors: np.ndarray) -> Path | None:
-        """Write an entry atomically (built in a temporary sibling directory, then renamed into place)."""
+        """Write an entry atomically: one shard written like `uniretrieve encode`'s, in a temp directory that then
+        replaces the entry (a concurrent writer of the same entry holds the same vectors)."""
         d = self.entry_dir(label, sources)
         if d is None:
             return None
-        import pyarrow.parquet as pq
+        from uniretrieve.embed.commit import append_shards
 
-        from uniretrieve.embed.manifest import Manifest, SegmentInfo, ShardInfo, utc_now, write_manifest
-        from uniretrieve.embed.schema import build_table
-
-        spec = self.spec(label, sources)
-        n = len(sources)
-        table = build_table(
-            spec,
-            {
-                "id": [source_id(s) for s in sources],
-                "embedding": np.asarray(vectors, dtype=np.float32),
-                "modality": [_modality(s) for s in sources],
-                "text": [s.text for s in sources],
-                "source": [s.image_path or s.origin for s in sources],
-            },
-        )
-        d.parent.mkdir(parents=True, exist_ok=True)
-        tmp = d.with_name(f".{d.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        shard = tmp / SHARD_NAME
-        with open(shard, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        digest = hashlib.sha256(shard.read_bytes()).hexdigest()
-        man = Manifest.new(spec, model=self.model, input={"eval_label": label, "rows": n})
-        man.add_shard(
-            ShardInfo(
-                SHARD_NAME, rows=n, input_start=0, input_end=n, sha256=digest, bytes=shard.stat().st_size
+        block = {
+            "id": [source_id(s) for s in sources],
+            "embedding": np.asarray(vectors, dtype=np.float32),
+            "modality": [_modality(s) for s in sources],
+            "text": [s.text for s in sources],
+            "source": [s.image_path or s.origin for s in sources],
+        }
+        with atomic_dir(d, per_writer=True) as tmp:
+            append_shards(
+                tmp,
+                self.spec(label, sources),
+                [block],
+                chunks=1,
+                shard_rows=len(sources),
+                model=self.model,
+                input={"eval_label": label, "rows": len(sources)},
             )
-        )
-        fp = spec.extra["sources_fingerprint"]
-        man.segments = [
-            SegmentInfo(
-                0, utc_now(), n, fp, shard_base=0, chunks=1, shard_rows=n, done_chunks=[0], complete=True
-            )
-        ]
-        man.complete = True
-        write_manifest(tmp, man)
-        if d.exists():  # a stale or concurrent entry with the same hash holds the same vectors; replace it
-            shutil.rmtree(d)
-        os.replace(tmp, d)
         return d
 
 

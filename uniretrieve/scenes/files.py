@@ -1,24 +1,22 @@
 """Atomic, idempotent file writes for the generator: a file is either absent, complete, or left untouched.
 
-Every file goes through a temp file in its own folder and `os.replace`, so no reader ever sees a torn file. Data
-files (json, csv, Parquet) are also fsynced before the rename. The ~30k small images of a full corpus skip the
-per-file fsync (it cost over half the run time on a busy disk); instead `generate` calls `sync_all()` before it
-writes `config.json`, the completion marker. A crash before the marker leaves a folder without `config.json`, and
-the next run compares every file byte by byte and rewrites whatever did not reach the disk.
+Every file goes through `uniretrieve.io.atomic_write_bytes` (temp file in its own folder, rename), so no reader ever
+sees a torn file. Data files (json, csv, Parquet) are also fsynced before the rename. The ~30k small images of a full
+corpus skip the per-file fsync (it cost over half the run time on a busy disk); instead `generate` calls `sync_all()`
+before it writes `config.json`, the completion marker. A crash before the marker leaves a folder without
+`config.json`, and the next run compares every file byte by byte and rewrites whatever did not reach the disk.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once: mkstemp creates 0600 files, generated data should get the usual permissions
+from uniretrieve.io import atomic_write_bytes
 
 
 def write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> bool:
-    """Write `data` to `path` atomically (temp file in the same folder, flush, fsync unless told not to, os.replace).
+    """Write `data` to `path` atomically (fsynced unless told not to).
 
     A file that already holds exactly `data` is left alone, so re-running the generator is cheap and never changes
     a file's timestamp. Returns whether the file was (re)written.
@@ -29,18 +27,7 @@ def write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> bool:
             return False
     except FileNotFoundError:
         pass
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data, fsync=fsync)
     return True
 
 

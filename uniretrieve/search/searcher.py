@@ -74,10 +74,16 @@ class Searcher:
         gpu: bool | None = None,
     ) -> None:
         from uniretrieve.index import gpu as gpu_mod
+        from uniretrieve.index.kinds import kind_of
+        from uniretrieve.index.meta import META_NAME, IndexMetaError
         from uniretrieve.index.tune import set_param
 
         self.dir = index_dir
         self.meta = meta
+        try:
+            self.kind = kind_of(meta.type)
+        except ValueError as exc:
+            raise IndexMetaError(f"{index_dir / META_NAME}: {exc}; rebuild the index") from None
         self.cpu_index = index
         self.idmap = _one_chunk(idmap)
         self.device = device
@@ -92,15 +98,15 @@ class Searcher:
         self.work = index
         self.torch_exact = None
         use_gpu = gpu_mod.resolve_gpu(gpu) if gpu is not False else False
-        if use_gpu and meta.type in gpu_mod.GPU_INDEX_TYPES:
+        if use_gpu and self.kind.gpu:
             try:
-                self.work = gpu_mod.index_to_gpus(index, fp16=meta.type == "flat")
+                self.work = gpu_mod.index_to_gpus(index, fp16=self.kind.gpu_fp16)
                 for name, value in meta.search_params.items():
                     set_param(self.work, name, int(value))
                 self.on_gpu = True
             except RuntimeError:  # a layout the GPU indexes lack (e.g. SQ8 re-ranking): stay on the CPU
                 self.work = index
-        elif gpu is not False and meta.type == "flat" and gpu_mod.cuda_device_count() > 0:
+        elif gpu is not False and self.kind.exact and gpu_mod.cuda_device_count() > 0:
             # CUDA but no FAISS GPU build: exact search as a torch matmul + top-k on the device
             self.torch_exact = gpu_mod.TorchExactIndex(index.reconstruct_n(0, index.ntotal))
         if encoder is not None:
@@ -246,14 +252,11 @@ class Searcher:
         from uniretrieve.index.tune import set_param
 
         params = self.meta.search_params
-        scale = fetch / k
+        knob = self.kind.knob
         wider = {}
-        if "nprobe" in params:
-            wider["nprobe"] = min(
-                int(self.meta.choice.get("nlist") or params["nprobe"]), math.ceil(params["nprobe"] * scale)
-            )
-        if "efSearch" in params:
-            wider["efSearch"] = max(fetch, math.ceil(params["efSearch"] * scale))
+        if knob.name in params:
+            nlist = int(self.meta.choice.get("nlist") or 0)
+            wider[knob.name] = knob.widen(int(params[knob.name]), fetch, k, nlist)
         try:
             for name, value in wider.items():
                 set_param(self.work, name, value)
@@ -293,24 +296,21 @@ class Searcher:
         return out_s, out_i
 
     def _restricted_search(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Search only `ids`: FAISS's ID selector with every IVF list probed (flat, IVF, IVF-PQ), or exact scores
-        of the reconstructed vectors (HNSW, whose graph walk cannot reach rows cut off by the filter)."""
+        """Search only `ids`: FAISS's ID selector where the kind takes one (`IndexKind.selector_params`: flat,
+        every IVF list probed), else exact scores of the reconstructed vectors (HNSW; IVF-PQ under a Refine wrapper,
+        which does not accept IVF search parameters)."""
         import faiss
 
         from uniretrieve.index.exact import exact_search
 
         index = self.cpu_index
-        if self.meta.type == "hnsw" or "Refine" in self.meta.factory:
+        restrict = self.kind.selector_params
+        if restrict is None or "Refine" in self.meta.factory:
             vecs = index.reconstruct_batch(ids.astype(np.int64))
             s, local = exact_search([vecs], q, k)
             return s, np.where(local >= 0, ids[np.maximum(local, 0)], -1)
         sel = faiss.IDSelectorBatch(ids.astype(np.int64))
-        if self.meta.type in ("ivf", "ivfpq"):
-            ivf = faiss.extract_index_ivf(index)
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=ivf.nlist)
-        else:
-            params = faiss.SearchParameters(sel=sel)
-        return index.search(q, k, params=params)
+        return index.search(q, k, params=restrict(index, sel))
 
     def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
         """Hits of every query ([nq, k] scores and internal ids, -1 = none) from ONE id-map lookup: a take on the

@@ -1,4 +1,5 @@
-"""Fixtures for the encode tests: one tiny Encoder per session and small corpora on disk."""
+"""Helpers for the encode tests: small corpora on disk and reading shard directories back (the session's tiny
+Encoder is the `tiny_encoder` fixture in conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from tests.conftest import make_image
-
-
-@pytest.fixture(scope="session", name="tiny_encoder")
-def tiny_encoder_fixture(tiny_model_dir: Path):
-    import torch
-
-    from uniretrieve.models.encoder import Encoder
-
-    # the tiny model's matmuls are microseconds: with 2 shared cores, extra intra-op threads only add contention
-    # (measured ~10x slower per batch under load)
-    torch.set_num_threads(1)
-
-    return Encoder.from_pretrained(str(tiny_model_dir), device="cpu")
 
 
 def make_image_folder(root: Path, n: int = 7, bad: bool = True) -> Path:
