@@ -149,6 +149,13 @@ def test_pretraining_lowers_loss_resumes_exactly_and_loads(tmp_path: Path) -> No
     with pytest.raises(CheckpointError, match=r"differs in max_steps: 6 → 8") as err:
         pretrain(_cfg(data, part, 8, checkpoint=every3))
     assert "\n" not in str(err.value)
+    from typer.testing import CliRunner
+
+    from uniretrieve.cli.app import app
+
+    args = ["train", "pretrain", "--data", str(data), "--output-dir", str(part), "--max-steps", "8"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "error: cannot resume" in res.output and "Traceback" not in res.output
 
     enc = Encoder.from_pretrained(str(final), device="cpu")
     assert enc.family == "llava" and enc.input_builder.wrapper.name == "mistral"
