@@ -1,16 +1,22 @@
-"""Package discovery for the three source roots (the rest of the metadata is in pyproject.toml).
+"""Package discovery for the four source roots (the rest of the metadata is in pyproject.toml).
 
-train/ and index/ live at the repository root but install as `uniretrieve.train` and `uniretrieve.index`, so no
-generic top-level `train` or `index` module is ever put on sys.path. Every package below a root is found, and every
-data file below it (weights, YAML presets, web assets) ships with its nearest package, so neither a new subpackage
-nor a new data folder can be left out of the wheel (tests/test_packaging.py builds, installs and runs it).
+train/, index/ and tiny/ live at the repository root but install as `uniretrieve.train`, `uniretrieve.index` and
+`uniretrieve.tiny`, so no generic top-level `train`, `index` or `tiny` module is ever put on sys.path. Every package
+below a root is found, and every data file below it (weights, YAML presets, web assets) ships with its nearest
+package, so neither a new subpackage nor a new data folder can be left out of the wheel (tests/test_packaging.py
+builds, installs and runs it).
 """
 
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
-ROOTS = {"uniretrieve": "uniretrieve", "uniretrieve.train": "train", "uniretrieve.index": "index"}
+ROOTS = {
+    "uniretrieve": "uniretrieve",
+    "uniretrieve.train": "train",
+    "uniretrieve.index": "index",
+    "uniretrieve.tiny": "tiny",
+}
 SKIP = {"__pycache__"}
 
 packages: list[str] = []

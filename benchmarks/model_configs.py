@@ -21,26 +21,6 @@ import torch
 
 from benchmarks.encode_inputs import WORDS
 
-SPECIAL_TOKENS = [
-    "<pad>",
-    "<s>",
-    "</s>",
-    "<unk>",
-    "<image>",
-    "<video>",
-    "[INST]",
-    "[/INST]",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eot_id|>",
-]
-
 _PROMPT_TEXT = [
     "Summary above sentence in one word:",
     "Summary above image in one word:",
@@ -53,11 +33,11 @@ _PROMPT_TEXT = [
 
 
 def build_tokenizer(vocab_size: int = 2000) -> Any:
-    """Byte-level BPE with a BOS post-processor (Llama style) and every special token the presets use."""
-    from uniretrieve.train.tiny_base import bpe_tokenizer
+    """Byte-level BPE with a BOS post-processor (Llama style) and every family's special tokens (tiny/base.py)."""
+    from uniretrieve.tiny.base import family_tokenizer
 
     corpus = [" ".join(WORDS), " ".join(w.capitalize() for w in WORDS), *_PROMPT_TEXT]
-    return bpe_tokenizer(corpus * 50, vocab_size, SPECIAL_TOKENS)
+    return family_tokenizer(corpus * 50, vocab_size)
 
 
 def _ids(tok: Any) -> dict[str, int]:
@@ -95,26 +75,10 @@ def _llava(tok: Any, vision: dict[str, Any], text_cls: str, text: dict[str, Any]
 
 
 def tiny(tok: Any) -> tuple[str, Any, Any]:
-    """The test suite's tiny LLaVA: 32-px CLIP, 2-layer 32-wide Llama (tests/tiny_models.py)."""
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": 32,
-        "patch_size": 8,
-        "projection_dim": 32,
-    }
-    text = {
-        "vocab_size": len(tok),
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 4096,
-    }
-    return _llava(tok, vision, "LlamaConfig", text)
+    """The test suite's tiny LLaVA: 32-px CLIP, 2-layer 32-wide Llama (`FIXTURE` of tiny/base.py)."""
+    from uniretrieve.tiny.base import FIXTURE, llava_parts
+
+    return "LlavaForConditionalGeneration", *llava_parts(FIXTURE, tok)
 
 
 def llava_100m(tok: Any) -> tuple[str, Any, Any]:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
-from tests.test_pretrain import SMALL, _write_data
-from uniretrieve.train.clip_baseline import ClipBaselineConfig, ClipStyleEncoder, train_clip_baseline
-from uniretrieve.train.tiny_base import build_base, train_tokenizer
+from tests.test_pretrain import SMALL, Crash, _losses, _write_data, crash_at, same_weights
+from uniretrieve.tiny.base import build_base, train_tokenizer
+from uniretrieve.tiny.clip_baseline import ClipBaselineConfig, ClipStyleEncoder, train_clip_baseline
+from uniretrieve.train.checkpoint import CheckpointError
+from uniretrieve.train.config import StepCheckpointConfig
 from uniretrieve.types import Item
 
 
@@ -51,8 +55,8 @@ def test_clip_baseline_trains_and_truncates_at_77_tokens(tmp_path: Path) -> None
 def test_clip_vision_tower_initialises_the_mllm_vit(tmp_path: Path) -> None:
     import torch
 
-    from uniretrieve.train.clip_baseline import build_clip
-    from uniretrieve.train.pretrain_run import load_vision_tower
+    from uniretrieve.tiny.clip_baseline import build_clip
+    from uniretrieve.tiny.pretrain import load_vision_tower
 
     tok = train_tokenizer(["a plain red square"] * 10, SMALL)
     cfg = ClipBaselineConfig(
@@ -74,3 +78,38 @@ def test_clip_vision_tower_initialises_the_mllm_vit(tmp_path: Path) -> None:
     after = tower.state_dict()["embeddings.patch_embedding.weight"]
     want = clip.vision_model.embeddings.patch_embedding.weight
     assert torch.equal(after, want) and not torch.equal(before, want)
+
+
+def test_clip_baseline_resumes_exactly_and_refuses_a_changed_config(tmp_path: Path) -> None:
+    import uniretrieve.tiny.clip_baseline as clip
+
+    data = _write_data(tmp_path / "data")
+    tok = train_tokenizer(["a plain red square filling the picture"] * 10, SMALL)
+    tok.save_pretrained(tmp_path / "tok")
+
+    def cfg(out: str, **kw: Any) -> ClipBaselineConfig:
+        small = {"batch_size": 4, "max_steps": 5, "text_layers": 1, "text_hidden": 32, "projection_dim": 16}
+        return ClipBaselineConfig(
+            data=str(data),
+            tokenizer=str(tmp_path / "tok"),
+            output_dir=str(tmp_path / out),
+            log_every=1,
+            base=SMALL,
+            **{**small, **kw},
+        )
+
+    full = train_clip_baseline(cfg("full"))
+    every2 = StepCheckpointConfig(every_steps=2, keep_last=1)
+    with pytest.MonkeyPatch.context() as mp:
+        crash_at(mp, clip, 3)  # after the step-2 checkpoint and the logged step 3
+        with pytest.raises(Crash):
+            train_clip_baseline(cfg("part", checkpoint=every2))
+    part = tmp_path / "part"
+    assert len(_losses(part)) == 3
+    resumed = train_clip_baseline(cfg("part", checkpoint=every2))
+    assert _losses(part) == _losses(tmp_path / "full")
+    assert same_weights(full / "model.safetensors", resumed / "model.safetensors")
+
+    with pytest.raises(CheckpointError, match=r"differs in batch_size: 4 → 8") as err:
+        train_clip_baseline(cfg("part", checkpoint=every2, batch_size=8))
+    assert "\n" not in str(err.value)

@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROOTS = {"uniretrieve": "uniretrieve", "train": "uniretrieve/train", "index": "uniretrieve/index"}
+ROOTS = {
+    "uniretrieve": "uniretrieve",
+    "train": "uniretrieve/train",
+    "index": "uniretrieve/index",
+    "tiny": "uniretrieve/tiny",
+}
 
 
 def _tracked_package_files() -> set[str]:
@@ -62,7 +67,9 @@ def test_wheel_ships_every_package_file_and_runs_from_a_fresh_venv(tmp_path: Pat
         missing = _tracked_package_files() - names
         assert not missing, f"left out of the wheel: {sorted(missing)[:10]}"
     assert "uniretrieve/train/__init__.py" in names and "uniretrieve/index/__init__.py" in names
-    assert not any(n.startswith(("train/", "index/", "tests/")) for n in names)  # no stray top-level packages
+    assert not any(
+        n.startswith(("train/", "index/", "tiny/", "tests/")) for n in names
+    )  # no stray top-level packages
 
     # A fresh venv that sees this environment's third-party packages (torch etc.) through a plain path entry —
     # not as a site dir, so this project's editable-install hook is not loaded — and the wheel itself.

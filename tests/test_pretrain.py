@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from tests.conftest import make_image
 from uniretrieve import Encoder
-from uniretrieve.train.pretrain import caption_batch
-from uniretrieve.train.pretrain_data import PretrainDataError, read_llava_pretrain
-from uniretrieve.train.pretrain_run import PretrainConfig, pretrain
-from uniretrieve.train.tiny_base import TinyBaseConfig
+from uniretrieve.tiny.base import TinyBaseConfig
+from uniretrieve.tiny.captions import caption_batch
+from uniretrieve.tiny.pretrain import PretrainConfig, pretrain
+from uniretrieve.tiny.pretrain_data import PretrainDataError, read_llava_pretrain
+from uniretrieve.train.checkpoint import CheckpointError
+from uniretrieve.train.config import StepCheckpointConfig
 
 SMALL = TinyBaseConfig(
     vocab_size=400,
@@ -66,7 +70,7 @@ def _losses(out: Path) -> list[float]:
 
 
 def test_labels_cover_only_the_caption(tmp_path: Path) -> None:
-    from uniretrieve.train.tiny_base import build_base, train_tokenizer
+    from uniretrieve.tiny.base import build_base, train_tokenizer
 
     tok = train_tokenizer(["a red square", "a blue circle"] * 5, SMALL)
     _, proc = build_base(SMALL, tok)
@@ -94,7 +98,37 @@ def test_labels_cover_only_the_caption(tmp_path: Path) -> None:
     ]
 
 
+class Crash(RuntimeError):
+    pass
+
+
+def crash_at(mp: pytest.MonkeyPatch, module: Any, at: int) -> None:
+    """Make `module.make_step_fn`'s step function raise at 0-based step `at` (a simulated crash)."""
+    real = module.make_step_fn
+
+    def crashing(*args: Any, **kwargs: Any) -> Any:
+        step_fn = real(*args, **kwargs)
+
+        def step(step: int, batch: list[int]) -> Any:
+            if step == at:
+                raise Crash("simulated crash")
+            return step_fn(step, batch)
+
+        return step
+
+    mp.setattr(module, "make_step_fn", crashing)
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a)), load_file(str(b))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
 def test_pretraining_lowers_loss_resumes_exactly_and_loads(tmp_path: Path) -> None:
+    import uniretrieve.tiny.pretrain as run
+
     data = _write_data(tmp_path / "data")
     full = tmp_path / "full"
     final = pretrain(_cfg(data, full, 6))
@@ -102,14 +136,26 @@ def test_pretraining_lowers_loss_resumes_exactly_and_loads(tmp_path: Path) -> No
     assert len(losses) == 6 and losses[-1] < losses[0]
 
     part = tmp_path / "part"
-    pretrain(_cfg(data, part, 6, checkpoint_every=3))  # leaves step-3 behind; simulate a crash after it:
-    import shutil
+    every3 = StepCheckpointConfig(every_steps=3, keep_last=1)
+    with pytest.MonkeyPatch.context() as mp:
+        crash_at(mp, run, 4)  # after the step-3 checkpoint and the logged step 4: the crash loses step 4
+        with pytest.raises(Crash):
+            pretrain(_cfg(data, part, 6, checkpoint=every3))
+    assert len(_losses(part)) == 4
+    resumed = pretrain(_cfg(data, part, 6, checkpoint=every3))  # continues from checkpoints/step-000003
+    assert _losses(part) == losses  # the same steps, bit-identical losses
+    assert same_weights(final / "model.safetensors", resumed / "model.safetensors")
 
-    shutil.rmtree(part / "final")
-    lines = (part / "metrics.jsonl").read_text().splitlines()
-    (part / "metrics.jsonl").write_text("\n".join(lines[:4]) + "\n")  # rows written after the checkpoint
-    pretrain(_cfg(data, part, 6, checkpoint_every=3))
-    np.testing.assert_allclose(_losses(part), losses, rtol=1e-5)
+    with pytest.raises(CheckpointError, match=r"differs in max_steps: 6 → 8") as err:
+        pretrain(_cfg(data, part, 8, checkpoint=every3))
+    assert "\n" not in str(err.value)
+    from typer.testing import CliRunner
+
+    from uniretrieve.cli.app import app
+
+    args = ["train", "pretrain", "--data", str(data), "--output-dir", str(part), "--max-steps", "8"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "error: cannot resume" in res.output and "Traceback" not in res.output
 
     enc = Encoder.from_pretrained(str(final), device="cpu")
     assert enc.family == "llava" and enc.input_builder.wrapper.name == "mistral"
@@ -117,8 +163,8 @@ def test_pretraining_lowers_loss_resumes_exactly_and_loads(tmp_path: Path) -> No
 
 
 def test_max_caption_words_keeps_only_short_captions(tmp_path: Path) -> None:
+    from uniretrieve.tiny.pretrain import training_examples
     from uniretrieve.train.config import ConfigError
-    from uniretrieve.train.pretrain_run import training_examples
 
     data = _write_data(tmp_path / "data", n=4)
     entries = json.loads((data / "blip_laion_cc_sbu_558k.json").read_text())
@@ -150,7 +196,7 @@ def test_bad_data_is_named(tmp_path: Path) -> None:
 
 
 def test_length_grouped_epochs_cover_every_example_once_with_less_padding() -> None:
-    from uniretrieve.train.pretrain_run import LengthGroupedEpochs
+    from uniretrieve.tiny.pretrain import LengthGroupedEpochs
 
     rng = np.random.default_rng(0)
     lengths = [int(x) for x in rng.choice([10, 200], size=256)]

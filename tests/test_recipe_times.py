@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from uniretrieve.train.recipe_tiny import StepTimes
+from uniretrieve.tiny.recipe import StepTimes
 
 
 def test_step_times_accumulate_across_resumed_runs(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from uniretrieve import Encoder
 from uniretrieve.models.names import shipped_dir
-from uniretrieve.train.model_card import markdown_table
+from uniretrieve.tiny.model_card import markdown_table
 
 MAX_SHIPPED_BYTES = 25 * 2**20  # the package-data budget
 

@@ -1,44 +1,20 @@
 """Builders of tiny, random-weight checkpoints of every supported family, from the real transformers classes.
 
 Each builder writes a complete checkpoint directory (config, safetensors weights, processor, tokenizer) that loads
-back with `from_pretrained` exactly like a downloaded one. A byte-level BPE tokenizer is trained on the fly with
-`tokenizers` and carries every special token the families' processors and chat wrappers use.
+back with `from_pretrained` exactly like a downloaded one. The tokenizer and the LLaVA come from the one tiny-model
+factory (tiny/base.py): a byte-level BPE trained on the fly that carries every special token the families'
+processors and chat wrappers use, and its `FIXTURE` sizes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-SPECIAL_TOKENS = [
-    "<pad>",
-    "<s>",
-    "</s>",
-    "<unk>",
-    "<image>",
-    "<video>",
-    "[INST]",
-    "[/INST]",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<fake_token_around_image>",
-    "<global-img>",
-    "<end_of_utterance>",
-    "<|user|>",
-    "<|end|>",
-    "<|assistant|>",
-    "<|image_1|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eot_id|>",
-    *[f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)],
-]
+from uniretrieve.tiny.base import FIXTURE, build_base, family_tokenizer
 
 _CORPUS = [
     "a red circle above a blue square",
@@ -54,10 +30,8 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(out_dir: Path | None = None, vocab_size: int = 600):
-    from uniretrieve.train.tiny_base import bpe_tokenizer
-
-    fast = bpe_tokenizer(_CORPUS * 20, vocab_size, SPECIAL_TOKENS)
+def build_tokenizer(out_dir: Path | None = None, vocab_size: int = FIXTURE.vocab_size):
+    fast = family_tokenizer(_CORPUS * 20, vocab_size)
     if out_dir is not None:
         fast.save_pretrained(out_dir)
     return fast
@@ -104,25 +78,7 @@ def _save(model, processor, out: Path) -> Path:
 
 
 def build_llava(out: Path, text_model: str = "LlamaConfig") -> Path:
-    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-
-    tok = build_tokenizer()
-    cfg = LlavaConfig(
-        vision_config=_clip_vision(),
-        text_config=_text(text_model, len(tok)),
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-    )
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(cfg)
-    proc = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tok,
-        patch_size=8,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
+    model, proc = build_base(replace(FIXTURE, text_model=text_model), build_tokenizer())
     return _save(model, proc, out)
 
 

@@ -2,7 +2,8 @@
 
 Layout of one resumable checkpoint (`<output_dir>/checkpoints/step-000100/`):
 
-    adapter/              peft LoRA weights + adapter_config.json (float32 master weights: a resume is exact)
+    adapter/ or model/    the trained weights (train/trainable.py): peft LoRA weights + adapter_config.json, or a
+                          full-parameter run's model.safetensors (float32 master weights: a resume is exact)
     optimizer.pt          AdamW state
     scheduler.pt          learning-rate schedule state
     rng-rank{r}.pt        torch CPU/CUDA, Python and NumPy RNG states of rank r (dropout continues identically)
@@ -124,7 +125,7 @@ def checkpoint_dir(output_dir: Path, step: int) -> Path:
 def save_checkpoint(
     output_dir: Path,
     *,
-    student: Any,
+    trainable: Any,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     step: int,
@@ -143,7 +144,7 @@ def save_checkpoint(
         distributed.barrier()
         torch_save_atomic(rng_state(), tmp / f"rng-rank{distributed.rank()}.pt")
         if main:
-            _write_adapter(student, tmp / ADAPTER)
+            trainable.save(tmp / trainable.weights_dir)
             torch_save_atomic(optimizer.state_dict(), tmp / "optimizer.pt")
             torch_save_atomic(scheduler.state_dict(), tmp / "scheduler.pt")
             save_config(config, tmp / "config.yaml")
@@ -179,9 +180,10 @@ def read_trainer_state(ckpt: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    ckpt: Path, *, student: Any, optimizer: torch.optim.Optimizer, scheduler: Any
+    ckpt: Path, *, trainable: Any, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> dict[str, Any]:
-    """Restore LoRA weights, optimizer, scheduler and this rank's RNG; returns the trainer state."""
+    """Restore the weights (a `train.trainable.Trainable`), optimizer, scheduler and this rank's RNG; returns the
+    trainer state."""
     ckpt = Path(ckpt)
     state = read_trainer_state(ckpt)
     if state.get("world_size", 1) != distributed.world_size():
@@ -189,9 +191,9 @@ def load_checkpoint(
             f"{ckpt} was written by {state.get('world_size')} processes, this run has {distributed.world_size()}; "
             "resume with the same number of processes (the per-rank RNG streams and data slices depend on it)"
         )
-    load_adapter_weights(student, ckpt / ADAPTER)
+    trainable.load(ckpt / trainable.weights_dir)
     optimizer.load_state_dict(
-        torch.load(ckpt / "optimizer.pt", map_location=student.device, weights_only=False)
+        torch.load(ckpt / "optimizer.pt", map_location=trainable.device, weights_only=False)
     )
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
     rng_file = ckpt / f"rng-rank{distributed.rank()}.pt"

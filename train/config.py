@@ -101,22 +101,30 @@ class LoraConfig:
 
 
 @dataclass(kw_only=True)
-class CheckpointConfig:
+class StepCheckpointConfig:
+    """When the training loop saves resumable checkpoints and where a run continues from (train/loop.py)."""
+
     every_steps: int = 500
-    """Save a resumable checkpoint every N optimizer steps (0 = only the final adapter)."""
+    """Save a resumable checkpoint every N optimizer steps (0 = none, only the final result)."""
     keep_last: int = 2
     """Keep this many newest step-* checkpoints (0 = keep all)."""
     resume: str = "auto"
     """"auto": continue from the newest checkpoint under output_dir if there is one; "never": start fresh and refuse
     an output_dir that already holds checkpoints; or the path of a step-* directory."""
-    merge: bool = False
-    """At the end also write <output_dir>/merged: the full MLLM with the adapter folded in (vision as in the base)."""
 
     def __post_init__(self) -> None:
         if self.every_steps < 0 or self.keep_last < 0:
             raise ConfigError("checkpoint.every_steps and checkpoint.keep_last must be >= 0")
         if not self.resume:
             raise ConfigError('checkpoint.resume must be "auto", "never" or a checkpoint directory')
+
+
+@dataclass(kw_only=True)
+class CheckpointConfig(StepCheckpointConfig):
+    """A LoRA stage's checkpoints: the step checkpoints plus the optional merged export."""
+
+    merge: bool = False
+    """At the end also write <output_dir>/merged: the full MLLM with the adapter folded in (vision as in the base)."""
 
 
 @dataclass(kw_only=True)

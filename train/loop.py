@@ -1,11 +1,16 @@
-"""The training loop both stages share: a plain `for step` loop around a stage-specific step function.
+"""The one training loop: a plain `for step` loop around an objective's step function.
 
 Per optimizer step:  zero grads → `step_fn` (forward/backward, gradients *accumulated*, e.g. by GradCache)
 → average gradients over ranks → clip → AdamW step → schedule step → log → maybe checkpoint.
 
-The data order is a function of the step (train/batching.py), so an exact resume needs only the LoRA weights, the
-optimizer, the schedule and the RNG states at a step boundary (train/checkpoint.py); a resumed run then reproduces
-the uninterrupted run's losses step for step (tests/test_train_resume.py).
+`run_steps` is that loop for any objective: what it trains is a `train.trainable.Trainable` (a student's LoRA
+adapter, or a whole model), and resume, the config check on resume, logging (metrics.jsonl) and checkpoints
+(train/checkpoint.py) are the same for all. `train_loop` runs a UniME stage (a student) through it and exports the
+adapter (and merged model); the tiny recipe's generative pretraining and CLIP-style baseline run through it too.
+
+The data order is a function of the step (train/batching.py), so an exact resume needs only the trained weights,
+the optimizer, the schedule and the RNG states at a step boundary (train/checkpoint.py); a resumed run then
+reproduces the uninterrupted run's losses step for step (tests/test_train_resume.py, tests/test_pretrain.py).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,16 +39,43 @@ from uniretrieve.train.checkpoint import (
     save_checkpoint,
     save_merged,
 )
-from uniretrieve.train.config import OptimConfig, TrainConfig, config_to_dict, read_yaml, save_config
+from uniretrieve.train.config import (
+    OptimConfig,
+    StepCheckpointConfig,
+    TrainConfig,
+    config_to_dict,
+    read_yaml,
+    save_config,
+)
+from uniretrieve.train.trainable import LoraAdapter, Trainable
 
 StepFn = Callable[[int, list[int]], Mapping[str, torch.Tensor | float]]
 """(0-based step, global batch indices) → metrics. Must accumulate gradients into `.grad` (backpropagating
-`loss * ddp_loss_scale()`) and return detached scalars including "loss", the unscaled global loss."""
+`loss * ddp_loss_scale()`; a single-process objective backpropagates the loss itself) and return detached scalars
+including "loss", the unscaled global loss."""
 
 METRICS_FILE = "metrics.jsonl"
 
 # Settings that may change between an interrupted run and its resume without changing the trajectory.
 RESUME_MUTABLE = ("output_dir", "log_every", "device", "checkpoint")
+
+
+class LoopConfig(Protocol):
+    """The settings the loop reads (`TrainConfig` and the tiny recipe's run configs have them); the whole config
+    is saved beside every checkpoint and compared on resume."""
+
+    output_dir: str
+    log_every: int
+    optim: OptimConfig
+    checkpoint: StepCheckpointConfig
+
+
+@dataclass
+class StepsResult:
+    output_dir: Path
+    final_step: int
+    resumed_from: Path | None
+    last_metrics: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -134,7 +166,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-def _check_resume_config(cfg: TrainConfig, ckpt: Path) -> None:
+def _check_resume_config(cfg: LoopConfig, ckpt: Path) -> None:
     saved = read_yaml(ckpt / "config.yaml")
     now = config_to_dict(cfg)
     diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_MUTABLE and saved.get(k) != now.get(k))
@@ -146,7 +178,7 @@ def _check_resume_config(cfg: TrainConfig, ckpt: Path) -> None:
         )
 
 
-def find_resume(cfg: TrainConfig) -> Path | None:
+def find_resume(cfg: LoopConfig) -> Path | None:
     """The checkpoint this run continues from (None: a fresh start), after checking that it may.
 
     Cheap; stages call it first, so a refused resume fails before any teacher extraction or model loading.
@@ -157,7 +189,7 @@ def find_resume(cfg: TrainConfig) -> Path | None:
     return ckpt
 
 
-def _find_resume(cfg: TrainConfig, out: Path) -> Path | None:
+def _find_resume(cfg: LoopConfig, out: Path) -> Path | None:
     mode = cfg.checkpoint.resume
     latest = latest_checkpoint(out)
     if mode == "auto":
@@ -189,45 +221,45 @@ def _log_line(console: Any, row: Mapping[str, Any], total: int) -> None:
     )
 
 
-def train_loop(
-    cfg: TrainConfig,
-    student: Any,
+def run_steps(
+    cfg: LoopConfig,
+    trainable: Trainable,
     plan: BatchPlan,
     step_fn: StepFn,
     *,
+    total: int,
     console: Any | None = None,
-) -> LoopResult:
-    """Run (or resume) training to `total_steps`; write checkpoints, metrics, the final adapter (and merged model).
+) -> StepsResult:
+    """Run (or resume) `total` optimizer steps of `step_fn` on `trainable`; write metrics and checkpoints.
 
-    `student` is a `train.student.Student`; seed (`seed_everything`) before building it so the LoRA init is
-    reproducible. Under torchrun call `distributed.init_distributed()` first; every rank runs this function.
+    A resume continues from `find_resume(cfg)` (refused when the config changed). Seed (`seed_everything`) before
+    building the model so its init is reproducible. Under torchrun every rank runs this function.
     """
     from rich.console import Console
 
     console = console or Console(stderr=True)
     out = Path(cfg.output_dir)
     main = distributed.is_main()
-    params = [p for _, p in student.trainable_parameters()]
-    distributed.broadcast_parameters(params)  # every rank starts from rank 0's LoRA init
+    params = trainable.parameters()
+    distributed.broadcast_parameters(params)  # every rank starts from rank 0's init
     optimizer = build_optimizer(params, cfg.optim)
-    total = total_steps(cfg, plan)
     scheduler = build_scheduler(optimizer, cfg.optim, total)
     metrics_path = out / METRICS_FILE
 
     resumed_from = find_resume(cfg)
     start = 0
     if resumed_from is not None:
-        state = load_checkpoint(resumed_from, student=student, optimizer=optimizer, scheduler=scheduler)
+        state = load_checkpoint(resumed_from, trainable=trainable, optimizer=optimizer, scheduler=scheduler)
         start = int(state["step"])
         if main:
-            _truncate_metrics(metrics_path, start)
             console.print(f"resumed from {resumed_from} at step {start}/{total}")
     if main:
+        _truncate_metrics(metrics_path, start)  # a fresh start drops the rows of an earlier, unresumable run
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     distributed.barrier()
 
-    student.model.train()
+    trainable.module.train()
     last: dict[str, Any] = {}
     for step in range(start, total):
         t0 = time.perf_counter()
@@ -262,7 +294,7 @@ def train_loop(
         if every and (step + 1) % every == 0:
             ckpt = save_checkpoint(
                 out,
-                student=student,
+                trainable=trainable,
                 optimizer=optimizer,
                 scheduler=scheduler,
                 step=step + 1,
@@ -273,14 +305,35 @@ def train_loop(
             if main:
                 prune_checkpoints(out, cfg.checkpoint.keep_last)
                 console.print(f"checkpoint {ckpt}")
+    return StepsResult(out, total, resumed_from, last)
 
+
+def train_loop(
+    cfg: TrainConfig,
+    student: Any,
+    plan: BatchPlan,
+    step_fn: StepFn,
+    *,
+    console: Any | None = None,
+) -> LoopResult:
+    """Run (or resume) a UniME stage to `total_steps`; write checkpoints, metrics, the final adapter (and merged
+    model).
+
+    `student` is a `train.student.Student`; seed (`seed_everything`) before building it so the LoRA init is
+    reproducible. Under torchrun call `distributed.init_distributed()` first; every rank runs this function.
+    """
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    steps = run_steps(cfg, LoraAdapter(student), plan, step_fn, total=total_steps(cfg, plan), console=console)
+    out = steps.output_dir
     adapter_dir = out / "adapter"
     merged_dir = out / "merged" if cfg.checkpoint.merge else None
-    if main:
+    if distributed.is_main():
         save_adapter(student, adapter_dir, cfg)
         console.print(f"adapter → {adapter_dir}")
         if merged_dir is not None:
             save_merged(student.source, adapter_dir, merged_dir)
             console.print(f"merged model → {merged_dir}")
     distributed.barrier()
-    return LoopResult(out, total, adapter_dir, merged_dir, resumed_from, last)
+    return LoopResult(out, steps.final_step, adapter_dir, merged_dir, steps.resumed_from, steps.last_metrics)

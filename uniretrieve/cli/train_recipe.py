@@ -17,7 +17,9 @@ def pretrain(
     output_dir: Annotated[
         Path, typer.Option("--output", "-o", help="Run folder (resumes from its checkpoints).")
     ],
-    max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 800,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Optimizer steps (default: PretrainConfig.max_steps).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Image–caption pairs per step.")] = 32,
     seed: Annotated[int, typer.Option()] = 0,
     vision_init: Annotated[
@@ -33,19 +35,20 @@ def pretrain(
     ] = None,
 ) -> None:
     """Generative (image → caption) pretraining of the tiny LLaVA base; the ViT stays frozen."""
-    from uniretrieve.train.pretrain_run import PretrainConfig
-    from uniretrieve.train.pretrain_run import pretrain as run
+    from uniretrieve.tiny.pretrain import PretrainConfig
+    from uniretrieve.tiny.pretrain import pretrain as run
 
+    steps = {} if max_steps is None else {"max_steps": max_steps}
     with user_errors():
         final = run(
             PretrainConfig(
                 data=str(data),
                 output_dir=str(output_dir),
-                max_steps=max_steps,
                 batch_size=batch_size,
                 seed=seed,
                 max_caption_words=max_caption_words,
                 vision_init=None if vision_init is None else str(vision_init),
+                **steps,
             )
         )
     typer.echo(f"pretrained base → {final}")
@@ -58,17 +61,18 @@ def unime_tiny(
     install: Annotated[
         bool, typer.Option(help="Copy the result into the package as the built-in unime-tiny.")
     ] = (False),
-    pretrain_steps: Annotated[int, typer.Option(help="Generative pretraining steps.")] = 500,
+    pretrain_steps: Annotated[
+        int | None, typer.Option(help="Generative pretraining steps (default: PretrainConfig.max_steps).")
+    ] = None,
     train_scenes: Annotated[int, typer.Option(help="Training scenes to generate.")] = 5000,
 ) -> None:
     """Reproduce the built-in unime-tiny: scenes → ViT alignment → pretraining → stage 1 → stage 2 → scores."""
     from uniretrieve.models.names import shipped_dir
-    from uniretrieve.train.recipe_tiny import TinyRecipeConfig, run_recipe
-    from uniretrieve.train.recipe_tiny import install as do_install
+    from uniretrieve.tiny.recipe import TinyRecipeConfig, run_recipe
+    from uniretrieve.tiny.recipe import install as do_install
 
+    steps = {} if pretrain_steps is None else {"pretrain_steps": pretrain_steps}
     with user_errors():
-        model = run_recipe(
-            TinyRecipeConfig(out=str(out), pretrain_steps=pretrain_steps, train_scenes=train_scenes)
-        )
+        model = run_recipe(TinyRecipeConfig(out=str(out), train_scenes=train_scenes, **steps))
         if install:
             typer.echo(f"installed → {do_install(model, shipped_dir('unime-tiny'))}")

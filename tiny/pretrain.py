@@ -1,20 +1,20 @@
-"""The generative pretraining run of the tiny base: config, full-parameter loop, exact resume, final checkpoint.
+"""The generative pretraining run of the tiny base: config, the caption objective's step function, final export.
 
-Layout of `output_dir`:
+The run goes through the one training loop (train/loop.py: exact resume, config check on resume, metrics,
+checkpoints of the whole model). Layout of `output_dir`:
     config.yaml            the resolved PretrainConfig
     processor/             the tokenizer (trained once on the captions) and processor, reused on resume
-    metrics.jsonl          one row per logged step
-    checkpoints/step-N/    model.safetensors (float32), optimizer.pt, scheduler.pt, rng.pt, trainer_state.json
+    metrics.jsonl          one row per step
+    checkpoints/step-N/    model/model.safetensors (float32), optimizer, schedule, RNG, config, trainer_state.json
     final/                 the pretrained base (float16 safetensors + processor): `Encoder.from_pretrained` loads it
 
-The data order is `ShuffledEpochs(seed)`, a function of the step, so a resumed run sees exactly the batches the
-uninterrupted one would have.
+The data order is `LengthGroupedEpochs(seed)`, a function of the step, so a resumed run sees exactly the batches
+the uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,20 +24,13 @@ import torch
 from uniretrieve.io import atomic_dir, atomic_write_text
 from uniretrieve.models.backbones import REGISTRY
 from uniretrieve.models.images import load_image
+from uniretrieve.tiny.base import TinyBaseConfig, build_base, save_llava, train_tokenizer
+from uniretrieve.tiny.captions import caption_batch, caption_loss, caption_prompt
+from uniretrieve.tiny.pretrain_data import CaptionExample, read_llava_pretrain
 from uniretrieve.train.batching import ShuffledEpochs
-from uniretrieve.train.checkpoint import (
-    checkpoint_dir,
-    latest_checkpoint,
-    prune_checkpoints,
-    rng_state,
-    set_rng_state,
-    torch_save_atomic,
-)
-from uniretrieve.train.config import ConfigError, OptimConfig, save_config
-from uniretrieve.train.loop import apply_gradients, build_optimizer, build_scheduler, seed_everything
-from uniretrieve.train.pretrain import caption_batch, caption_loss, caption_prompt
-from uniretrieve.train.pretrain_data import CaptionExample, read_llava_pretrain
-from uniretrieve.train.tiny_base import TinyBaseConfig, build_base, save_checkpoint, train_tokenizer
+from uniretrieve.train.config import ConfigError, OptimConfig, StepCheckpointConfig
+from uniretrieve.train.loop import StepFn, find_resume, run_steps, seed_everything
+from uniretrieve.train.trainable import FullModel
 
 
 @dataclass(kw_only=True)
@@ -46,18 +39,17 @@ class PretrainConfig:
     """A LLaVA-Pretrain json or its folder (`uniretrieve scenes generate` writes `llava-pretrain/`)."""
     output_dir: str
     batch_size: int = 32
-    max_steps: int = 1000
+    max_steps: int = 500
+    """Optimizer steps (the shipped unime-tiny: 500; every entry point's default)."""
     max_caption_tokens: int = 256
     seed: int = 0
     log_every: int = 10
-    checkpoint_every: int = 200
-    keep_last: int = 1
     vision_init: str | None = None
-    """A trained CLIP-style dual encoder (train/clip_baseline.py, same vision sizes) whose vision tower initialises
+    """A trained CLIP-style dual encoder (tiny/clip_baseline.py, same vision sizes) whose vision tower initialises
     the ViT: contrastive pre-alignment, so the captioner starts from image-dependent features."""
     max_caption_words: int | None = None
     """Train only on captions of at most this many words, like LLaVA's feature-alignment stage (short BLIP
-    captions). Measured on the generated scenes (benchmarks/image_dependence.py): with the long captions' template
+    captions). Measured on the generated scenes (probes/image_dependence.py): with the long captions' template
     sentences dominating the loss, the captioner learned the text prior and ignored its image (loss with a shuffled
     image equal to the loss with the right one); on short captions alone it learns to read the image."""
     freeze_vision: bool = True
@@ -69,12 +61,13 @@ class PretrainConfig:
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01, warmup_steps=50, max_grad_norm=1.0)
     )
+    checkpoint: StepCheckpointConfig = field(
+        default_factory=lambda: StepCheckpointConfig(every_steps=200, keep_last=1)
+    )
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_steps < 1:
             raise ConfigError("batch_size and max_steps must be >= 1")
-        if self.checkpoint_every < 0:
-            raise ConfigError("checkpoint_every must be >= 0")
         if self.max_caption_words is not None and self.max_caption_words < 1:
             raise ConfigError("max_caption_words must be >= 1 (or null for every caption)")
 
@@ -133,84 +126,52 @@ def training_examples(cfg: PretrainConfig) -> list[CaptionExample]:
     return kept
 
 
-def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
-    """Run (or resume) the pretraining; returns the `final/` checkpoint directory."""
-    from rich.console import Console
+def make_step_fn(model: Any, processor: Any, examples: list[CaptionExample], cfg: PretrainConfig) -> StepFn:
+    """The loop's step function: a batch of image–caption pairs → gradients of the caption loss (one process)."""
+    template = REGISTRY["llava"].wrapper_for("mistral", frozenset()).template
 
-    console = console or Console()
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    seed_everything(cfg.seed)
-    processor = make_processor(cfg.data, out, cfg.base)
-    examples = training_examples(cfg)
-    model, _ = build_base(cfg.base, processor.tokenizer)
-    wrapper = REGISTRY["llava"].wrapper_for("mistral", frozenset())
-
-    if cfg.vision_init is not None and ckpt_missing(out):
-        load_vision_tower(model, Path(cfg.vision_init))
-    if cfg.freeze_vision:
-        model.model.vision_tower.requires_grad_(False)
-    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
-    plan = LengthGroupedEpochs([len(e.caption) for e in examples], cfg.batch_size, seed=cfg.seed)
-    start = 0
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
-        model.tie_weights()
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=False))
-        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
-        set_rng_state(torch.load(ckpt / "rng.pt", weights_only=False))
-        start = json.loads((ckpt / "trainer_state.json").read_text())["step"]
-        console.print(f"[bold]resuming[/] from {ckpt} at step {start}")
-    metrics = out / "metrics.jsonl"
-    _truncate(metrics, start)
-
-    model.train()
-    t0 = time.perf_counter()
-    for step in range(start, cfg.max_steps):
-        batch_ids = plan.global_batch(step)
+    def step(step: int, batch_ids: list[int]) -> dict[str, torch.Tensor]:
         ex = [examples[i] for i in batch_ids]
         batch = caption_batch(
             processor,
-            [caption_prompt(wrapper.template, "<image>" if e.image else None, e.request) for e in ex],
+            [caption_prompt(template, "<image>" if e.image else None, e.request) for e in ex],
             [load_image(e.image) if e.image else None for e in ex],
             [e.caption for e in ex],
             max_length=cfg.max_caption_tokens,
         )
         loss = caption_loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        apply_gradients(model.parameters(), optimizer, scheduler, cfg.optim.max_grad_norm)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.max_steps:
-            row = {
-                "step": done,
-                "loss": round(float(loss.detach()), 5),
-                "lr": scheduler.get_last_lr()[0],
-                "seconds": round(time.perf_counter() - t0, 2),
-                **plan.position(step),
-            }
-            with metrics.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            console.print(f"pretrain step {done}/{cfg.max_steps}  loss {row['loss']:.4f}  lr {row['lr']:.2e}")
-        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.max_steps:
-            _save_step(out, done, model, optimizer, scheduler)
-            prune_checkpoints(out, cfg.keep_last)
+        return {"loss": loss.detach()}
+
+    return step
+
+
+def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
+    """Run (or resume) the pretraining; returns the `final/` checkpoint directory."""
+    from rich.console import Console
+
+    console = console or Console()
+    resume = find_resume(cfg)  # a refused resume fails before the tokenizer or the model is built
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    processor = make_processor(cfg.data, out, cfg.base)
+    examples = training_examples(cfg)
+    model, _ = build_base(cfg.base, processor.tokenizer)
+    if cfg.vision_init is not None and resume is None:  # a checkpoint already holds the copied ViT
+        load_vision_tower(model, Path(cfg.vision_init))
+    if cfg.freeze_vision:
+        model.model.vision_tower.requires_grad_(False)
+    plan = LengthGroupedEpochs([len(e.caption) for e in examples], cfg.batch_size, seed=cfg.seed)
+    step_fn = make_step_fn(model, processor, examples, cfg)
+    run_steps(cfg, FullModel(model), plan, step_fn, total=cfg.max_steps, console=console)
     final = out / "final"
     with atomic_dir(final) as tmp:
-        save_checkpoint(model.eval(), processor, tmp)
+        save_llava(model.eval(), processor, tmp)
         atomic_write_text(
             tmp / "pretrain.json", json.dumps({"steps": cfg.max_steps, "data": cfg.data}, indent=2)
         )
     return final
-
-
-def ckpt_missing(out: Path) -> bool:
-    return latest_checkpoint(out) is None
 
 
 def load_vision_tower(model: Any, clip_dir: Path) -> None:
@@ -226,24 +187,3 @@ def load_vision_tower(model: Any, clip_dir: Path) -> None:
         raise ValueError(
             f"{clip_dir}: vision weights do not fit the ViT (missing {missing}, unexpected {unexpected})"
         )
-
-
-def _save_step(out: Path, step: int, model: Any, optimizer: Any, scheduler: Any) -> None:
-    from safetensors.torch import save_file
-
-    final = checkpoint_dir(out, step)
-    with atomic_dir(final) as tmp:
-        state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}  # tied
-        save_file(state, tmp / "model.safetensors")
-        torch_save_atomic(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch_save_atomic(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch_save_atomic(rng_state(), tmp / "rng.pt")
-        atomic_write_text(tmp / "trainer_state.json", json.dumps({"step": step}))
-
-
-def _truncate(metrics: Path, step: int) -> None:
-    """Drop metric rows past `step` (written after the checkpoint a resumed run restarts from)."""
-    if not metrics.exists():
-        return
-    rows = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    atomic_write_text(metrics, "".join(r + "\n" for r in rows))

@@ -1,6 +1,9 @@
-"""The untrained `unime-tiny` base: a LLaVA of real transformers classes, sized for a 2-core CPU and ≤ 25 MB.
+"""The one tiny-model factory: a LLaVA of real transformers classes and its byte-level BPE tokenizer.
 
-Architecture (all numbers in `TinyBaseConfig`): a CLIP ViT (112 px, patch 16 → 49 image tokens) and a 2-layer MLP
+It builds the untrained `unime-tiny` base (sized for a 2-core CPU and ≤ 25 MB), and, with other sizes, the test
+suite's tiny checkpoints (tests/tiny_models.py) and the benchmarks' `tiny` preset (benchmarks/model_configs.py).
+
+unime-tiny's architecture (the defaults of `TinyBaseConfig`): a CLIP ViT (112 px, patch 16 → 49 image tokens) and a 2-layer MLP
 projector into a Mistral-architecture language model (Mistral rather than Llama so the registry picks the short
 `[INST] … [/INST]` wrapper of LLaVA-1.6-Mistral, the backbone of UniME's main results). The tokenizer is a byte-level
 BPE trained with `tokenizers` on the generated caption corpus: it covers any text (bytes) and is compact on the
@@ -17,6 +20,36 @@ from typing import Any
 # </s> is not id 2: CLIPTextModel treats eos_token_id == 2 as its legacy "argmax id" pooling (ablation baseline).
 SPECIAL_TOKENS = ["<unk>", "<s>", "<pad>", "</s>", "<image>", "[INST]", "[/INST]"]
 
+FAMILY_SPECIAL_TOKENS = [
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "<image>",
+    "<video>",
+    "[INST]",
+    "[/INST]",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<fake_token_around_image>",
+    "<global-img>",
+    "<end_of_utterance>",
+    "<|user|>",
+    "<|end|>",
+    "<|assistant|>",
+    "<|image_1|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    *[f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)],
+]
+"""Every special token the supported families' processors and chat wrappers use (random-weight checkpoints of
+any family share one tokenizer layout: `<pad>`, `<s>`, `</s>` are ids 0, 1, 2)."""
+
 
 @dataclass(frozen=True)
 class TinyBaseConfig:
@@ -32,9 +65,41 @@ class TinyBaseConfig:
     text_intermediate: int = 768
     max_positions: int = 1024
     seed: int = 0
+    vision_intermediate: int | None = None
+    """The ViT's MLP width; None = 4 × vision_hidden."""
+    text_kv_heads: int | None = None
+    """Key/value heads of the language model; None = text_heads (no grouped-query attention)."""
+    text_model: str = "MistralConfig"
+    """The transformers config class of the language model (Mistral: the registry's `[INST]` wrapper)."""
+    tie_embeddings: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def vision_mlp(self) -> int:
+        return self.vision_intermediate or 4 * self.vision_hidden
+
+
+FIXTURE = TinyBaseConfig(
+    vocab_size=600,
+    image_size=32,
+    patch_size=8,
+    vision_hidden=32,
+    vision_intermediate=64,
+    vision_layers=2,
+    vision_heads=2,
+    text_hidden=32,
+    text_layers=2,
+    text_heads=4,
+    text_kv_heads=2,
+    text_intermediate=64,
+    max_positions=4096,
+    text_model="LlamaConfig",
+    tie_embeddings=False,
+)
+"""The smallest LLaVA: the test suite's tiny checkpoint and the benchmarks' `tiny` preset (32-px CLIP, 2-layer
+32-wide Llama)."""
 
 
 def bpe_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: Sequence[str]) -> Any:
@@ -65,6 +130,12 @@ def bpe_tokenizer(texts: Iterable[str], vocab_size: int, special_tokens: Sequenc
     return fast
 
 
+def family_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
+    """The tokenizer of a random-weight checkpoint of any supported family: byte-level BPE on `texts` with every
+    family's special tokens (`FAMILY_SPECIAL_TOKENS`)."""
+    return bpe_tokenizer(texts, vocab_size, FAMILY_SPECIAL_TOKENS)
+
+
 def train_tokenizer(texts: Iterable[str], cfg: TinyBaseConfig) -> Any:
     """The tiny base's tokenizer: byte-level BPE on the captions; `[INST]`/`[/INST]` are single tokens."""
     fast = bpe_tokenizer(texts, cfg.vocab_size, SPECIAL_TOKENS)
@@ -72,53 +143,45 @@ def train_tokenizer(texts: Iterable[str], cfg: TinyBaseConfig) -> Any:
     return fast
 
 
-def build_base(cfg: TinyBaseConfig, tokenizer: Any) -> tuple[Any, Any]:
-    """A randomly initialised LlavaForConditionalGeneration and its LlavaProcessor."""
-    import torch
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-        MistralConfig,
-    )
+def llava_parts(cfg: TinyBaseConfig, tokenizer: Any) -> tuple[Any, Any]:
+    """The LlavaConfig and LlavaProcessor of a tiny LLaVA with `cfg`'s sizes around `tokenizer`."""
+    import transformers
 
-    vision = CLIPVisionConfig(
+    vision = transformers.CLIPVisionConfig(
         hidden_size=cfg.vision_hidden,
-        intermediate_size=4 * cfg.vision_hidden,
+        intermediate_size=cfg.vision_mlp,
         num_hidden_layers=cfg.vision_layers,
         num_attention_heads=cfg.vision_heads,
         image_size=cfg.image_size,
         patch_size=cfg.patch_size,
         projection_dim=cfg.vision_hidden,
     )
-    text = MistralConfig(
+    extra: dict[str, Any] = {"tie_word_embeddings": True} if cfg.tie_embeddings else {}
+    if cfg.text_model == "MistralConfig":
+        extra["sliding_window"] = None  # attend to the whole sequence
+    text = getattr(transformers, cfg.text_model)(
         vocab_size=len(tokenizer),
         hidden_size=cfg.text_hidden,
         intermediate_size=cfg.text_intermediate,
         num_hidden_layers=cfg.text_layers,
         num_attention_heads=cfg.text_heads,
-        num_key_value_heads=cfg.text_heads,
+        num_key_value_heads=cfg.text_kv_heads or cfg.text_heads,
         max_position_embeddings=cfg.max_positions,
-        sliding_window=None,
-        tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        **extra,
     )
-    config = LlavaConfig(
+    config = transformers.LlavaConfig(
         vision_config=vision,
         text_config=text,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
         vision_feature_layer=-2,
-        tie_word_embeddings=True,
+        **({"tie_word_embeddings": True} if cfg.tie_embeddings else {}),
     )
-    torch.manual_seed(cfg.seed)
-    model = LlavaForConditionalGeneration(config)
-    processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(
+    processor = transformers.LlavaProcessor(
+        image_processor=transformers.CLIPImageProcessor(
             size={"shortest_edge": cfg.image_size},
             crop_size={"height": cfg.image_size, "width": cfg.image_size},
         ),
@@ -127,10 +190,20 @@ def build_base(cfg: TinyBaseConfig, tokenizer: Any) -> tuple[Any, Any]:
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
     )
-    return model, processor
+    return config, processor
 
 
-def save_checkpoint(model: Any, processor: Any, out: Path, *, half: bool = True) -> Path:
+def build_base(cfg: TinyBaseConfig, tokenizer: Any) -> tuple[Any, Any]:
+    """A randomly initialised LlavaForConditionalGeneration (seeded by `cfg.seed`) and its LlavaProcessor."""
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    config, processor = llava_parts(cfg, tokenizer)
+    torch.manual_seed(cfg.seed)
+    return LlavaForConditionalGeneration(config), processor
+
+
+def save_llava(model: Any, processor: Any, out: Path, *, half: bool = True) -> Path:
     """`save_pretrained` both parts; float16 weights keep the shipped model small (they load back as float32)."""
     import copy
 

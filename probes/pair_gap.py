@@ -1,6 +1,6 @@
 """Do a model's E5-V embeddings match images with their captions? Cosine gap and R@1 on held-out scenes.
 
-    python -m benchmarks.pair_gap MODEL [MODEL ...] --data runs/unime-tiny/data/short -n 200
+    python -m probes.pair_gap MODEL [MODEL ...] --data runs/unime-tiny/data/short -n 200
 
 For the first n images of a Flickr-layout test split (the generated `short/` folder) and their first captions:
 the mean cosine of matching image–caption pairs vs non-matching ones, mean image–image and text–text cosine

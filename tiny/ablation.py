@@ -1,6 +1,6 @@
 """The paper's ablation, measured on generated scenes (issue: built-in model; UniME Table 5 analogue).
 
-    python -m benchmarks.ablation --recipe runs/unime-tiny --out runs/ablation
+    python -m uniretrieve.tiny.ablation --recipe runs/unime-tiny --out runs/ablation
 
 Rows (all scored on the recipe's held-out test split, a seed never used in training):
   CLIP-style dual encoder   separate towers, pooled, 77-token text limit, CLIP loss on the same image–caption pairs,
@@ -27,7 +27,7 @@ from typing import Any
 
 def train_rows(recipe: Path, out: Path, cfg: dict[str, Any], console: Any) -> dict[str, Any]:
     """Train the rows the recipe does not make; returns row name → model path or encoder."""
-    from uniretrieve.train.clip_baseline import ClipBaselineConfig, ClipStyleEncoder, train_clip_baseline
+    from uniretrieve.tiny.clip_baseline import ClipBaselineConfig, ClipStyleEncoder, train_clip_baseline
     from uniretrieve.train.config import load_config
     from uniretrieve.train.stage2 import Stage2Config, run_stage2
 
@@ -89,8 +89,8 @@ def main() -> None:
     from rich.console import Console
 
     from uniretrieve.io import atomic_write_text
-    from uniretrieve.train.model_card import markdown_table
-    from uniretrieve.train.recipe_tiny import evaluate_model
+    from uniretrieve.tiny.model_card import markdown_table
+    from uniretrieve.tiny.recipe import evaluate_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(

@@ -13,7 +13,6 @@ simple late fusion, our choice); an instruction is prepended to the text.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +25,12 @@ import torch.nn.functional as F
 from uniretrieve.io import atomic_dir, atomic_write_text
 from uniretrieve.models.backbones import MMEB_IMAGE_PLACEHOLDER
 from uniretrieve.models.images import load_image
+from uniretrieve.tiny.base import TinyBaseConfig
+from uniretrieve.tiny.pretrain_data import CaptionExample, read_llava_pretrain
 from uniretrieve.train.batching import ShuffledEpochs
-from uniretrieve.train.config import ConfigError, OptimConfig, save_config
-from uniretrieve.train.loop import apply_gradients, build_optimizer, build_scheduler, seed_everything
-from uniretrieve.train.pretrain_data import read_llava_pretrain
-from uniretrieve.train.tiny_base import TinyBaseConfig
+from uniretrieve.train.config import ConfigError, OptimConfig, StepCheckpointConfig
+from uniretrieve.train.loop import StepFn, find_resume, run_steps, seed_everything
+from uniretrieve.train.trainable import FullModel
 from uniretrieve.types import Item
 
 CLIP_TEXT_TOKENS = 77
@@ -55,6 +55,9 @@ class ClipBaselineConfig:
     base: TinyBaseConfig = field(default_factory=TinyBaseConfig)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=5e-4, weight_decay=0.1, warmup_steps=50)
+    )
+    checkpoint: StepCheckpointConfig = field(
+        default_factory=lambda: StepCheckpointConfig(every_steps=100, keep_last=1)
     )
 
     def __post_init__(self) -> None:
@@ -94,7 +97,7 @@ def build_clip(cfg: ClipBaselineConfig, tokenizer: Any) -> Any:
     )
     vision = CLIPVisionConfig(
         hidden_size=b.vision_hidden,
-        intermediate_size=4 * b.vision_hidden,
+        intermediate_size=b.vision_mlp,
         num_hidden_layers=b.vision_layers,
         num_attention_heads=b.vision_heads,
         image_size=b.image_size,
@@ -107,45 +110,42 @@ def build_clip(cfg: ClipBaselineConfig, tokenizer: Any) -> Any:
     return CLIPModel(config)
 
 
+def make_step_fn(
+    model: Any, tokenizer: Any, image_processor: Any, examples: list[CaptionExample], cfg: ClipBaselineConfig
+) -> StepFn:
+    """The loop's step function: a batch of image–caption pairs → gradients of the CLIP loss (one process)."""
+
+    def step(step: int, batch_ids: list[int]) -> dict[str, torch.Tensor]:
+        ex = [examples[i] for i in batch_ids]
+        text = _tokenize(tokenizer, [e.caption for e in ex], cfg.max_text_tokens)
+        pixels = image_processor([load_image(e.image) for e in ex], return_tensors="pt")["pixel_values"]
+        loss = model(**text, pixel_values=pixels, return_loss=True).loss
+        loss.backward()
+        return {"loss": loss.detach()}
+
+    return step
+
+
 def train_clip_baseline(cfg: ClipBaselineConfig, *, console: Any | None = None) -> Path:
-    """Train and save the dual encoder to `output_dir/final` (model, tokenizer, image processor, config)."""
+    """Train (or resume) the dual encoder through the training loop and save it to `output_dir/final` (model,
+    tokenizer, image processor, config)."""
     from rich.console import Console
     from transformers import AutoTokenizer, CLIPImageProcessor
 
     console = console or Console()
+    find_resume(cfg)  # a refused resume fails before anything is built
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
     seed_everything(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": cfg.base.image_size},
         crop_size={"height": cfg.base.image_size, "width": cfg.base.image_size},
     )
-    model = build_clip(cfg, tokenizer).train()
+    model = build_clip(cfg, tokenizer)
     examples = [e for e in read_llava_pretrain(cfg.data) if e.image is not None]  # image–caption pairs only
     plan = ShuffledEpochs(len(examples), cfg.batch_size, seed=cfg.seed)
-    optimizer = build_optimizer(list(model.parameters()), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, cfg.max_steps)
-    t0 = time.perf_counter()
-    with (out / "metrics.jsonl").open("w") as log:
-        for step in range(cfg.max_steps):
-            ex = [examples[i] for i in plan.global_batch(step)]
-            text = _tokenize(tokenizer, [e.caption for e in ex], cfg.max_text_tokens)
-            pixels = image_processor([load_image(e.image) for e in ex], return_tensors="pt")["pixel_values"]
-            loss = model(**text, pixel_values=pixels, return_loss=True).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            apply_gradients(model.parameters(), optimizer, scheduler, cfg.optim.max_grad_norm)
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
-                row = {
-                    "step": step + 1,
-                    "loss": round(float(loss.detach()), 5),
-                    "seconds": round(time.perf_counter() - t0, 2),
-                }
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                console.print(f"clip-baseline step {step + 1}/{cfg.max_steps}  loss {row['loss']:.4f}")
+    step_fn = make_step_fn(model, tokenizer, image_processor, examples, cfg)
+    run_steps(cfg, FullModel(model), plan, step_fn, total=cfg.max_steps, console=console)
     final = out / "final"
     with atomic_dir(final) as tmp:
         model.eval().save_pretrained(tmp)

@@ -5,9 +5,9 @@ its own folder under `out` and is skipped when its result is already there, so a
 (the training steps also resume mid-run from their checkpoints).
 
     out/data/      `uniretrieve scenes generate` (train seed 0; the test split from `test_seed`, never trained on)
-    out/align/     a CLIP-style dual encoder (train/clip_baseline.py) on the image–caption pairs: its ViT, frozen,
+    out/align/     a CLIP-style dual encoder (tiny/clip_baseline.py) on the image–caption pairs: its ViT, frozen,
                    is the captioner's vision tower (LLaVA starts from a contrastively trained CLIP ViT too)
-    out/base/      generative pretraining on the short captions (train/pretrain_run.py; tokenizer in
+    out/base/      generative pretraining on the short captions (tiny/pretrain.py; tokenizer in
                    base/processor) → base/final: the "no UniME training" model
     out/stage1/    `train stage1` (preset stage1-tiny, teacher all-MiniLM-L6-v2) → stage1/merged
     out/stage2/    `train stage2` (preset stage2-tiny, hard negatives) → stage2/merged
@@ -22,6 +22,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from uniretrieve.tiny.pretrain import PretrainConfig, make_processor, pretrain
 
 EVAL_BENCHMARKS = {
     "flickr30k": "short",
@@ -42,7 +44,7 @@ class TinyRecipeConfig:
     test_scenes: int = 1000
     align_steps: int = 250
     align_batch_size: int = 64
-    pretrain_steps: int = 500
+    pretrain_steps: int = PretrainConfig.max_steps  # the one default, PretrainConfig's
     pretrain_max_caption_words: int | None = 20
     """LLaVA-style feature alignment on the short captions (≤ 15 words); see PretrainConfig.max_caption_words."""
     stage1_preset: str = "stage1-tiny"
@@ -75,8 +77,7 @@ def step_data(cfg: TinyRecipeConfig, console: Any) -> Path:
 
 def step_align(cfg: TinyRecipeConfig, data: Path, console: Any) -> Path:
     """The tokenizer, then a contrastive (CLIP-style) run whose vision tower the captioner starts from."""
-    from uniretrieve.train.clip_baseline import ClipBaselineConfig, train_clip_baseline
-    from uniretrieve.train.pretrain_run import make_processor
+    from uniretrieve.tiny.clip_baseline import ClipBaselineConfig, train_clip_baseline
 
     pairs = data / "llava-pretrain"
     make_processor(pairs, Path(cfg.out) / "base")
@@ -100,8 +101,6 @@ def step_align(cfg: TinyRecipeConfig, data: Path, console: Any) -> Path:
 
 
 def step_pretrain(cfg: TinyRecipeConfig, data: Path, align: Path, console: Any) -> Path:
-    from uniretrieve.train.pretrain_run import PretrainConfig, pretrain
-
     out = Path(cfg.out) / "base"
     console.rule("generative pretraining (image → short caption)")
     if _done(out / "final"):
@@ -190,7 +189,7 @@ def package(stage2: Path, out: Path, scores: dict[str, Any], cfg: TinyRecipeConf
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from uniretrieve.io import atomic_dir
-    from uniretrieve.train.model_card import model_card
+    from uniretrieve.tiny.model_card import model_card
 
     with atomic_dir(out) as tmp:
         LlavaForConditionalGeneration.from_pretrained(stage2, dtype=torch.float16).save_pretrained(tmp)

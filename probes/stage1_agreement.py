@@ -6,10 +6,10 @@ all-MiniLM-L6-v2 as the teacher. Everything is generated or built here, offline:
 
 * training data: the scene generator's SimCSE-format NLI file (seed 0); held-out sentences: the same generator with
   another seed (other scenes), all three columns;
-* student: the `unime-tiny` architecture (train/tiny_base.py) with a tokenizer trained on the training sentences,
+* student: the `unime-tiny` architecture (tiny/base.py) with a tokenizer trained on the training sentences,
   untrained, unless --model names a checkpoint (e.g. a pretrained unime-tiny).
 
-    python benchmarks/stage1_agreement.py --out runs/bench-stage1 --steps 200
+    python -m probes.stage1_agreement --out runs/bench-stage1 --steps 200
 
 Writes <out>/result.json and prints a Markdown table row.
 """
@@ -76,12 +76,12 @@ def main() -> None:
 
     model = args.model
     if model is None:
-        from uniretrieve.train.tiny_base import TinyBaseConfig, build_base, save_checkpoint, train_tokenizer
+        from uniretrieve.tiny.base import TinyBaseConfig, build_base, save_llava, train_tokenizer
 
         base_cfg = TinyBaseConfig(seed=args.seed)
         tok = train_tokenizer(sorted(train_texts), base_cfg)
         base, processor = build_base(base_cfg, tok)
-        model = str(save_checkpoint(base, processor, out / "student-base", half=False))
+        model = str(save_llava(base, processor, out / "student-base", half=False))
 
     cfg = load_config(
         Stage1Config,

@@ -1,6 +1,6 @@
 """Does a captioning MLLM use its image? Caption loss with the right image vs with the images shuffled by one.
 
-    python -m benchmarks.image_dependence --model runs/unime-tiny/base/final --data data/scenes/llava-pretrain
+    python -m probes.image_dependence --model runs/unime-tiny/base/final --data data/scenes/llava-pretrain
 
 Equal losses mean the language model ignores the image (the unime-tiny blocker, benchmarks/RESULTS.md).
 """
@@ -17,8 +17,8 @@ def main() -> None:
 
     from uniretrieve.models.backbones import REGISTRY
     from uniretrieve.models.images import load_image
-    from uniretrieve.train.pretrain import caption_batch, caption_prompt
-    from uniretrieve.train.pretrain_data import read_llava_pretrain
+    from uniretrieve.tiny.captions import caption_batch, caption_prompt
+    from uniretrieve.tiny.pretrain_data import read_llava_pretrain
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)

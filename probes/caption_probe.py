@@ -1,10 +1,10 @@
 """Does a captioner learn to read its image? Short pretraining runs with the right-vs-shuffled-image caption loss.
 
-    python -m benchmarks.caption_probe --data runs/unime-tiny/data/llava-pretrain \
+    python -m probes.caption_probe --data runs/unime-tiny/data/llava-pretrain \
         --processor runs/unime-tiny/base/processor --steps 300 [--vision-init runs/unime-tiny/align/final]
         [--vit-lr 1e-3] [--which short|long|all]
 
-Builds the tiny base (train/tiny_base.py), trains the projector and language model (and the ViT when --vit-lr > 0)
+Builds the tiny base (tiny/base.py), trains the projector and language model (and the ViT when --vit-lr > 0)
 on the LLaVA-Pretrain rows, and every 50 steps prints the mean caption loss of 64 held-out short captions with
 their own images and with the images shifted by one. Equal losses: the language model ignores the image. The
 unime-tiny diagnostics in benchmarks/RESULTS.md come from this script.
@@ -26,10 +26,10 @@ def main() -> None:
 
     from uniretrieve.models.backbones import REGISTRY
     from uniretrieve.models.images import load_image
-    from uniretrieve.train.pretrain import caption_batch, caption_prompt
-    from uniretrieve.train.pretrain_data import read_llava_pretrain
-    from uniretrieve.train.pretrain_run import load_vision_tower
-    from uniretrieve.train.tiny_base import TinyBaseConfig, build_base
+    from uniretrieve.tiny.base import TinyBaseConfig, build_base
+    from uniretrieve.tiny.captions import caption_batch, caption_prompt
+    from uniretrieve.tiny.pretrain import load_vision_tower
+    from uniretrieve.tiny.pretrain_data import read_llava_pretrain
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="LLaVA-Pretrain json or folder")
@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--vit-lr", type=float, default=0.0, help="> 0 trains the ViT too")
-    ap.add_argument("--vision-init", default=None, help="a CLIP-style run's final/ (train/clip_baseline.py)")
+    ap.add_argument("--vision-init", default=None, help="a CLIP-style run's final/ (tiny/clip_baseline.py)")
     ap.add_argument("--which", choices=("short", "long", "all"), default="short")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
