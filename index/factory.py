@@ -4,7 +4,7 @@ Sizes follow autofaiss's model (criteo/autofaiss external/metadata.py): Flat 4·
 (level-0 links); IVF-Flat 4·N·d + 8·N + 4·c·d; IVF-PQ N·(M+8) + 4·c·d (+ the OPQ matrix). The choice order differs
 from autofaiss (which picks HNSW whenever it fits and never targets a recall): exact flat while the per-query scan
 is cheap, then HNSW (small/medium corpora, CPU) or IVF-Flat (large corpora, or GPU where HNSW has no kernels,
-faiss#3264), then IVF-PQ when full vectors do not fit the budget.
+docs/design-notes.md#faiss-on-gpu), then IVF-PQ when full vectors do not fit the budget.
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ The embedding is computed exactly as `uniretrieve.models.encoder.Encoder.forward
 same `InputBuilder`, base forward without the LM head, last-token pooling, L2 normalisation), but with gradients,
 so a merged adapter reproduces the trained embeddings at inference.
 
-What is trained ([P] §3.2, unime-method.md §1): only LoRA adapters. Their targets come from the backbone registry
-(`BackboneSpec.lora_targets`, matched only under `language_model_path`), so the vision tower and projector, whose
-attention projections share names like `q_proj` with the decoder's, never receive an adapter unless
-`LoraConfig.vision` asks for one (stage 2). Every base weight is frozen (peft), which keeps them out of the optimizer.
+What is trained (UniME paper §3.2, docs/method.md#stage-1): only LoRA adapters. Their targets come from the
+backbone registry (`BackboneSpec.lora_targets`, matched only under `language_model_path`), so the vision tower and
+projector, whose attention projections share names like `q_proj` with the decoder's, never receive an adapter
+unless `LoraConfig.vision` asks for one (stage 2). Every base weight is frozen (peft), which keeps them out of the
+optimizer.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class Student:
 
 def _peft_init(init: str) -> bool | str:
     # "random": A and B both random, so a fresh adapter is *not* the identity (peft's init_lora_weights=False);
-    # tests use it to make merged-vs-unmerged comparisons meaningful (style.md habit 12).
+    # tests use it to make merged-vs-unmerged comparisons meaningful
+    # (docs/design-notes.md#lora-tests-with-a-non-identity-init).
     if init == "default":
         return True
     if init == "random":
@@ -125,7 +127,8 @@ def _peft_init(init: str) -> bool | str:
 
 
 def _quantization_config(spec: BackboneSpec, device: torch.device) -> Any | None:
-    """NF4 + double quantization (E5-V's QLoRA setting, unime-method.md §1) when bitsandbytes and CUDA exist."""
+    """NF4 + double quantization (E5-V's QLoRA setting, docs/method.md#stage-1-settings) when bitsandbytes and
+    CUDA exist."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:

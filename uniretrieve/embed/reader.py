@@ -9,7 +9,7 @@ API (stable; index/search build on it):
     ss.read_rows([5, 0, 17], columns=("id", "text"))   # pa.Table, rows in the order asked
     ss.read_vectors([5, 0, 17])                        # float32 [3, D]
     ss.verify(checksums=True)                          # re-hash every shard against the manifest
-    for ids, vectors in read_shards("out/"): ...       # the convenience form
+    for ids, vectors in read_shards("out/"): ...       # the convenience form
 
 Global row i = row i of the concatenation of the shards, in manifest order (= ascending file name), directories in
 the order given. Blocks never cross a shard boundary and never hold more than `block_rows` rows; vectors come from
