@@ -1,8 +1,8 @@
 """Deterministic benchmark inputs: caption-like texts of realistic lengths and JPEG files on disk.
 
 Texts mix short COCO-style captions (8–20 words) with long ShareGPT4V/Urban1K-style descriptions (60–200 words), the
-two kinds of text UniME is evaluated on (../shared/reference/unime-method.md §4.1, §4.2). Images are JPEG files so
-that decoding is part of the measured work, as it is when a corpus is embedded from disk.
+two kinds of text UniME is evaluated on (docs/benchmarks.md#flickr30k-and-coco, #long-captions). Images are JPEG
+files so that decoding is part of the measured work, as it is when a corpus is embedded from disk.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The official evaluation loop, as the baseline: what UniME's self_evaluate scripts compute per item.
 
-Source: ../shared/reference/unime-method.md §3–§4.1 (deepglint/UniME self_evaluate/retrieval_self.py,
+Source: docs/method.md#pooling and docs/benchmarks.md#recall-at-k (deepglint/UniME self_evaluate/retrieval_self.py,
 E5-V retrieval.py): one image per batch (texts 3 per batch), one data-loading worker, left padding, the full
 causal-LM forward (LM head included) with `output_hidden_states=True`, then
 `F.normalize(hidden_states[-1][:, -1])`. Written here from that description; no code is copied.

@@ -1,4 +1,4 @@
-"""Search benchmark (issue 9): recall@10 vs exact search, queries/s, build time and peak memory for flat, IVF, HNSW
+"""Search benchmark: recall@10 vs exact search, queries/s, build time and peak memory for flat, IVF, HNSW
 and IVF-PQ indexes at 100k and 1M vectors, D = 1024 and 4096.
 
     python benchmarks/search.py                       # the full grid (heavy: up to 1M × 4096 = 16 GB float32)

@@ -3,8 +3,8 @@
 What each kind is (factory string, memory formula, knob) is the table in kinds.py; this module resolves a layout for
 an explicit `--type`, and holds the `auto` policy. Its order differs from autofaiss (which picks HNSW whenever it
 fits and never targets a recall): exact flat while the per-query scan is cheap, then HNSW (small/medium corpora,
-CPU) or IVF-Flat (large corpora, or GPU where HNSW has no kernels, faiss#3264), then IVF-PQ when full vectors do
-not fit the budget.
+CPU) or IVF-Flat (large corpora, or GPU where HNSW has no kernels, docs/design-notes.md#faiss-on-gpu), then IVF-PQ
+when full vectors do not fit the budget.
 """
 
 from __future__ import annotations

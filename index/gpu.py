@@ -1,9 +1,10 @@
 """GPUs for building and searching: FAISS on all visible GPUs when the FAISS GPU build is installed, else an exact
 torch matmul + top-k on CUDA.
 
-Facts (shared/reference/retrieval-systems.md §3): classic GPU indexes are Flat, IVF-Flat and IVF-PQ (no HNSW,
-faiss#3264; which kinds have one is `IndexKind.gpu` in kinds.py); `GPU_MAX_SELECTION_K = 2048` (faiss/gpu/utils/DeviceDefs.cuh); GPU indexes cannot be written, so they are
-copied back to the CPU before `write_index`. `faiss-gpu-cu12` wheels lack sm_90 kernels (Di-Is/faiss-gpu-wheels#119);
+Facts (docs/design-notes.md#faiss-on-gpu): classic GPU indexes are Flat, IVF-Flat and IVF-PQ (no HNSW; which kinds
+have one is `IndexKind.gpu` in kinds.py); `GPU_MAX_SELECTION_K = 2048` (faiss/gpu/utils/DeviceDefs.cuh); GPU
+indexes cannot be written, so they are copied back to the CPU before `write_index`. `faiss-gpu-cu12` wheels lack
+sm_90 kernels;
 install `uniretrieve[gpu]` (faiss-gpu>=1.15) on H100s.
 """
 

@@ -1,7 +1,7 @@
 """Where index vectors come from: an in-memory array (tests, benchmarks, Python API) or Parquet shard directories.
 
 Both yield float32 blocks in internal-id order together with the id-map rows of the block, so the FAISS index and
-the id map are written from the same pass and cannot drift apart (clip-retrieval issues #288, #304).
+the id map are written from the same pass and cannot drift apart (docs/design-notes.md#embedding-shards).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The batched Encoder matches the official reference computation for every family.
 
-Reference (UniME self_evaluate, unime-method.md §3): one item at a time, left padding,
+Reference (UniME self_evaluate, docs/method.md#pooling): one item at a time, left padding,
 `F.normalize(model(**inputs, output_hidden_states=True).hidden_states[-1][:, -1])` through the full causal-LM
 forward. Ours: the base forward only, mixed-length batches, last real token from the attention mask.
 """

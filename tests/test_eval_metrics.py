@@ -1,4 +1,4 @@
-"""Benchmark metrics against hand-computed cases and brute-force references (unime-method.md §4)."""
+"""Benchmark metrics against hand-computed cases and brute-force references (docs/benchmarks.md)."""
 
 from __future__ import annotations
 

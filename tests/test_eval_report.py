@@ -28,7 +28,8 @@ def test_find_paper_row(name: str, label: str | None) -> None:
 def test_paper_rows_are_consistent() -> None:
     for row in PAPER_ROWS:
         m = row.mmeb
-        # "Overall as reported" is the meta-task mean (to the paper's rounding) except for LLaVA-OneVision (§0).
+        # "Overall as reported" is the meta-task mean (to the paper's rounding) except for LLaVA-OneVision
+        # (docs/benchmarks.md#mmeb-overall).
         meta_mean = sum(m[k] for k in ("Classification", "VQA", "Retrieval", "Grounding")) / 4
         if "OneVision" not in row.label:
             assert m["overall_reported"] == pytest.approx(meta_mean, abs=0.06), row.label

@@ -17,7 +17,7 @@ def _wrapper(family: str, name: str):
     return next(w for w in REGISTRY[family].chat_wrappers if w.name == name)
 
 
-# Exact strings from deepglint/UniME self_evaluate (= E5-V retrieval.py), unime-method.md §3.
+# Exact strings from deepglint/UniME self_evaluate (= E5-V retrieval.py), docs/method.md#chat-templates.
 OFFICIAL = [
     ("llava_next", "mistral", None, True, "[INST] <image>\nSummary above image in one word: [/INST]"),
     ("llava_next", "mistral", "a dog", False, "[INST] a dog\nSummary above sentence in one word: [/INST]"),

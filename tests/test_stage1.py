@@ -316,7 +316,7 @@ def test_every_stage1_preset_parses(tmp_path: Path) -> None:
         cfg = load_config(Stage1Config, name, [], model="m", output_dir="o", **{"data.path": "d.csv"})
         assert isinstance(cfg, Stage1Config) and cfg.batch_size % len(cfg.data.resolved_fields()) == 0
     paper = load_config(Stage1Config, "stage1-llava-next-mistral-7b")
-    # [P] Table 6: batch 768, lr 5e-4, QLoRA rank 32, 2 epochs.
+    # UniME paper Table 6: batch 768, lr 5e-4, QLoRA rank 32, 2 epochs.
     assert (paper.batch_size, paper.optim.lr, paper.lora.r, paper.epochs) == (768, 5e-4, 32, 2.0)
     assert paper.lora.quantize_4bit and paper.teacher.model == "nvidia/NV-Embed-v2"
     with pytest.raises(ConfigError, match=r"lora\.vision"):

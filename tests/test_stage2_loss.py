@@ -10,7 +10,8 @@ from uniretrieve.train.losses import hard_negative_infonce
 
 
 def official(x: torch.Tensor, y: torch.Tensor, *, k: int, beta: float, tau: float) -> torch.Tensor:
-    """deepglint/UniME loss.py semantics (unime-method.md §2): mask S_ij > S_ii + β and the diagonal, top-k, CE."""
+    """deepglint/UniME loss.py semantics (docs/benchmarks.md#official-release-defects): mask S_ij > S_ii + β
+    and the diagonal, top-k, CE."""
     s = x @ y.T
     thr = s.diagonal()[:, None] + beta
     masked = s.masked_fill(s > thr, float("-inf"))

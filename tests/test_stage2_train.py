@@ -165,5 +165,5 @@ def test_stage2_presets_parse(preset: str) -> None:
     if preset == "stage2-tiny":  # scaled to the tiny model, each value measured (see the preset's header)
         assert cfg.loss.temperature == pytest.approx(0.05) and cfg.loss.in_batch_warmup_steps == 50
         assert cfg.prompt_regime == "e5v" and cfg.lora.vision
-    else:  # the paper's values ([P] §4.1; τ from the official loss.py)
+    else:  # the paper's values (docs/method.md#stage-2-settings; τ from the official loss.py)
         assert cfg.loss.temperature == pytest.approx(0.02) and cfg.loss.in_batch_warmup_steps == 0

@@ -11,7 +11,7 @@ from uniretrieve import Encoder
 from uniretrieve.models.names import shipped_dir
 from uniretrieve.tiny.model_card import markdown_table
 
-MAX_SHIPPED_BYTES = 25 * 2**20  # the package-data budget
+MAX_SHIPPED_BYTES = 25 * 2**20  # the package-data budget
 
 
 @pytest.fixture(scope="module")

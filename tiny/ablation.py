@@ -1,4 +1,5 @@
-"""The paper's ablation, measured on generated scenes (issue: built-in model; UniME Table 5 analogue).
+"""The paper's ablation, measured on generated scenes (UniME Table 5 analogue;
+docs/benchmarks.md#published-numbers).
 
     python -m uniretrieve.tiny.ablation --recipe runs/unime-tiny --out runs/ablation
 

@@ -1,9 +1,9 @@
 """Generative pretraining of the tiny base MLLM, LLaVA-style: image → caption, next-token loss on the caption only.
 
-UniME starts from a pretrained MLLM (unime-method.md §1–2); no pretrained MLLM can be downloaded here, so `unime-tiny`
-gets its own pretraining on generated scenes first. The prompt is the backbone's chat wrapper around
-`<image>\\n{request}`; the caption follows the wrapper and ends with `</s>`. Prompt, image and padding positions are
-masked out of the loss (-100), as in LLaVA's pretraining data.
+UniME starts from a pretrained MLLM (docs/method.md#stage-1); no pretrained MLLM can be downloaded here, so
+`unime-tiny` gets its own pretraining on generated scenes first. The prompt is the backbone's chat wrapper around
+`<image>\\n{request}`; the caption follows the wrapper and ends with `</s>`. Prompt, image and padding positions
+are masked out of the loss (-100), as in LLaVA's pretraining data.
 """
 
 from __future__ import annotations

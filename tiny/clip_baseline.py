@@ -1,9 +1,9 @@
 """The ablation's CLIP-style dual encoder: separate towers, pooled outputs, a 77-token text limit, trained with the
 CLIP contrastive loss on the same image–caption data and step × batch budget as the MLLM's pretraining.
 
-It is the paper's foil (unime-method.md §5): a dual encoder whose text tower cannot read past 77 tokens, so long
-captions lose their tail. It uses transformers' real `CLIPModel`, with the tiny base's vision-tower sizes and its
-tokenizer (shared vocabulary, so the comparison is about architecture, not tokenization).
+It is the paper's foil (docs/benchmarks.md#published-numbers): a dual encoder whose text tower cannot read past 77
+tokens, so long captions lose their tail. It uses transformers' real `CLIPModel`, with the tiny base's vision-tower
+sizes and its tokenizer (shared vocabulary, so the comparison is about architecture, not tokenization).
 
 `ClipStyleEncoder` offers the interface of `uniretrieve.Encoder`, so the same evaluation code scores both. An item
 with both text and image (instruction tasks) is embedded as the normalised sum of its image and text embeddings (a

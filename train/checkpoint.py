@@ -227,7 +227,8 @@ def save_merged(base: str, adapter_dir: Path, out_dir: Path, *, dtype: torch.dty
     """A full MLLM checkpoint (weights + processor) with the adapter folded in, loadable by `Encoder.from_pretrained`.
 
     The base is loaded fresh from `base` on the CPU, so the vision tower and projector are exactly the base's
-    (stage 1 never changes them; "restored at inference", [P] §3.2). dtype "auto" keeps the checkpoint's own dtype.
+    (stage 1 never changes them; "restored at inference", UniME paper §3.2; docs/method.md#stage-1). dtype
+    "auto" keeps the checkpoint's own dtype.
     """
     from uniretrieve.models.loading import load_backbone
 

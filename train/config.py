@@ -3,7 +3,7 @@
 A run's config comes from, in increasing priority: the dataclass defaults, a YAML file (a path, or a preset name
 from train/configs/), `--set key=value` overrides (values parsed as YAML), and explicit CLI options. The resolved
 config is written next to every artifact (`save_config`), so any checkpoint says exactly how it was made
-(litgpt's `hyperparameters.yaml` per step directory; style.md habit 9).
+(litgpt's `hyperparameters.yaml` per step directory; docs/design-notes.md#configs-saved-with-checkpoints).
 
 Parsing is generic over dataclass fields: nested dataclasses, `list[X]`, `tuple[X, Y]`, `dict[str, X]`, `Literal`,
 `X | None`, bool/int/float/str. Unknown keys and wrong types raise `ConfigError` naming the file and the key. A saved

@@ -2,7 +2,7 @@
 
 Contrastive losses in UniME are computed over the *global* batch: every rank gathers the query and target
 representations of all ranks and computes the same loss over all of them (stage 2 draws its k=8 hard negatives
-from the global batch of 1024; [P] Table 5, HardNeg% = k/1024).
+from the global batch of 1024; UniME paper Table 5, HardNeg% = k/1024; docs/method.md#gradcache-and-gathering).
 
 Gradient semantics (why `gather_with_grad` and `ddp_loss_scale` exist)
 ----------------------------------------------------------------------
@@ -21,7 +21,8 @@ through the others (they are on other ranks' graphs). DDP then *averages* parame
 Hence the loss that each rank backpropagates must be scaled by W (`ddp_loss_scale()`), giving Σ_r g_r = g, the
 single-process gradient. The official UniME `DistributedContrastiveLossBatchRank` multiplies by world_size, which is
 this same factor, but its gather never restores the local slot, so its gathered tensors carry no graph at all and
-no gradient reaches the model ([R] loss.py `_gather_tensor`; defect (a) in unime-method.md §2). If gradients are
+no gradient reaches the model (deepglint/UniME loss.py `_gather_tensor`;
+docs/benchmarks.md#official-release-defects). If gradients are
 reduced with a SUM all-reduce instead of DDP's average, the scale is 1. The reported (logged) loss must be the
 unscaled value.
 

@@ -12,7 +12,8 @@ changes the loss (fewer negatives). GradCache splits the backward pass at the re
 
 The second forward must reproduce the first bit for bit, so the RNG state (dropout, e.g. LoRA dropout) is recorded
 before each chunk's first forward and replayed for its second (CPU and, when initialised, all CUDA devices).
-UniME uses GradCache for its 1024 global batch in stage 2 ([P] Table 6); VLM2Vec and sentence-transformers'
+UniME uses GradCache for its 1024 global batch in stage 2 (UniME paper Table 6;
+docs/method.md#gradcache-and-gathering); VLM2Vec and sentence-transformers'
 CachedMultipleNegativesRankingLoss implement the same idea.
 
 Distributed use: ``loss_fn`` receives the *local* representations and gathers them itself with

@@ -12,7 +12,7 @@ Conventions shared by every function here:
   and backpropagate ``loss * ddp_loss_scale()``.
 
 Sources: [P] = UniME paper (arXiv 2504.17432v4), [R] = deepglint/UniME loss.py, [E5V] = kongds/E5-V ft_llm.py;
-see /work/shared/reference/unime-method.md §1 and §2.
+see docs/method.md#stage-1-loss and docs/method.md#stage-2-loss.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def kd_kl_loss(
     ``P[i] = softmax_j(C[i, j] / temperature)``. Per row i the loss is a KL divergence between P_s[i] and P_t[i];
     rows are averaged (``reduction="mean"``) or summed (``"sum"``, exactly [P] Eq. 2).
 
-    Choices the paper leaves open (unime-method.md §1, all UNCONFIRMED there), with the reasons for the defaults:
+    Choices the paper leaves open (docs/method.md#stage-1-loss, all UNCONFIRMED there), with the reasons for
+    the defaults:
 
     * ``direction="teacher_student"``: KL(P_t ‖ P_s), the standard forward distillation loss (Hinton et al. 2015):
       it equals the cross-entropy of the student against the teacher's soft labels up to a constant, is
@@ -308,7 +309,7 @@ def hard_negative_infonce(
     * ``fill="mask"``: the missing slots are removed from the softmax (the query sees only its m < k survivors).
 
     Either way the positive and the excluded candidates never enter as negatives (the official code lets them in;
-    defect (b) in unime-method.md §2).
+    docs/benchmarks.md#official-release-defects).
 
     Args:
         k: number of hard negatives per query (≥ 1).

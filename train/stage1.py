@@ -1,4 +1,4 @@
-"""Stage 1 — textual discriminative knowledge distillation ([P] §3.2; unime-method.md §1).
+"""Stage 1 — textual discriminative knowledge distillation (UniME paper §3.2; docs/method.md#stage-1).
 
 Data flow:  stage1_data (rows → texts) → teacher (cached teacher embeddings of every text, computed once)
 → student (MLLM + LoRA on the language model, text prompt, last-token pooling) → losses.kd_kl_loss on the
@@ -45,12 +45,14 @@ class KDConfig:
 
 
 def _stage1_optim() -> OptimConfig:
-    # [P] Table 6: lr 5e-4 for stage 1; warmup 100 as in E5-V's run.sh (the paper states none).
+    # Paper Table 6 (docs/method.md#stage-1-settings): lr 5e-4 for stage 1; warmup 100 as in E5-V's run.sh
+    # (the paper states none).
     return OptimConfig(lr=5e-4, warmup_steps=100, schedule="cosine")
 
 
 def _stage1_lora() -> LoraConfig:
-    # [P] Table 6/8: rank 32 for stage 1; alpha 16 and dropout 0.05 are E5-V's values (unime-method.md §1).
+    # Paper Table 6/8: rank 32 for stage 1; alpha 16 and dropout 0.05 are E5-V's values
+    # (docs/method.md#stage-1-settings).
     return LoraConfig(r=32, alpha=16, dropout=0.05)
 
 
@@ -68,7 +70,7 @@ class Stage1Config(TrainConfig):
         super().__post_init__()
         if self.lora.vision:
             raise ConfigError(
-                "lora.vision must be false in stage 1: only the language model is distilled ([P] §3.2)"
+                "lora.vision must be false in stage 1: only the language model is distilled (UniME paper §3.2)"
             )
         if self.prompt_regime != "e5v":
             raise ConfigError("stage 1 uses the e5v text prompt ('Summary above sentence in one word:')")

@@ -3,11 +3,12 @@
 Formats (chosen by `format`, or by the file suffix with "auto"):
 
 * csv  — a header row; the SimCSE NLI file `nli_for_simcse.csv` has columns sent0, sent1, hard_neg (~275k rows;
-  E5-V's training data, which UniME follows: unime-method.md §1).
+  E5-V's training data, which UniME follows: docs/method.md#stage-1-data).
 * jsonl — one JSON object per line with the same fields as string values.
 * text — one sentence per line (blank lines are skipped); the only field is "text".
 
-Row → batch policy (the paper does not say how NLI rows enter a KD batch; UNCONFIRMED in unime-method.md §1):
+Row → batch policy (the paper does not say how NLI rows enter a KD batch; UNCONFIRMED,
+docs/method.md#stage-1-data):
 
 * `fields`: which columns of a row are used, in order (default sent0 and sent1; add hard_neg for triplets).
 * `unit="row"` (default): a batch holds whole rows; each row contributes all of its `fields`, adjacently. A batch of

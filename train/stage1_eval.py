@@ -1,9 +1,9 @@
 """How closely a student's text embeddings reproduce the teacher's similarity structure (the goal of stage 1).
 
-Stage 1 distils the teacher's in-batch similarity *distributions* ([P] §3.2), so the natural check on held-out
-sentences is rank agreement of the pairwise similarities: the Spearman correlation, over all unordered pairs
-(i < j) of n texts, between the student's cosine cos_s(i, j) and the teacher's cos_t(i, j). Pearson and top-1
-neighbour agreement are reported alongside.
+Stage 1 distils the teacher's in-batch similarity *distributions* (UniME paper §3.2; docs/method.md#stage-1-loss),
+so the natural check on held-out sentences is rank agreement of the pairwise similarities: the Spearman
+correlation, over all unordered pairs (i < j) of n texts, between the student's cosine cos_s(i, j) and the
+teacher's cos_t(i, j). Pearson and top-1 neighbour agreement are reported alongside.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage 2 — hard-negative enhanced instruction tuning ([P] §3.3; unime-method.md §2).
+"""Stage 2 — hard-negative enhanced instruction tuning (UniME paper §3.3; docs/method.md#stage-2).
 
 Data flow:  stage2_data (MMEB-train pairs, caps/weights) → student (MLLM + LoRA; prompts as at inference) →
 losses.hard_negative_infonce on the global batch (false negatives filtered by β, top-k hard negatives, InfoNCE at
@@ -28,13 +28,14 @@ from uniretrieve.train.stage2_data import Stage2Data, Stage2DataConfig, load_sta
 
 @dataclass(kw_only=True)
 class HardNegConfig:
-    """Options of `hard_negative_infonce` ([P] §4.1: k = 8, β = 0.1; τ = 0.02 is the official code's default)."""
+    """Options of `hard_negative_infonce` (paper §4.1, docs/method.md#stage-2-loss: k = 8, β = 0.1; τ = 0.02
+    is the official code's default)."""
 
     k: int = 8
     beta: float = 0.1
     temperature: float = 0.02
     fill: Literal["repeat", "mask"] = "repeat"
-    """Fewer than k survivors: "repeat" cycles them ([P] §3.3.2), "mask" drops the empty slots."""
+    """Fewer than k survivors: "repeat" cycles them (paper §3.3.2), "mask" drops the empty slots."""
     in_batch: bool = False
     """Plain InfoNCE over every in-batch candidate (no filtering, no top-k): the ablation's baseline."""
     in_batch_warmup_steps: int = 0
@@ -62,12 +63,13 @@ class HardNegConfig:
 
 
 def _stage2_optim() -> OptimConfig:
-    # [P] Table 6: lr 2e-5 for stage 2 (LLaVA-1.6); warmup unstated (UNCONFIRMED), 0 here.
+    # Paper Table 6 (docs/method.md#stage-2-settings): lr 2e-5 for stage 2 (LLaVA-1.6); warmup unstated
+    # (UNCONFIRMED), 0 here.
     return OptimConfig(lr=2e-5)
 
 
 def _stage2_lora() -> LoraConfig:
-    # [P] §4.1: LoRA rank 16 in stage 2.
+    # Paper §4.1: LoRA rank 16 in stage 2.
     return LoraConfig(r=16, alpha=32, dropout=0.05)
 
 

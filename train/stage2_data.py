@@ -1,8 +1,9 @@
 """Stage-2 data: MMEB-train (TIGER-Lab/MMEB-train layout) → query/target pairs, with per-subset caps and weights.
 
 Layout: `<root>/<Subset>/*.parquet` with columns `qry`, `qry_image_path`, `pos_text`, `pos_image_path` (and optional
-`neg_text`, `neg_image_path`, not used: UniME mines its negatives from the batch, [P] §3.3); image paths are relative
-to `image_root` (default: `root`), "" means none. The scene generator writes the same layout (`mmeb-train/`).
+`neg_text`, `neg_image_path`, not used: UniME mines its negatives from the batch, docs/method.md#stage-2-data);
+image paths are relative to `image_root` (default: `root`), "" means none. The scene generator writes the same
+layout (`mmeb-train/`).
 
 Mixing subsets (the paper trains on MMEB's 20 in-distribution sets): `caps[s]` keeps at most that many rows of
 subset s (a seeded random subset, so a cap never means "the first rows of one file"); `weights[s]` multiplies how
@@ -41,7 +42,7 @@ class Stage2DataConfig:
     weights: dict[str, float] = field(default_factory=dict)
     """Subset → how many times each kept row appears per epoch (default 1.0)."""
     image_size: int = 336
-    """Images are resized to image_size × image_size before the processor ([P] §4.1: 336×336)."""
+    """Images are resized to image_size × image_size before the processor (UniME paper §4.1: 336×336)."""
     batch_by_subset: bool = False
     """Every global batch from one subset (train/batching.GroupedEpochs), so in-batch and hard negatives are
     same-task candidates; off = batches mix the subsets at random."""

@@ -1,8 +1,8 @@
 """Teacher embeddings for stage 1, computed once and cached as Parquet shards.
 
-UniME extracts the NV-Embed-v2 teacher embeddings "offline" ([P] §3.2, unime-method.md §1): the teacher never runs
-inside the training loop. Here any sentence-transformers model directory can be the teacher (NV-Embed-v2 with
-`trust_remote_code` and its instruction prefix on a real machine; the packaged all-MiniLM-L6-v2 in tests).
+UniME extracts the NV-Embed-v2 teacher embeddings "offline" (UniME paper §3.2, docs/method.md#stage-1): the teacher
+never runs inside the training loop. Here any sentence-transformers model directory can be the teacher (NV-Embed-v2
+with `trust_remote_code` and its instruction prefix on a real machine; the packaged all-MiniLM-L6-v2 in tests).
 
 Cache layout: `<cache_dir>/<key>/` is an ordinary embedding shard directory (`manifest.json`, `part-NNNNNN.parquet`),
 written by the encode pipeline's shard writer (`uniretrieve.embed.commit.append_shards`) and readable with

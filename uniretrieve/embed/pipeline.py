@@ -1,7 +1,7 @@
 """`encode_corpus`: corpus → Parquet embedding shards, resumable, incremental, split across ranks.
 
-Flow (like clip-retrieval's reader → mapper → writer runner, plus what it lacks: resume, CR#368; one-node
-multi-GPU, CR#115):
+Flow (like clip-retrieval's reader → mapper → writer runner, plus what it lacks: resume and one-node
+multi-GPU; docs/design-notes.md#encode-pipeline):
 
     Corpus (data/corpus.py) ─ listing + plan (plan.py) ─ work batches (batches.py, DataLoader workers decode and
     preprocess) ─ Encoder.forward (models/batching.py `embed_stream`, the encoder's one batch loop) ─ ShardWriter (writer.py, background thread, atomic files)

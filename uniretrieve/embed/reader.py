@@ -10,7 +10,7 @@ API (stable; index/search build on it):
     ss.read_vectors([5, 0, 17])                        # float32 [3, D]
     vectors, table = ss.read_all(columns=("id",))      # everything, for sets that fit in memory
     ss.verify(checksums=True)                          # re-hash every shard against the manifest
-    for ids, vectors in read_shards("out/"): ...       # the convenience form
+    for ids, vectors in read_shards("out/"): ...       # the convenience form
 
 Global row i = row i of the concatenation of the shards, in manifest order (= ascending file name), directories in
 the order given. Blocks never cross a shard boundary and never hold more than `block_rows` rows; vectors come from

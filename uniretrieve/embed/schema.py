@@ -1,9 +1,10 @@
 """The Arrow schema of an embedding shard, its key-value metadata, and building a shard table from columns.
 
 One row holds a vector and everything about it (id, source, text, hashes, user metadata), so ids and vectors can
-never drift apart the way clip-retrieval's `.npy` + metadata Parquet pairs do (clip-retrieval issues #288, #304).
-The vector column is `fixed_size_list<float16|float32>[D]` (a `list<float>` column overflows past 2^31 child values,
-huggingface/datasets#611; Arrow/Parquet FLOAT16 is apache/arrow#42016).
+never drift apart the way clip-retrieval's `.npy` + metadata Parquet pairs do
+(docs/design-notes.md#embedding-shards).
+The vector column is `fixed_size_list<float16|float32>[D]` (a `list<float>` column overflows past 2^31 child values;
+Parquet has a FLOAT16 type: docs/design-notes.md#embedding-shards).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Writing shards: one atomic Parquet file per finished chunk, on a background thread so the model never waits on I/O.
 
-Crash safety (clip-retrieval writes `.npy` files in place and cannot resume, clip-retrieval issue #368): a shard is
-written to a temp file in the same directory, flushed and fsynced, renamed to `part-NNNNNN.parquet`, and only then
-recorded in `errors.jsonl` and `manifest.json` (each also written atomically). A kill at any moment leaves either no
-shard or a complete shard; a complete shard not yet in the manifest is simply rewritten on resume.
+Crash safety (clip-retrieval writes `.npy` files in place and cannot resume,
+docs/design-notes.md#embedding-shards): a shard is written to a temp file in the same directory, flushed and
+fsynced, renamed to `part-NNNNNN.parquet`, and only then recorded in `errors.jsonl` and `manifest.json` (each also
+written atomically). A kill at any moment leaves either no shard or a complete shard; a complete shard not yet in
+the manifest is simply rewritten on resume.
 """
 
 from __future__ import annotations

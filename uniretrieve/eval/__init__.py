@@ -1,4 +1,4 @@
-"""Benchmark evaluation as the paper runs it (unime-method.md §4).
+"""Benchmark evaluation as the paper runs it (docs/benchmarks.md).
 
 Data flow: `datasets_*.py` read a public layout into `records.py` (sources + ground truth as indices) →
 `embedder.py` embeds the unique sources once per model (`cache.py`: shard directories) → `metrics.py` scores →

@@ -1,6 +1,6 @@
 """The benchmarks `uniretrieve eval` runs, as data: their kind, prompt regime and where their data comes from.
 
-Prompt regimes (unime-method.md §0, §3): the five zero-shot retrieval/compositionality benchmarks use UniME's
+Prompt regimes (docs/benchmarks.md#prompts): the five zero-shot retrieval/compositionality benchmarks use UniME's
 E5-V "Summary above sentence/image in one word:" prompts with no instruction (self_evaluate/retrieval_self.py,
 sugar_crepe_self.py); MMEB uses the raw `qry_text`/`tgt_text` instruction strings with no chat template (VLM2Vec v1
 eval.py, as the UniME README runs it).

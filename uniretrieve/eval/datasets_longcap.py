@@ -1,4 +1,5 @@
-"""Long-caption retrieval sets in the Long-CLIP layouts (unime-method.md §4.2): ShareGPT4V-1K and Urban1K.
+"""Long-caption retrieval sets in the Long-CLIP layouts (docs/benchmarks.md#long-captions): ShareGPT4V-1K and
+Urban1K.
 
 Both are 1:1 (text i describes image i), scored with R@k in both directions over 1K × 1K.
 """

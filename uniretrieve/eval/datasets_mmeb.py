@@ -1,4 +1,4 @@
-"""MMEB-eval (v1, 36 image datasets; unime-method.md §4.4) from a local copy of `TIGER-Lab/MMEB-eval`.
+"""MMEB-eval (v1, 36 image datasets; docs/benchmarks.md#mmeb) from a local copy of `TIGER-Lab/MMEB-eval`.
 
 Layout: one folder per dataset (`ImageNet-1K/test-00000-of-00001.parquet`, the hub's configs) with the columns
 `qry_text`, `qry_img_path`, `tgt_text` (list), `tgt_img_path` (list), and `images.zip` unpacked into an image

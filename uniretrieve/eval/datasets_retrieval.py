@@ -1,4 +1,4 @@
-"""Flickr30K and MS-COCO test sets as E5-V publishes them (unime-method.md §4.1).
+"""Flickr30K and MS-COCO test sets as E5-V publishes them (docs/benchmarks.md#flickr30k-and-coco).
 
 Layout: the Hugging Face datasets `royokong/flickr30k_test` and `royokong/coco_test` downloaded as files
 (`data/test-00000-of-0000N.parquet`), one row per image with columns `image` (HF Image struct) and `text` (the list

@@ -1,4 +1,5 @@
-"""SugarCrepe (unime-method.md §4.3): seven json files from RAIVNLab/sugar-crepe `data/` plus COCO val2017 images.
+"""SugarCrepe (docs/benchmarks.md#sugarcrepe): seven json files from RAIVNLab/sugar-crepe `data/` plus COCO
+val2017 images.
 
 Each file is a dict keyed "0", "1", … of `{"filename": "000000xxxxxx.jpg", "caption": positive,
 "negative_caption": negative}`.

@@ -1,13 +1,14 @@
 """Benchmark metrics, pure numpy, computed as the official evaluation code computes them.
 
 - Recall@k (Flickr30K, COCO, ShareGPT4V, Urban1K): E5-V / CLIP-benchmark `recall_at_k` as used by UniME
-  `self_evaluate/retrieval_self.py` (unime-method.md §4.1): per query, (#positives in the top k) / (#positives),
-  then `> 0`, then the mean. A query is a hit when *any* of its positives is among the top k. Text→image
-  ("image_retrieval_recall") has one positive per text; image→text ("text_retrieval_recall") has all captions of
-  the image as positives.
-- SugarCrepe accuracy (§4.3): mean over items of [cos(img, pos) > cos(img, neg)], strictly greater.
-- MMEB precision@1 (§4.4, VLM2Vec v1 `eval.py`): cosine against each row's candidates, pred = argmax, correct when
-  pred == 0 (the first candidate is the target).
+  `self_evaluate/retrieval_self.py` (docs/benchmarks.md#recall-at-k): per query, (#positives in the top k) /
+  (#positives), then `> 0`, then the mean. A query is a hit when *any* of its positives is among the top k.
+  Text→image ("image_retrieval_recall") has one positive per text; image→text ("text_retrieval_recall") has all
+  captions of the image as positives.
+- SugarCrepe accuracy (docs/benchmarks.md#sugarcrepe): mean over items of [cos(img, pos) > cos(img, neg)], strictly
+  greater.
+- MMEB precision@1 (docs/benchmarks.md#mmeb, VLM2Vec v1 `eval.py`): cosine against each row's candidates, pred =
+  argmax, correct when pred == 0 (the first candidate is the target).
 
 Ties. Recall@k breaks score ties by the lower candidate index (a stable descending sort); `torch.topk` in the
 official code leaves the order of equal scores unspecified, so the two can differ only on exactly equal scores.
@@ -178,9 +179,9 @@ def sugarcrepe_accuracy(image_emb: np.ndarray, pos_emb: np.ndarray, neg_emb: np.
 def sugarcrepe_groups(per_category: Mapping[str, tuple[float, int]]) -> dict[str, dict[str, float | int]]:
     """Replace / Swap / Add scores from per-category (accuracy, item count).
 
-    How UniME Table 2 aggregates the categories is UNCONFIRMED (unime-method.md §4.3). "mean" is the unweighted mean
-    of the categories in the group (our default, the usual SugarCrepe reporting); "weighted" is item-count weighted.
-    A group is scored from the categories present; "n_categories" says how many that was.
+    How UniME Table 2 aggregates the categories is UNCONFIRMED (docs/benchmarks.md#sugarcrepe). "mean" is the
+    unweighted mean of the categories in the group (our default, the usual SugarCrepe reporting); "weighted" is
+    item-count weighted. A group is scored from the categories present; "n_categories" says how many that was.
     """
     out: dict[str, dict[str, float | int]] = {}
     for group, cats in SUGARCREPE_GROUPS.items():
@@ -248,7 +249,7 @@ def mmeb_aggregate(
 
     "overall" is the mean over the datasets given (over all 36 it is the official MMEB Overall); "meta_task_mean"
     is the unweighted mean of the four meta-task scores, which is what UniME Table 1 printed as "Overall" for most
-    rows (unime-method.md §0). Scores of datasets outside the table are rejected.
+    rows (docs/benchmarks.md#mmeb-overall). Scores of datasets outside the table are rejected.
     """
     by_name = {d.name: d for d in table}
     unknown = [n for n in per_dataset if n not in by_name]

@@ -1,8 +1,8 @@
 """The 36 MMEB-v1 image datasets, their meta-task and their IND/OOD split, as data.
 
-Source: unime-method.md §4.4 (VLM2Vec v1 / MMEB-eval card, as used by UniME Table 1 and UniME-V2). Names are the
-configuration names of the Hugging Face dataset `TIGER-Lab/MMEB-eval`, which are also its folder names. The extra
-config `CIFAR-100` in that repository is not one of the 36 and is not listed here.
+Source: docs/benchmarks.md#mmeb-datasets (VLM2Vec v1 / MMEB-eval card, as used by UniME Table 1 and UniME-V2).
+Names are the configuration names of the Hugging Face dataset `TIGER-Lab/MMEB-eval`, which are also its folder
+names. The extra config `CIFAR-100` in that repository is not one of the 36 and is not listed here.
 """
 
 from __future__ import annotations

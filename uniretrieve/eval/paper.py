@@ -1,10 +1,11 @@
 """Published numbers of UniME (Gu et al. 2025, arXiv 2504.17432v4) to print beside ours.
 
 Source: the paper's Table 1 (MMEB), Table 2 (zero-shot retrieval, R@1; SugarCrepe accuracy) and Table 9
-(per-dataset MMEB for UniME-LLaVA-1.6), as transcribed and checked in unime-method.md §5. "overall_reported" is
-the paper's "Overall" column, which for every row but LLaVA-OneVision is the mean of the four meta-task scores;
-"overall_36" is the true mean over the 36 datasets where it could be recomputed (unime-method.md §0).
-Retrieval pairs are (text→image R@1, image→text R@1); SugarCrepe triples are (Replace, Swap, Add).
+(per-dataset MMEB for UniME-LLaVA-1.6), as transcribed and checked in docs/benchmarks.md#published-numbers.
+"overall_reported" is the paper's "Overall" column, which for every row but LLaVA-OneVision is the mean of the four
+meta-task scores; "overall_36" is the true mean over the 36 datasets where it could be recomputed
+(docs/benchmarks.md#mmeb-overall). Retrieval pairs are (text→image R@1, image→text R@1); SugarCrepe triples are
+(Replace, Swap, Add).
 """
 
 from __future__ import annotations

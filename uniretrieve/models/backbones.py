@@ -5,8 +5,8 @@ which transformers classes to load, where the base forward (no LM head) lives, h
 token stands for an image, how the processor wants its images, which modules form the language model and which
 the vision side, and where LoRA goes.
 
-Prompt facts and their sources: ../shared/reference/unime-method.md §3 (UniME self_evaluate strings, E5-V
-retrieval.py) and §2 (MMEB/VLM2Vec image placeholder `<|image_1|>`).
+Prompt facts and their sources: docs/method.md#chat-templates (UniME self_evaluate strings, E5-V
+retrieval.py) and docs/method.md#prompt-regimes (MMEB/VLM2Vec image placeholder `<|image_1|>`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # Projection names of the decoder blocks (Llama, Mistral, Qwen2): every linear layer of attention and MLP, as E5-V
-# and VLM2Vec target them (unime-method.md §1 "target modules (all linear layers of the LLM)").
+# and VLM2Vec target them (docs/method.md#stage-1-settings).
 LLAMA_LIKE_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PHI3_LINEAR = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 
@@ -62,7 +62,7 @@ class BackboneSpec:
     lora_targets: tuple[str, ...] = LLAMA_LIKE_LINEAR
     vision_lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     default_image_size: int = 336
-    """Training resolution (the paper resizes to 336x336, unime-method.md §2)."""
+    """Training resolution (the paper resizes to 336x336, docs/method.md#image-settings)."""
     max_text_tokens: int = 512
     """Text longer than this (in tokens, before wrapping) is truncated so the prompt's end survives."""
     images_nested: bool = False
@@ -115,8 +115,8 @@ _IDEFICS3 = ChatWrapper("idefics3", "User:{body}<end_of_utterance>\nAssistant:")
 _PHI3 = ChatWrapper("phi3", "<|user|>\n{body}<|end|>\n<|assistant|>\n")
 
 # Qwen2-VL pixel bounds: at most 336x336 pixels per image (≈144 merged tokens), the resolution UniME trains at
-# (unime-method.md §2) — the checkpoints' default (12.8 MP) gives thousands of image tokens per photo; at least
-# 56x56, Qwen's own minimum. transformers 5 spells them as `size` (longest_edge = max_pixels).
+# (docs/method.md#image-settings) — the checkpoints' default (12.8 MP) gives thousands of image tokens per photo;
+# at least 56x56, Qwen's own minimum. transformers 5 spells them as `size` (longest_edge = max_pixels).
 _QWEN_PIXELS: dict[str, object] = {"size": {"longest_edge": 336 * 336, "shortest_edge": 56 * 56}}
 
 _SPECS = (
@@ -150,7 +150,7 @@ _SPECS = (
         model_class="LlavaOnevisionForConditionalGeneration",
         processor_class="LlavaOnevisionProcessor",
         # UniME's OneVision example renders user[{image}, {text: "Summary above image in one word:\n"}] through the
-        # Qwen2 ChatML template (unime-method.md §3), hence body_end="\n".
+        # Qwen2 ChatML template (docs/method.md#chat-templates), hence body_end="\n".
         chat_wrappers=(_CHATML,),
         image_token="<image>",
         vision_module_paths=("model.vision_tower", "model.multi_modal_projector", "model.image_newline"),
@@ -223,7 +223,7 @@ _SPECS = (
         vision_lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
         trust_remote_code=True,
         max_image_batch=1,
-        # VLM2Vec/UniME run Phi-3.5-V with num_crops=4 (unime-method.md §2, §3).
+        # VLM2Vec/UniME run Phi-3.5-V with num_crops=4 (docs/method.md#image-settings).
         processor_kwargs={"num_crops": 4},
         examples=("DeepGlint-AI/UniME-Phi3.5-V-4.2B", "microsoft/Phi-3.5-vision-instruct"),
     ),

@@ -16,8 +16,8 @@ class RegisteredModel:
     shipped: bool = False
 
 
-# The official UniME releases (unime-method.md §5; DeepGlint-AI on the Hugging Face hub). They need the hub or a
-# local copy: on a machine without network, pass the local directory instead.
+# The official UniME releases (docs/method.md#published-checkpoints; DeepGlint-AI on the Hugging Face hub). They
+# need the hub or a local copy: on a machine without network, pass the local directory instead.
 REGISTERED_MODELS: dict[str, RegisteredModel] = {
     "unime-tiny": RegisteredModel(
         "weights/unime-tiny",

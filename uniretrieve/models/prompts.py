@@ -1,6 +1,6 @@
 """Prompt rendering: an Item's text, image and instruction → the string the processor tokenizes.
 
-Two regimes (unime-method.md §0, §3):
+Two regimes (docs/method.md#prompt-regimes):
 - "e5v": the E5-V/UniME "Summary above … in one word:" prompt inside the family's chat wrapper. With no instruction
   the strings equal the official evaluation strings exactly (tested for llava_next and phi3_v).
 - "mmeb": VLM2Vec/MMEB raw instruction text, no chat template, `<|image_1|>` mapped to the family's image token.

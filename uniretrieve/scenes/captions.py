@@ -4,7 +4,8 @@ pairs (stage-1 text pairs). All are pure functions of (scene, rng), so a seed fi
 - Short: at most 15 words about one or two objects, rendered from a `Claim` and checked true with `holds`.
 - Long: 80–200 words naming every object with all its attributes, where it sits and how objects relate, and a
   closing summary that repeats every object's attributes, so the discriminating details are also in the last part
-  (a 77-token text encoder sees the opening and loses the end; Long-CLIP's motivation, unime-method.md §4.2).
+  (a 77-token text encoder sees the opening and loses the end; Long-CLIP's motivation,
+  docs/benchmarks.md#long-captions).
 - Paraphrase: one description of the whole scene in one of several wordings; two different wordings of one scene
   form a stage-1 pair.
 """

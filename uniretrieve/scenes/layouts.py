@@ -1,4 +1,4 @@
-"""Writers for the public file layouts the generated corpus is published in (unime-method.md §4; exact layout in
+"""Writers for the public file layouts the generated corpus is published in (docs/benchmarks.md; exact layout in
 the README section "Generated scenes"). Each writer takes ready-made records and an `ImageStore`, and writes one
 self-contained folder that the loader for the real dataset reads unchanged.
 """
@@ -22,14 +22,15 @@ SHAREGPT4V_JSON = "share-captioner_coco_lcs_sam_1246k_1107.json"
 LLAVA_PRETRAIN_JSON = "blip_laion_cc_sbu_558k.json"
 """The LLaVA-Pretrain file name (Hugging Face liuhaotian/LLaVA-Pretrain)."""
 NLI_CSV = "nli_for_simcse.csv"
-"""SimCSE's NLI triplets file, which E5-V and UniME stage 1 train on (unime-method.md §1)."""
+"""SimCSE's NLI triplets file, which E5-V and UniME stage 1 train on (docs/method.md#stage-1-data)."""
 PARQUET_TEST = "test-00000-of-00001.parquet"
 PARQUET_TRAIN = "original-00000-of-00001.parquet"
 LONG_REQUEST = "<image>\nDescribe the image in detail."
 SHORT_REQUEST = "<image>\nDescribe the image."
 SUMMARY_IMAGE_REQUEST = "<image>\nSummary above image in one word:"
 SUMMARY_TEXT_REQUEST = "{text}\nSummary above sentence in one word:"
-"""E5-V's summary prompts (unime-method.md §0) as pretraining requests, answered with one object's colour and shape."""
+"""E5-V's summary prompts (docs/method.md#prompt-regimes) as pretraining requests, answered with one object's
+colour and shape."""
 
 
 class ImageStore:

@@ -1,11 +1,11 @@
 """SugarCrepe-style hard negatives, false by construction.
 
-SugarCrepe (Hsieh et al. 2023, github.com/RAIVNLab/sugar-crepe, unime-method.md §4.3) pairs each image with a
-true caption and a minimally edited false one, in seven categories: replace an object / attribute / relation, swap
-two objects / attributes, add an object / attribute. Here both captions are rendered from `Claim`s, the edit is
-made on the claim, and the pair is kept only when the checker says the positive holds and the negative does not.
-Because both sides are rendered by the same `render_claim`, the texts differ only where the claims differ, so the
-negative stays grammatical and carries no wording artifact that would give it away.
+SugarCrepe (Hsieh et al. 2023, github.com/RAIVNLab/sugar-crepe, docs/benchmarks.md#sugarcrepe) pairs each image
+with a true caption and a minimally edited false one, in seven categories: replace an object / attribute /
+relation, swap two objects / attributes, add an object / attribute. Here both captions are rendered from `Claim`s,
+the edit is made on the claim, and the pair is kept only when the checker says the positive holds and the negative
+does not. Because both sides are rendered by the same `render_claim`, the texts differ only where the claims
+differ, so the negative stays grammatical and carries no wording artifact that would give it away.
 """
 
 from __future__ import annotations

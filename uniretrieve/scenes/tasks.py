@@ -1,4 +1,5 @@
-"""Instruction tasks over scenes in the MMEB format (VLM2Vec; unime-method.md §2 and §4.4).
+"""Instruction tasks over scenes in the MMEB format (VLM2Vec; docs/method.md#stage-2-data,
+docs/benchmarks.md#mmeb).
 
 Each task is one MMEB "dataset": an instruction with the image token `<|image_1|>`, a query side and a target side.
 Instructions follow VLM2Vec's wording for the matching real dataset (VOC2007 classification, VQA, MSCOCO t2i/i2t,
