@@ -23,10 +23,13 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from uniretrieve.tiny.config import TinyRecipeConfig
 
 
-def train_rows(recipe: Path, out: Path, cfg: dict[str, Any], console: Any) -> dict[str, Any]:
+def train_rows(recipe: Path, out: Path, cfg: TinyRecipeConfig, console: Any) -> dict[str, Any]:
     """Train the rows the recipe does not make; returns row name → model path or encoder."""
     from uniretrieve.tiny.clip_baseline import ClipBaselineConfig, ClipStyleEncoder, train_clip_baseline
     from uniretrieve.train.config import load_config
@@ -41,11 +44,11 @@ def train_rows(recipe: Path, out: Path, cfg: dict[str, Any], console: Any) -> di
             return run / "merged"
         s2 = load_config(
             Stage2Config,
-            cfg["stage2_preset"],
-            [*cfg["stage2_overrides"], *overrides],
+            cfg.stage2_preset,
+            [*cfg.stage2_overrides, *overrides],
             model=str(start),
             output_dir=str(run),
-            seed=cfg["seed"],
+            seed=cfg.seed,
             **{"data.root": str(data / "mmeb-train"), "checkpoint.merge": True},
         )
         return Path(run_stage2(s2, console=console).merged_dir)
@@ -54,15 +57,15 @@ def train_rows(recipe: Path, out: Path, cfg: dict[str, Any], console: Any) -> di
     if not (clip_dir / "clip_baseline.json").exists():
         s2_steps = load_config(
             Stage2Config,
-            cfg["stage2_preset"],
-            cfg["stage2_overrides"],
+            cfg.stage2_preset,
+            cfg.stage2_overrides,
             model="x",
             output_dir="x",
             **{"data.root": "x"},
         )
         pairs = (
-            cfg.get("align_steps", 0) * cfg.get("align_batch_size", 0)
-            + cfg["pretrain_steps"] * 32
+            cfg.align_steps * cfg.align_batch_size
+            + cfg.pretrain_steps * 32
             + (s2_steps.max_steps or 0) * s2_steps.batch_size
         )
         clip_dir = train_clip_baseline(
@@ -72,7 +75,7 @@ def train_rows(recipe: Path, out: Path, cfg: dict[str, Any], console: Any) -> di
                 output_dir=str(out / "clip"),
                 batch_size=32,
                 max_steps=max(1, pairs // 32),
-                seed=cfg["seed"],
+                seed=cfg.seed,
             ),
             console=console,
         )
@@ -90,6 +93,7 @@ def main() -> None:
     from rich.console import Console
 
     from uniretrieve.io import atomic_write_text
+    from uniretrieve.tiny.config import read_recipe_json
     from uniretrieve.tiny.model_card import markdown_table
     from uniretrieve.tiny.recipe import evaluate_model
 
@@ -101,7 +105,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     console = Console()
-    cfg = json.loads((args.recipe / "model" / "recipe.json").read_text())
+    cfg = read_recipe_json(args.recipe / "model" / "recipe.json")
     t0 = time.perf_counter()
     rows = train_rows(args.recipe, args.out, cfg, console)
     scores: dict[str, Any] = {}
