@@ -1,7 +1,7 @@
 """The paper's ablation, measured on generated scenes (UniME Table 5 analogue;
 docs/benchmarks.md#published-numbers).
 
-    python -m uniretrieve.tiny.ablation --recipe runs/unime-tiny --out runs/ablation
+    python -m uniretrieve.tiny.ablation --recipe runs/unime-tiny --output runs/ablation
 
 Rows (all scored on the recipe's held-out test split, a seed never used in training):
   CLIP-style dual encoder   separate towers, pooled, 77-token text limit, CLIP loss on the same image–caption pairs,
@@ -11,7 +11,7 @@ Rows (all scored on the recipe's held-out test split, a seed never used in train
   stage 2 only              base → stage 2
   stage 2, in-batch         base → stage 1 → stage 2 with plain in-batch InfoNCE instead of hard negatives
   stage 1 + stage 2         = unime-tiny
-The recipe (`uniretrieve train unime-tiny --out runs/unime-tiny`) provides the data, the base, stage 1 and
+The recipe (`uniretrieve train unime-tiny --output runs/unime-tiny`) provides the data, the base, stage 1 and
 stage 1 + stage 2; this script trains the three other rows, evaluates all six and prints a Markdown table (and
 `--json`). Each step is skipped when its output exists, so an interrupted run resumes.
 """
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 def train_rows(recipe: Path, out: Path, cfg: TinyRecipeConfig, console: Any) -> dict[str, Any]:
     """Train the rows the recipe does not make; returns row name → model path or encoder."""
     from uniretrieve.tiny.clip_baseline import ClipBaselineConfig, ClipStyleEncoder, train_clip_baseline
+    from uniretrieve.tiny.config import PretrainConfig
     from uniretrieve.train.config import load_config
     from uniretrieve.train.stage2 import Stage2Config, run_stage2
 
@@ -65,7 +66,7 @@ def train_rows(recipe: Path, out: Path, cfg: TinyRecipeConfig, console: Any) -> 
         )
         pairs = (
             cfg.align_steps * cfg.align_batch_size
-            + cfg.pretrain_steps * 32
+            + cfg.pretrain_steps * PretrainConfig.batch_size  # the recipe pretrains at the default batch
             + (s2_steps.max_steps or 0) * s2_steps.batch_size
         )
         clip_dir = train_clip_baseline(
@@ -99,7 +100,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--recipe", type=Path, required=True, help="the `uniretrieve train unime-tiny --out` folder"
+        "--recipe", type=Path, required=True, help="the `uniretrieve train unime-tiny --output` folder"
     )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--json", type=Path, default=None)

@@ -1,6 +1,6 @@
 """The `unime-tiny` recipe: scenes → ViT pre-alignment → generative pretraining → stage 1 → stage 2 → scores.
 
-One call (`uniretrieve train unime-tiny --out DIR`) reproduces the built-in model on a 2-core CPU. Every step writes
+One call (`uniretrieve train unime-tiny --output DIR`) reproduces the built-in model on a 2-core CPU. Every step writes
 its own folder under `out` and is skipped when its result is already there, so an interrupted recipe resumes
 (the training steps also resume mid-run from their checkpoints).
 
