@@ -1,7 +1,7 @@
 """The paper's ablation, measured on generated scenes (UniME Table 5 analogue;
 docs/benchmarks.md#published-numbers).
 
-    python -m uniretrieve.tiny.ablation --recipe runs/unime-tiny --output runs/ablation
+    python -m uniretrieve.tiny.ablation --recipe runs/unime-tiny --out runs/ablation
 
 Rows (all scored on the recipe's held-out test split, a seed never used in training):
   CLIP-style dual encoder   separate towers, pooled, 77-token text limit, CLIP loss on the same image–caption pairs,
