@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,41 @@ from tests.tiny_models import BUILDERS
 # Tiny models are dominated by per-op overhead: one intra-op thread is several times faster than two on a 2-core
 # machine (and keeps tests from fighting pytest-xdist workers or each other for cores).
 torch.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def _one_thread(get: Callable[[], int], set_threads: Callable[[int], None]) -> Iterator[None]:
+    before = get()
+    set_threads(1)
+    try:
+        yield
+    finally:
+        set_threads(before)
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """One intra-op thread while a test runs. The tiny models' matmuls are microseconds of work; on a shared,
+    loaded CPU, torch's thread pool turns each into milliseconds of spinning (measured: a 6-step tiny run takes
+    26 s with 2 threads under load, 1.7 s with 1)."""
+    with _one_thread(torch.get_num_threads, torch.set_num_threads):
+        yield
+
+
+@contextlib.contextmanager
+def one_faiss_thread() -> Iterator[None]:
+    """2 shared cores: OpenMP spin-waiting across processes makes small FAISS jobs 10× slower."""
+    import faiss
+
+    with _one_thread(faiss.omp_get_max_threads, faiss.omp_set_num_threads):
+        yield
+
+
+@pytest.fixture
+def faiss_one_thread() -> Iterator[None]:
+    """One OpenMP thread for FAISS while a test runs (see `one_faiss_thread`)."""
+    with one_faiss_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

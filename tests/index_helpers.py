@@ -12,6 +12,10 @@ from uniretrieve.embed.schema import EmbeddingSpec, build_table, row_group_rows
 from uniretrieve.embed.writer import shard_name, write_shard_file
 
 
+def quiet(_message: str) -> None:
+    """A build/add log callback that prints nothing."""
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 

@@ -1,4 +1,4 @@
-"""Small MMEB-train-format data for the stage-2 tests, and a spawnable stage-2 rank."""
+"""Small MMEB-train-format data and a small config for the stage-2 tests."""
 
 from __future__ import annotations
 
@@ -60,27 +60,3 @@ def stage2_config(model_dir: Path, data: Path, out: Path, **overrides: Any) -> A
         **overrides,
     }
     return load_config(Stage2Config, "stage2-tiny", [], **values)
-
-
-def ddp_stage2_worker(rank: int, world: int, port: int, cfg_dict: dict[str, Any]) -> None:
-    import os
-
-    import torch
-    import torch.distributed as dist
-
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
-    from uniretrieve.train.config import config_from_dict
-    from uniretrieve.train.stage2 import Stage2Config, run_stage2
-
-    try:
-        run_stage2(config_from_dict(Stage2Config, cfg_dict))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()

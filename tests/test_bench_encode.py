@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -111,28 +112,24 @@ def test_gpu_presets_have_the_real_sizes(name: str, published: float) -> None:
     assert parameter_count(PRESETS[name]) == pytest.approx(published, rel=0.01)
 
 
-def test_one_command_writes_a_complete_json_report(tmp_path: Path) -> None:
-    args = [
-        "--preset",
-        "tiny",
-        "--threads",
-        "1",
-        "--images",
-        "2",
-        "--texts",
-        "5",
-        "--workers",
-        "1",
-        "--mfu",
-        "--json",
-        "--bf16",
-        "--cache-dir",
-        str(tmp_path),
-    ]
-    result = CliRunner().invoke(app, args)
+def _bench_json(
+    tmp_path: Path, preset: str, images: int, texts: int, workers: int, *args: str
+) -> dict[str, Any]:
+    """The one preset's record of a `--json` run of the benchmark command (one thread, cache under tmp_path)."""
+    result = CliRunner().invoke(
+        app,
+        [
+            *("--preset", preset, "--threads", "1", "--images", str(images), "--texts", str(texts)),
+            *("--workers", str(workers), *args, "--json", "--cache-dir", str(tmp_path)),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    (rec,) = report["presets"]
+    (rec,) = json.loads(result.stdout)["presets"]
+    return rec
+
+
+def test_one_command_writes_a_complete_json_report(tmp_path: Path) -> None:
+    rec = _bench_json(tmp_path, "tiny", 2, 5, 1, "--mfu", "--bf16")
     assert rec["preset"] == "tiny"
     paths = {(r["modality"], r["path"]) for r in rec["runs"]}
     assert paths == {
@@ -164,25 +161,7 @@ def test_cuda_without_a_gpu_is_a_clear_error() -> None:
 def test_gpu_presets_data_path_runs_shrunk_on_cpu(name: str, tmp_path: Path) -> None:
     """The 7B-class presets' processors (336-px images, anyres tiling, dynamic resolution) feed their model
     classes, and the Encoder matches the reference on them: the GPU run differs only in size and dtype."""
-    args = [
-        "--preset",
-        name,
-        "--shrink",
-        "--threads",
-        "1",
-        "--images",
-        "2",
-        "--texts",
-        "2",
-        "--workers",
-        "0",
-        "--json",
-        "--cache-dir",
-        str(tmp_path),
-    ]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    (rec,) = json.loads(result.stdout)["presets"]
+    rec = _bench_json(tmp_path, name, 2, 2, 0, "--shrink")
     assert rec["preset"] == f"{name}-shrunk"
     images = [r for r in rec["runs"] if r["modality"] == "images"]
     assert {r["path"] for r in images} == {"reference", "encoder"}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.train_fixtures import single_thread, write_nli_csv  # noqa: F401  (fixture)
+from tests.train_fixtures import cli_sets, write_nli_csv
 from uniretrieve.cli.app import app
 from uniretrieve.models.encoder import Encoder
 from uniretrieve.train.config import load_config
@@ -41,14 +41,12 @@ def test_stage1_command_writes_checkpoint_adapter_and_loadable_merged_model(
         "--max-steps",
         "3",
         "--merge",
-        "--set",
-        "batch_size=8",
-        "--set",
-        "chunk_size=4",
-        "--set",
-        "checkpoint.every_steps=2",
-        "--set",
-        f"teacher.cache_dir={tmp_path / 'teacher'}",
+        *cli_sets(
+            "batch_size=8",
+            "chunk_size=4",
+            "checkpoint.every_steps=2",
+            f"teacher.cache_dir={tmp_path / 'teacher'}",
+        ),
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

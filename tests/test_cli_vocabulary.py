@@ -21,6 +21,7 @@ from uniretrieve.embed.config import EncodeConfig
 from uniretrieve.eval.config import EvalConfig
 from uniretrieve.index.meta import BuildConfig
 from uniretrieve.scenes.config import GenerateConfig
+from uniretrieve.tiny.config import PretrainConfig, TinyRecipeConfig
 
 runner = CliRunner()
 
@@ -33,6 +34,8 @@ CONFIG_COMMANDS: dict[str, tuple[type, set[str]]] = {
     "eval": (EvalConfig, {"json_out", "cache_dir", "no_cache", "paper_row", "quiet"}),
     "demo": (DemoConfig, set()),
     "scenes generate": (GenerateConfig, {"quiet"}),
+    "train pretrain": (PretrainConfig, set()),
+    "train unime-tiny": (TinyRecipeConfig, {"install"}),
 }
 """Command → (its config, the command's own parameters that are not config fields)."""
 
@@ -136,6 +139,14 @@ def test_a_deprecated_spelling_works_and_says_so(tmp_path: Path) -> None:
         app, ["eval", "coco", "--data", str(tmp_path), "-m", "x", "--dtype", "float32", "--json"]
     )
     assert "note: --dtype is deprecated; use --model-dtype" in res.stderr
+    for args in (
+        ["pretrain", "--data", "d", "--output-dir", str(tmp_path), "--max-steps", "0"],
+        ["unime-tiny", "--out", str(tmp_path), "--pretrain-steps", "many"],
+    ):
+        res = runner.invoke(app, ["train", *args])  # refused after the note, before any work
+        assert res.exit_code == 2 and f"note: {args[-4]} is deprecated; use --output" in res.stderr, (
+            res.stderr
+        )
 
 
 BAD_INPUT = {
@@ -152,6 +163,8 @@ BAD_INPUT = {
     "train stage1": ["train", "stage1", "-m", "m", "-o", "{tmp}/r", "--set", "optim.lr=fast"],
     "train stage2": ["train", "stage2", "-o", "{tmp}/r", "--set", "no_such_key=1"],
     "train stage1-eval": ["train", "stage1-eval", "-m", "x", "--data", "{tmp}/missing.csv"],
+    "train pretrain": ["train", "pretrain", "--data", "{tmp}", "-o", "{tmp}/p", "--max-steps", "0"],
+    "train unime-tiny": ["train", "unime-tiny", "-o", "{tmp}/u", "--pretrain-steps", "many"],
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import unicodedata
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,25 +78,24 @@ def test_slug_rules() -> None:
     assert anchors("# A\n## A\n```\n# not a heading\n```\n") == {"a", "a-1"}
 
 
-def test_no_citation_of_notes_outside_the_repository() -> None:
-    hits = [
+def _lines_matching(files: Iterable[Path], match: Callable[[str], bool]) -> list[str]:
+    """`path:line: text` of every line of `files` (this file excepted) that `match`es."""
+    return [
         f"{p.relative_to(ROOT)}:{i}: {line.strip()[:100]}"
-        for p in OUTSIDE_DOCS
+        for p in files
         if p != Path(__file__).resolve()
         for i, line in enumerate(_text(p).splitlines(), 1)
-        if any(s in line for s in FORBIDDEN)
+        if match(line)
     ]
+
+
+def test_no_citation_of_notes_outside_the_repository() -> None:
+    hits = _lines_matching(OUTSIDE_DOCS, lambda line: any(s in line for s in FORBIDDEN))
     assert not hits, "cite docs/ or a public source instead:\n" + "\n".join(hits)
 
 
 def test_no_issue_numbers() -> None:
-    hits = [
-        f"{p.relative_to(ROOT)}:{i}: {line.strip()[:100]}"
-        for p in FILES
-        if p != Path(__file__).resolve()
-        for i, line in enumerate(_text(p).splitlines(), 1)
-        if ISSUE_REF.search(line)
-    ]
+    hits = _lines_matching(FILES, lambda line: ISSUE_REF.search(line) is not None)
     assert not hits, "no issue-tracker numbers in code or docs:\n" + "\n".join(hits)
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests.train_fixtures import single_thread  # noqa: F401  (fixture)
 from uniretrieve.models.device import resolve_device, resolve_dtype, resolve_precision
 from uniretrieve.models.encoder import Encoder
 from uniretrieve.models.loading import load_backbone

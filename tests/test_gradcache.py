@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.train_fixtures import single_thread  # noqa: F401  (fixture)
 from uniretrieve.train.config import LoraConfig
 from uniretrieve.train.gradcache import gradcache_step, split_batch
 from uniretrieve.train.losses import kd_kl_loss

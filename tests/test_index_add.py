@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.index_helpers import clustered_vectors, write_shard_dir
+from tests.index_helpers import clustered_vectors, quiet, write_shard_dir
 from tests.test_index_build import assert_same_contents
 from uniretrieve.cli.app import app
 from uniretrieve.index.add import IndexMismatchError, add_to_index
@@ -20,16 +20,8 @@ from uniretrieve.index.idmap import read_idmap
 from uniretrieve.index.meta import BuildConfig, read_meta
 from uniretrieve.index.source import ShardSource
 
-QUIET = lambda s: None  # noqa: E731
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
 
 @pytest.fixture
@@ -47,10 +39,10 @@ def two_shard_dirs(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
 def test_add_equals_full_build(tmp_path: Path, two_shard_dirs, index_type: str) -> None:
     a, b, _ = two_shard_dirs
     config = BuildConfig(index_type=index_type, nlist=32, target_recall=0.9, tune_queries=100)
-    build_index(ShardSource(a), tmp_path / "inc", config, log=QUIET)
-    add_to_index(tmp_path / "inc", ShardSource(b), all_vectors=ShardSource([a, b]), log=QUIET)
+    build_index(ShardSource(a), tmp_path / "inc", config, log=quiet)
+    add_to_index(tmp_path / "inc", ShardSource(b), all_vectors=ShardSource([a, b]), log=quiet)
     # full build over both directories with the same training sample (drawn from a)
-    build_index(ShardSource([a, b]), tmp_path / "full", config, train_source=ShardSource(a), log=QUIET)
+    build_index(ShardSource([a, b]), tmp_path / "full", config, train_source=ShardSource(a), log=quiet)
     inc = faiss.read_index(str(tmp_path / "inc" / "index.faiss"))
     full = faiss.read_index(str(tmp_path / "full" / "index.faiss"))
     assert inc.ntotal == full.ntotal == 3000
@@ -70,8 +62,8 @@ def test_add_equals_full_build(tmp_path: Path, two_shard_dirs, index_type: str) 
 def test_id_map_stays_aligned_with_vectors(tmp_path: Path, two_shard_dirs) -> None:
     """Every internal id's vector is the vector stored at its id map's shard row."""
     a, b, x = two_shard_dirs
-    build_index(ShardSource(a), tmp_path / "i", BuildConfig(index_type="flat", tune_queries=20), log=QUIET)
-    add_to_index(tmp_path / "i", ShardSource(b), log=QUIET)
+    build_index(ShardSource(a), tmp_path / "i", BuildConfig(index_type="flat", tune_queries=20), log=quiet)
+    add_to_index(tmp_path / "i", ShardSource(b), log=quiet)
     index = faiss.read_index(str(tmp_path / "i" / "index.faiss"))
     idmap = read_idmap(tmp_path / "i" / "idmap.parquet")
     import pyarrow.parquet as pq
@@ -88,16 +80,16 @@ def test_id_map_stays_aligned_with_vectors(tmp_path: Path, two_shard_dirs) -> No
 
 def test_add_refuses_other_model_and_dim(tmp_path: Path, two_shard_dirs) -> None:
     a, _, _ = two_shard_dirs
-    build_index(ShardSource(a), tmp_path / "i", BuildConfig(index_type="flat", tune_queries=20), log=QUIET)
+    build_index(ShardSource(a), tmp_path / "i", BuildConfig(index_type="flat", tune_queries=20), log=quiet)
     before = (tmp_path / "i" / "index.faiss").read_bytes()
     other = write_shard_dir(
         tmp_path / "other", clustered_vectors(50, 32), model_id="other-model", weight_hash="w9"
     )
     with pytest.raises(IndexMismatchError, match=r"model_id: 'test-model' \(index\) vs 'other-model'"):
-        add_to_index(tmp_path / "i", ShardSource(other), log=QUIET)
+        add_to_index(tmp_path / "i", ShardSource(other), log=quiet)
     small = write_shard_dir(tmp_path / "small", clustered_vectors(50, 16))
     with pytest.raises(IndexMismatchError, match="16-d vectors but the index holds 32-d"):
-        add_to_index(tmp_path / "i", ShardSource(small), log=QUIET)
+        add_to_index(tmp_path / "i", ShardSource(small), log=quiet)
     assert (tmp_path / "i" / "index.faiss").read_bytes() == before  # nothing was touched
     res = runner.invoke(app, ["index", "add", str(other), "--index", str(tmp_path / "i")])
     assert res.exit_code == 2 and "other settings" in res.output

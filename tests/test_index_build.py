@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
-from tests.index_helpers import clustered_vectors, random_vectors, write_shard_dir
+from tests.index_helpers import clustered_vectors, quiet, random_vectors, write_shard_dir
 from uniretrieve.index.build import IndexExistsError, build_index
 from uniretrieve.index.exact import exact_search, recall_at_k
 from uniretrieve.index.gpu import torch_topk_blocks
@@ -18,16 +18,7 @@ from uniretrieve.index.source import ArraySource, ShardSource
 from uniretrieve.index.tune import set_param
 from uniretrieve.search.searcher import Searcher
 
-QUIET = lambda s: None  # noqa: E731
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 shared cores: OpenMP spin-waiting across processes makes small FAISS jobs 10× slower."""
-    old = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
 
 def brute_force(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +62,7 @@ def test_recall_counts_ties_past_rank_k() -> None:
 def test_flat_index_equals_brute_force(tmp_path: Path) -> None:
     x = random_vectors(1500, 32, seed=5)
     meta = build_index(
-        ArraySource(x), tmp_path / "flat", BuildConfig(index_type="flat", tune_queries=50), log=QUIET
+        ArraySource(x), tmp_path / "flat", BuildConfig(index_type="flat", tune_queries=50), log=quiet
     )
     assert meta.type == "flat" and meta.tuning["recall"] == 1.0
     index = faiss.read_index(str(tmp_path / "flat" / "index.faiss"))
@@ -93,7 +84,7 @@ def test_ann_reaches_its_tuned_recall_on_fresh_queries(
     d = 32
     x = make(3000, d, seed=7)
     config = BuildConfig(index_type=index_type, target_recall=target, tune_queries=200)
-    meta = build_index(ArraySource(x), tmp_path / index_type, config, log=QUIET)
+    meta = build_index(ArraySource(x), tmp_path / index_type, config, log=quiet)
     assert meta.tuning["reached"], meta.tuning
     assert meta.tuning["recall"] >= target
     assert meta.tuning["param"] == {"hnsw": "efSearch"}.get(index_type, "nprobe")
@@ -116,7 +107,7 @@ def test_tuning_on_cross_modal_query_shards(tmp_path: Path) -> None:
         tmp_path / "ivf",
         BuildConfig(index_type="ivf", target_recall=0.97),
         tune_source=ShardSource(queries),
-        log=QUIET,
+        log=quiet,
     )
     assert meta.tuning["query_kind"].startswith("cross-modal") and meta.tuning["queries"] == 300
     assert meta.tuning["reached"] and meta.tuning["recall"] >= 0.97
@@ -130,8 +121,8 @@ def test_streaming_build_equals_one_shot(tmp_path: Path, index_type: str) -> Non
     x = clustered_vectors(2500, 32, seed=12)
     small = BuildConfig(index_type=index_type, block_rows=333, tune_queries=50, target_recall=0.5)
     big = BuildConfig(index_type=index_type, block_rows=100_000, tune_queries=50, target_recall=0.5)
-    build_index(ArraySource(x), tmp_path / "s", small, log=QUIET)
-    build_index(ArraySource(x), tmp_path / "b", big, log=QUIET)
+    build_index(ArraySource(x), tmp_path / "s", small, log=quiet)
+    build_index(ArraySource(x), tmp_path / "b", big, log=quiet)
     a = faiss.read_index(str(tmp_path / "s" / "index.faiss"))
     b = faiss.read_index(str(tmp_path / "b" / "index.faiss"))
     assert a.ntotal == b.ntotal == 2500
@@ -166,7 +157,7 @@ def test_saved_index_loads_and_answers_identically(tmp_path: Path) -> None:
         tmp_path / "shards", x, shard_rows=600, columns={"text": [f"t{i}" for i in range(2000)]}
     )
     build_index(
-        ShardSource(shards), tmp_path / "idx", BuildConfig(index_type="ivf", target_recall=0.9), log=QUIET
+        ShardSource(shards), tmp_path / "idx", BuildConfig(index_type="ivf", target_recall=0.9), log=quiet
     )
     meta = read_meta(tmp_path / "idx")
     # in memory: the same steps without a save, parameters set as recorded
@@ -187,9 +178,9 @@ def test_saved_index_loads_and_answers_identically(tmp_path: Path) -> None:
 
 def test_build_refuses_to_overwrite(tmp_path: Path) -> None:
     x = random_vectors(200, 8)
-    build_index(ArraySource(x), tmp_path / "i", BuildConfig(index_type="flat", tune_queries=10), log=QUIET)
+    build_index(ArraySource(x), tmp_path / "i", BuildConfig(index_type="flat", tune_queries=10), log=quiet)
     with pytest.raises(IndexExistsError, match="index add"):
-        build_index(ArraySource(x), tmp_path / "i", BuildConfig(index_type="flat"), log=QUIET)
+        build_index(ArraySource(x), tmp_path / "i", BuildConfig(index_type="flat"), log=quiet)
 
 
 @pytest.mark.gpu
@@ -208,7 +199,7 @@ def test_gpu_paths_equal_cpu_exact(tmp_path: Path) -> None:
     assert recall_at_k(i, gt_i, gt_s, GPU_MAX_K + 50) > 0.99  # fp16 rounding may swap near-ties
     if faiss_gpu_count() > 0:
         meta = build_index(
-            ArraySource(x), tmp_path / "g", BuildConfig(index_type="flat", gpu=True), log=QUIET
+            ArraySource(x), tmp_path / "g", BuildConfig(index_type="flat", gpu=True), log=quiet
         )
         assert meta.built_on == "gpu"
         hits = Searcher.load(tmp_path / "g", gpu=True).search(vectors=q, k=GPU_MAX_K + 1)
@@ -222,7 +213,7 @@ def test_unreachable_latency_budget_is_reported_not_hidden(tmp_path: Path) -> No
         ArraySource(x),
         tmp_path / "i",
         BuildConfig(index_type="ivf", target_recall=0.99, latency_ms=1e-6, tune_queries=50),
-        log=QUIET,
+        log=quiet,
     )
     assert meta.tuning["reached"] is False and "not reached within" in meta.tuning["note"]
     assert meta.tuning["latency_budget_ms"] == 1e-6 and all("latency_ms" in s for s in meta.tuning["sweep"])

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 
-from tests.index_helpers import clustered_vectors, write_shard_dir
+from tests.index_helpers import clustered_vectors, quiet, write_shard_dir
 from uniretrieve.index.build import build_index
 from uniretrieve.index.exact import exact_search, recall_at_k
 from uniretrieve.index.factory import IndexChoiceError, choose_index, flat_bytes, make_choice
@@ -17,16 +16,8 @@ from uniretrieve.index.meta import BuildConfig
 from uniretrieve.index.source import ArraySource, ShardSource
 from uniretrieve.search.searcher import Searcher
 
-QUIET = lambda s: None  # noqa: E731
 GB = 1 << 30
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # 2 shared cores: OpenMP spin-waiting slows small FAISS jobs 10×
-    yield
-    faiss.omp_set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
 
 def test_fp16_factories_and_sizes() -> None:
@@ -67,8 +58,8 @@ def test_fp16_index_searches_the_rounded_vectors(tmp_path: Path, index_type: str
     cfg = dict(
         index_type=index_type, target_recall=0.95, tune_queries=200, nlist=32 if index_type == "ivf" else None
     )
-    m32 = build_index(ArraySource(x), tmp_path / "fp32", BuildConfig(**cfg), log=QUIET)
-    m16 = build_index(ArraySource(x), tmp_path / "fp16", BuildConfig(**cfg, storage="fp16"), log=QUIET)
+    m32 = build_index(ArraySource(x), tmp_path / "fp32", BuildConfig(**cfg), log=quiet)
+    m16 = build_index(ArraySource(x), tmp_path / "fp16", BuildConfig(**cfg, storage="fp16"), log=quiet)
     assert (
         m16.factory.endswith("SQfp16") and m16.config["storage"] == "fp16" and m32.config["storage"] == "fp32"
     )
@@ -107,7 +98,7 @@ def test_fp16_filtered_search(tmp_path: Path, index_type: str) -> None:
         ShardSource(shards),
         tmp_path / "idx",
         BuildConfig(index_type=index_type, storage="fp16", tune_queries=100),
-        log=QUIET,
+        log=quiet,
     )
     q = clustered_vectors(20, 32, seed=44)
     hits = Searcher.load(tmp_path / "idx").search(vectors=q, k=10, where="width >= 1900")

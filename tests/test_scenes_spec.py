@@ -8,24 +8,13 @@ from uniretrieve.scenes.spec import SamplerConfig, Scene, SceneObject, relation_
 
 
 def test_scene_validation_names_the_problem() -> None:
+    def red(shape: str, size: str, cell: int) -> SceneObject:
+        return SceneObject(shape, "red", size, "solid", cell)
+
     with pytest.raises(ValueError, match="share a grid cell"):
-        Scene(
-            "x",
-            96,
-            (
-                SceneObject("circle", "red", "small", "solid", 1),
-                SceneObject("star", "red", "small", "solid", 1),
-            ),
-        )
+        Scene("x", 96, (red("circle", "small", 1), red("star", "small", 1)))
     with pytest.raises(ValueError, match="share shape and colour"):
-        Scene(
-            "x",
-            96,
-            (
-                SceneObject("star", "red", "small", "solid", 1),
-                SceneObject("star", "red", "large", "solid", 2),
-            ),
-        )
+        Scene("x", 96, (red("star", "small", 1), red("star", "large", 2)))
     with pytest.raises(ValueError, match="unknown colour"):
         SceneObject("star", "mauve", "small", "solid", 1)
     with pytest.raises(ValueError, match="max_jitter"):

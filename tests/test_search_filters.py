@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.index_helpers import clustered_vectors, write_shard_dir
+from tests.conftest import one_faiss_thread
+from tests.index_helpers import clustered_vectors, quiet, write_shard_dir
 from uniretrieve.index.build import build_index
 from uniretrieve.index.exact import exact_search, recall_at_k
 from uniretrieve.index.meta import BuildConfig
@@ -19,7 +19,6 @@ from uniretrieve.search.filters import FilterError, WhereFilter
 from uniretrieve.search.searcher import Searcher
 
 N = 2400
-QUIET = lambda s: None  # noqa: E731
 
 
 def rows(n: int = N) -> dict[str, list]:
@@ -89,21 +88,19 @@ def test_bad_expressions_are_refused_with_position(where: str, message: str) -> 
 
 @pytest.fixture(scope="module")
 def filtered_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, pa.Table]:
-    old = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # 2 shared cores: OpenMP spin-waiting slows small FAISS jobs 10×
-    root = tmp_path_factory.mktemp("filt")
-    x = clustered_vectors(N, 32, seed=31)
-    cols = rows()
-    shards = write_shard_dir(root / "shards", x, shard_rows=800, columns=cols)
-    for t in ("flat", "ivf", "hnsw"):
-        build_index(
-            ShardSource(shards),
-            root / t,
-            BuildConfig(index_type=t, target_recall=0.95, tune_queries=100),
-            log=QUIET,
-        )
-    yield root, x, pa.table(cols)
-    faiss.omp_set_num_threads(old)
+    with one_faiss_thread():
+        root = tmp_path_factory.mktemp("filt")
+        x = clustered_vectors(N, 32, seed=31)
+        cols = rows()
+        shards = write_shard_dir(root / "shards", x, shard_rows=800, columns=cols)
+        for t in ("flat", "ivf", "hnsw"):
+            build_index(
+                ShardSource(shards),
+                root / t,
+                BuildConfig(index_type=t, target_recall=0.95, tune_queries=100),
+                log=quiet,
+            )
+        yield root, x, pa.table(cols)
 
 
 @pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
@@ -156,7 +153,7 @@ def test_restricted_search_answers_when_over_fetching_finds_too_few(
         ShardSource(shards),
         tmp_path / "idx",
         BuildConfig(index_type=index_type, target_recall=0.95, tune_queries=100),
-        log=QUIET,
+        log=quiet,
     )
     monkeypatch.setattr(searcher_mod, "MAX_OVERFETCH", 1)
     s = Searcher.load(tmp_path / "idx")

@@ -14,7 +14,6 @@ import torch
 from tests.train_fixtures import (
     lora_state,
     nli_rows,
-    single_thread,  # noqa: F401  (fixture)
     stage1_config,
     write_nli_csv,
     write_nli_jsonl,

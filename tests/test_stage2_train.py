@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from tests.stage2_fixtures import ddp_stage2_worker, stage2_config, write_mmeb_train
-from tests.train_fixtures import free_port, single_thread  # noqa: F401  (fixture)
+from tests.stage2_fixtures import stage2_config, write_mmeb_train
+from tests.train_fixtures import cli_sets, ddp_stage_worker, spawn_ranks
 from uniretrieve import Encoder
 from uniretrieve.cli.app import app
 from uniretrieve.train.config import LoraConfig, config_to_dict
@@ -78,36 +78,31 @@ def test_chunked_step_equals_plain_full_batch_step(tiny_model_dir: Path, tmp_pat
             )
 
 
+def _cli_stage2(model: Path, data: Path, out: Path, *args: str) -> Any:
+    """`uniretrieve train stage2 --model MODEL --data DATA -o OUT ARGS…`."""
+    return CliRunner().invoke(
+        app, ["train", "stage2", "--model", str(model), "--data", str(data), "-o", str(out), *args]
+    )
+
+
 def test_cli_stage2_trains_and_merges(tiny_model_dir: Path, tmp_path: Path) -> None:
     root = write_mmeb_train(tmp_path / "mmeb", rows=8)
     out = tmp_path / "run"
-    res = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "stage2",
-            "--model",
-            str(tiny_model_dir),
-            "--data",
-            str(root),
-            "-o",
-            str(out),
-            "--max-steps",
-            "3",
-            "--merge",
-            "--set",
+    res = _cli_stage2(
+        tiny_model_dir,
+        root,
+        out,
+        "--max-steps",
+        "3",
+        "--merge",
+        *cli_sets(
             "batch_size=8",
-            "--set",
             "chunk_size=4",
-            "--set",
             "loss.k=3",
-            "--set",
             "data.image_size=32",
-            "--set",
             "log_every=1",
-            "--set",
             "loss.in_batch_warmup_steps=2",
-        ],
+        ),
     )
     assert res.exit_code == 0, res.output
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -117,19 +112,7 @@ def test_cli_stage2_trains_and_merges(tiny_model_dir: Path, tmp_path: Path) -> N
     enc = Encoder.from_pretrained(str(out / "merged"), device="cpu")
     base = Encoder.from_pretrained(str(tiny_model_dir), device="cpu")
     assert (enc.encode_texts(["red picture"]) != base.encode_texts(["red picture"])).any()
-    bad = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "stage2",
-            "--model",
-            str(tiny_model_dir),
-            "--data",
-            str(tmp_path / "nope"),
-            "-o",
-            str(tmp_path / "r2"),
-        ],
-    )
+    bad = _cli_stage2(tiny_model_dir, tmp_path / "nope", tmp_path / "r2")
     assert bad.exit_code != 0 and "not a folder" in bad.output
 
 
@@ -139,13 +122,7 @@ def test_two_processes_equal_one(tiny_model_dir: Path, tmp_path: Path) -> None:
     one = stage2_config(tiny_model_dir, root, tmp_path / "one", **common)
     run_stage2(one)
     two = stage2_config(tiny_model_dir, root, tmp_path / "two", **common)
-    mp.start_processes(
-        ddp_stage2_worker,
-        args=(2, free_port(), config_to_dict(two)),
-        nprocs=2,
-        join=True,
-        start_method="spawn",
-    )
+    spawn_ranks(ddp_stage_worker, "stage2", config_to_dict(two))
     la = [json.loads(x)["loss"] for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x)["loss"] for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert lb == pytest.approx(la, rel=1e-5)

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from tests.train_fixtures import (
     all_reduce_worker,
-    ddp_stage1_worker,
-    free_port,
-    single_thread,  # noqa: F401  (fixture)
+    ddp_stage_worker,
+    spawn_ranks,
     stage1_config,
     write_nli_csv,
 )
@@ -36,13 +34,7 @@ def test_two_process_stage1_matches_single_process(tiny_model_dir: Path, tmp_pat
     run_stage1(single)  # also fills the teacher cache the ranks then read
 
     double = stage1_config(tiny_model_dir, tmp_path, data, output_dir=str(tmp_path / "two"), **common)
-    mp.start_processes(
-        ddp_stage1_worker,
-        args=(2, free_port(), config_to_dict(double)),
-        nprocs=2,
-        join=True,
-        start_method="spawn",
-    )
+    spawn_ranks(ddp_stage_worker, "stage1", config_to_dict(double))
 
     one, two = tmp_path / "one", tmp_path / "two"
     # Step 1: same weights, same global batch → same global KD loss; later steps: same gradients → same updates.
@@ -60,9 +52,7 @@ def test_two_process_stage1_matches_single_process(tiny_model_dir: Path, tmp_pat
 
 
 def test_gradient_average_and_broadcast_across_two_processes(tmp_path: Path) -> None:
-    mp.start_processes(
-        all_reduce_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn"
-    )
+    spawn_ranks(all_reduce_worker, str(tmp_path))
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         a, b, c = got["values"]

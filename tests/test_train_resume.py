@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 
 import uniretrieve.train.stage1 as stage1
 from tests.train_fixtures import (
-    single_thread,  # noqa: F401  (fixture)
     stage1_config,
     write_nli_csv,
 )

@@ -56,18 +56,21 @@ def _text(cfg_cls_name: str, vocab: int, **extra):
     return getattr(transformers, cfg_cls_name)(**kw)
 
 
+VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": 32,
+    "patch_size": 8,
+}
+"""The vision towers' sizes (CLIP, SigLIP, Idefics3/SmolVLM): 32-px images in 8-px patches."""
+
+
 def _clip_vision(image_size: int = 32, patch: int = 8):
     from transformers import CLIPVisionConfig
 
-    return CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch,
-        projection_dim=32,
-    )
+    return CLIPVisionConfig(**{**VISION, "image_size": image_size, "patch_size": patch}, projection_dim=32)
 
 
 def _save(model, processor, out: Path) -> Path:
@@ -132,14 +135,7 @@ def build_llava_onevision(out: Path) -> Path:
     )
 
     tok = build_tokenizer()
-    vision = SiglipVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
+    vision = SiglipVisionConfig(**VISION)
     cfg = LlavaOnevisionConfig(
         vision_config=vision,
         text_config=_text("Qwen2Config", len(tok)),
@@ -249,46 +245,28 @@ def _build_idefics(out: Path, version: str) -> Path:
     import transformers
 
     tok = build_tokenizer()
-    vis = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": 32,
-        "patch_size": 8,
-    }
     # (32 / 8)^2 patches / scale_factor^2 = 4 image tokens per (sub-)image.
     img_kw = {
         "size": {"longest_edge": 64},
         "max_image_size": {"longest_edge": 32},
         "do_image_splitting": True,
     }
-    image_token_id = tok.convert_tokens_to_ids("<image>")
-    if version == "idefics3":
-        cfg = transformers.Idefics3Config(
-            vision_config=transformers.Idefics3VisionConfig(**vis),
-            text_config=_text("LlamaConfig", len(tok)),
-            scale_factor=2,
-            image_token_id=image_token_id,
-        )
-        model_cls = transformers.Idefics3ForConditionalGeneration
-        proc = transformers.Idefics3Processor(
-            image_processor=transformers.Idefics3ImageProcessor(**img_kw), tokenizer=tok, image_seq_len=4
-        )
-    else:
-        cfg = transformers.SmolVLMConfig(
-            vision_config=transformers.SmolVLMVisionConfig(**vis),
-            text_config=_text("LlamaConfig", len(tok)),
-            scale_factor=2,
-            image_token_id=image_token_id,
-        )
-        model_cls = transformers.SmolVLMForConditionalGeneration
-        proc = transformers.SmolVLMProcessor(
-            image_processor=transformers.SmolVLMImageProcessor(**img_kw),
-            tokenizer=tok,
-            video_processor=transformers.SmolVLMVideoProcessor(),
-            image_seq_len=4,
-        )
+    prefix = {"idefics3": "Idefics3", "smolvlm": "SmolVLM"}[version]
+
+    def cls(name: str):
+        return getattr(transformers, prefix + name)
+
+    cfg = cls("Config")(
+        vision_config=cls("VisionConfig")(**VISION),
+        text_config=_text("LlamaConfig", len(tok)),
+        scale_factor=2,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+    )
+    model_cls = cls("ForConditionalGeneration")
+    videos = {"video_processor": transformers.SmolVLMVideoProcessor()} if version == "smolvlm" else {}
+    proc = cls("Processor")(
+        image_processor=cls("ImageProcessor")(**img_kw), tokenizer=tok, image_seq_len=4, **videos
+    )
     torch.manual_seed(0)
     return _save(model_cls(cfg), proc, out)
 

@@ -1,17 +1,15 @@
 """Helpers for the training tests: small NLI-style data files, tiny stage-1 configs and students.
 
-Plain functions (not fixtures) so any test module can use them with the shared `tiny_model_dir` fixture.
+Plain functions (not fixtures) so any test module can use them with the shared fixtures of conftest.py.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 SUBJECTS = [
     "a red circle",
@@ -79,23 +77,13 @@ def stage1_config(model_dir: Path, tmp: Path, data: Path, **overrides: Any) -> A
     return load_config(Stage1Config, "stage1-tiny", sets, **values)
 
 
+def cli_sets(*overrides: str) -> list[str]:
+    """`--set a=1 --set b=2 …` for the train commands."""
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
 def lora_state(student: Any) -> dict[str, Any]:
     return {n: p.detach().clone() for n, p in student.trainable_parameters()}
-
-
-@pytest.fixture(autouse=False)
-def single_thread() -> Iterator[None]:
-    """One intra-op thread while a test runs. The tiny models' matmuls are microseconds of work; on a shared,
-    loaded CPU, torch's thread pool turns each into milliseconds of spinning (measured: a 6-step tiny run takes
-    26 s with 2 threads under load, 1.7 s with 1)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def free_port() -> int:
@@ -106,26 +94,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ddp_stage1_worker(rank: int, world: int, port: int, cfg_dict: dict[str, Any]) -> None:
-    """One torchrun-like rank of a stage-1 run (spawned by torch.multiprocessing; gloo on CPU)."""
+def spawn_ranks(worker: Callable[..., None], *args: Any, world: int = 2) -> None:
+    """Run `worker(rank, world, port, *args)` in `world` fresh processes (torch.multiprocessing, spawn)."""
+    import torch.multiprocessing as mp
+
+    mp.start_processes(
+        worker, args=(world, free_port(), *args), nprocs=world, join=True, start_method="spawn"
+    )
+
+
+def _rank_env(rank: int, world: int, port: int, **extra: str) -> None:
     import os
 
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **extra
+    )
+
+
+def ddp_stage_worker(rank: int, world: int, port: int, stage: str, cfg_dict: dict[str, Any]) -> None:
+    """One torchrun-like rank of a `stage` ("stage1" or "stage2") run (spawned by `spawn_ranks`; gloo on CPU)."""
     import torch
     import torch.distributed as dist
 
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    _rank_env(rank, world, port, LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from uniretrieve.train.config import config_from_dict
     from uniretrieve.train.stage1 import Stage1Config, run_stage1
+    from uniretrieve.train.stage2 import Stage2Config, run_stage2
 
+    config_cls, run = {"stage1": (Stage1Config, run_stage1), "stage2": (Stage2Config, run_stage2)}[stage]
     try:
-        run_stage1(config_from_dict(Stage1Config, cfg_dict))
+        run(config_from_dict(config_cls, cfg_dict))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -133,12 +132,10 @@ def ddp_stage1_worker(rank: int, world: int, port: int, cfg_dict: dict[str, Any]
 
 def all_reduce_worker(rank: int, world: int, port: int, out: str) -> None:
     """Rank r gives param a the gradient 2r+1, param b a gradient only on rank 1, param c none; saves the result."""
-    import os
-
     import torch
     import torch.distributed as dist
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    _rank_env(rank, world, port)
     from uniretrieve.train.distributed import all_reduce_gradients, broadcast_parameters, init_distributed
 
     init_distributed()

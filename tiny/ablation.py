@@ -11,7 +11,7 @@ Rows (all scored on the recipe's held-out test split, a seed never used in train
   stage 2 only              base → stage 2
   stage 2, in-batch         base → stage 1 → stage 2 with plain in-batch InfoNCE instead of hard negatives
   stage 1 + stage 2         = unime-tiny
-The recipe (`uniretrieve train unime-tiny --out runs/unime-tiny`) provides the data, the base, stage 1 and
+The recipe (`uniretrieve train unime-tiny --output runs/unime-tiny`) provides the data, the base, stage 1 and
 stage 1 + stage 2; this script trains the three other rows, evaluates all six and prints a Markdown table (and
 `--json`). Each step is skipped when its output exists, so an interrupted run resumes.
 """
@@ -23,12 +23,16 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from uniretrieve.tiny.config import TinyRecipeConfig
 
 
-def train_rows(recipe: Path, out: Path, cfg: dict[str, Any], console: Any) -> dict[str, Any]:
+def train_rows(recipe: Path, out: Path, cfg: TinyRecipeConfig, console: Any) -> dict[str, Any]:
     """Train the rows the recipe does not make; returns row name → model path or encoder."""
     from uniretrieve.tiny.clip_baseline import ClipBaselineConfig, ClipStyleEncoder, train_clip_baseline
+    from uniretrieve.tiny.config import PretrainConfig
     from uniretrieve.train.config import load_config
     from uniretrieve.train.stage2 import Stage2Config, run_stage2
 
@@ -41,11 +45,11 @@ def train_rows(recipe: Path, out: Path, cfg: dict[str, Any], console: Any) -> di
             return run / "merged"
         s2 = load_config(
             Stage2Config,
-            cfg["stage2_preset"],
-            [*cfg["stage2_overrides"], *overrides],
+            cfg.stage2_preset,
+            [*cfg.stage2_overrides, *overrides],
             model=str(start),
             output_dir=str(run),
-            seed=cfg["seed"],
+            seed=cfg.seed,
             **{"data.root": str(data / "mmeb-train"), "checkpoint.merge": True},
         )
         return Path(run_stage2(s2, console=console).merged_dir)
@@ -54,15 +58,15 @@ def train_rows(recipe: Path, out: Path, cfg: dict[str, Any], console: Any) -> di
     if not (clip_dir / "clip_baseline.json").exists():
         s2_steps = load_config(
             Stage2Config,
-            cfg["stage2_preset"],
-            cfg["stage2_overrides"],
+            cfg.stage2_preset,
+            cfg.stage2_overrides,
             model="x",
             output_dir="x",
             **{"data.root": "x"},
         )
         pairs = (
-            cfg.get("align_steps", 0) * cfg.get("align_batch_size", 0)
-            + cfg["pretrain_steps"] * 32
+            cfg.align_steps * cfg.align_batch_size
+            + cfg.pretrain_steps * PretrainConfig.batch_size  # the recipe pretrains at the default batch
             + (s2_steps.max_steps or 0) * s2_steps.batch_size
         )
         clip_dir = train_clip_baseline(
@@ -72,7 +76,7 @@ def train_rows(recipe: Path, out: Path, cfg: dict[str, Any], console: Any) -> di
                 output_dir=str(out / "clip"),
                 batch_size=32,
                 max_steps=max(1, pairs // 32),
-                seed=cfg["seed"],
+                seed=cfg.seed,
             ),
             console=console,
         )
@@ -90,18 +94,19 @@ def main() -> None:
     from rich.console import Console
 
     from uniretrieve.io import atomic_write_text
+    from uniretrieve.tiny.config import read_recipe_json
     from uniretrieve.tiny.model_card import markdown_table
     from uniretrieve.tiny.recipe import evaluate_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--recipe", type=Path, required=True, help="the `uniretrieve train unime-tiny --out` folder"
+        "--recipe", type=Path, required=True, help="the `uniretrieve train unime-tiny --output` folder"
     )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     console = Console()
-    cfg = json.loads((args.recipe / "model" / "recipe.json").read_text())
+    cfg = read_recipe_json(args.recipe / "model" / "recipe.json")
     t0 = time.perf_counter()
     rows = train_rows(args.recipe, args.out, cfg, console)
     scores: dict[str, Any] = {}

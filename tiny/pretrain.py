@@ -15,7 +15,6 @@ the uninterrupted one would have.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,50 +25,12 @@ from uniretrieve.models.backbones import REGISTRY
 from uniretrieve.models.images import load_image
 from uniretrieve.tiny.base import TinyBaseConfig, build_base, save_llava, train_tokenizer
 from uniretrieve.tiny.captions import caption_batch, caption_loss, caption_prompt
+from uniretrieve.tiny.config import PretrainConfig
 from uniretrieve.tiny.pretrain_data import CaptionExample, read_llava_pretrain
 from uniretrieve.train.batching import ShuffledEpochs
-from uniretrieve.train.config import ConfigError, OptimConfig, StepCheckpointConfig
+from uniretrieve.train.config import ConfigError
 from uniretrieve.train.loop import StepFn, find_resume, run_steps, seed_everything
 from uniretrieve.train.trainable import FullModel
-
-
-@dataclass(kw_only=True)
-class PretrainConfig:
-    data: str
-    """A LLaVA-Pretrain json or its folder (`uniretrieve scenes generate` writes `llava-pretrain/`)."""
-    output_dir: str
-    batch_size: int = 32
-    max_steps: int = 500
-    """Optimizer steps (the shipped unime-tiny: 500; every entry point's default)."""
-    max_caption_tokens: int = 256
-    seed: int = 0
-    log_every: int = 10
-    vision_init: str | None = None
-    """A trained CLIP-style dual encoder (tiny/clip_baseline.py, same vision sizes) whose vision tower initialises
-    the ViT: contrastive pre-alignment, so the captioner starts from image-dependent features."""
-    max_caption_words: int | None = None
-    """Train only on captions of at most this many words, like LLaVA's feature-alignment stage (short BLIP
-    captions). Measured on the generated scenes (probes/image_dependence.py): with the long captions' template
-    sentences dominating the loss, the captioner learned the text prior and ignored its image (loss with a shuffled
-    image equal to the loss with the right one); on short captions alone it learns to read the image."""
-    freeze_vision: bool = True
-    """Keep the ViT (from `vision_init`, else random) fixed and train the projector and the language model, as LLaVA
-    freezes its pretrained CLIP encoder. Measured (benchmarks/RESULTS.md): only a contrastively pre-aligned frozen ViT
-    made the captioner read its images; trained jointly from scratch or frozen at random initialisation, the caption
-    loss with a shuffled image stayed equal to the loss with the right one."""
-    base: TinyBaseConfig = field(default_factory=TinyBaseConfig)
-    optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01, warmup_steps=50, max_grad_norm=1.0)
-    )
-    checkpoint: StepCheckpointConfig = field(
-        default_factory=lambda: StepCheckpointConfig(every_steps=200, keep_last=1)
-    )
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.max_steps < 1:
-            raise ConfigError("batch_size and max_steps must be >= 1")
-        if self.max_caption_words is not None and self.max_caption_words < 1:
-            raise ConfigError("max_caption_words must be >= 1 (or null for every caption)")
 
 
 class LengthGroupedEpochs(ShuffledEpochs):

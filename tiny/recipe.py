@@ -1,6 +1,6 @@
 """The `unime-tiny` recipe: scenes → ViT pre-alignment → generative pretraining → stage 1 → stage 2 → scores.
 
-One call (`uniretrieve train unime-tiny --out DIR`) reproduces the built-in model on a 2-core CPU. Every step writes
+One call (`uniretrieve train unime-tiny --output DIR`) reproduces the built-in model on a 2-core CPU. Every step writes
 its own folder under `out` and is skipped when its result is already there, so an interrupted recipe resumes
 (the training steps also resume mid-run from their checkpoints).
 
@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from uniretrieve.tiny.pretrain import PretrainConfig, make_processor, pretrain
+from uniretrieve.tiny.config import PretrainConfig, TinyRecipeConfig
+from uniretrieve.tiny.pretrain import make_processor, pretrain
 
 EVAL_BENCHMARKS = {
     "flickr30k": "short",
@@ -33,25 +34,6 @@ EVAL_BENCHMARKS = {
     "mmeb": "mmeb-eval",
 }
 """Benchmark → folder of the generated test split in that benchmark's public layout."""
-
-
-@dataclass(kw_only=True)
-class TinyRecipeConfig:
-    out: str
-    seed: int = 0
-    test_seed: int = 1
-    train_scenes: int = 5000
-    test_scenes: int = 1000
-    align_steps: int = 250
-    align_batch_size: int = 64
-    pretrain_steps: int = PretrainConfig.max_steps  # the one default, PretrainConfig's
-    pretrain_max_caption_words: int | None = 20
-    """LLaVA-style feature alignment on the short captions (≤ 15 words); see PretrainConfig.max_caption_words."""
-    stage1_preset: str = "stage1-tiny"
-    stage1_overrides: list[str] = field(default_factory=lambda: ["max_text_tokens=96", "max_steps=200"])
-    stage2_preset: str = "stage2-tiny"
-    stage2_overrides: list[str] = field(default_factory=list)
-    eval_batch_size: int = 32
 
 
 def _done(path: Path) -> bool:

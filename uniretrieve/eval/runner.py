@@ -25,7 +25,7 @@ def load_encoder(cfg: EvalConfig, bench: Benchmark) -> Any:
     return Encoder.from_pretrained(
         cfg.model,
         device=cfg.device,
-        dtype=cfg.dtype,
+        dtype=cfg.model_dtype,
         adapter=cfg.adapter,
         prompt_regime=bench.prompt_regime,
         max_text_tokens=cfg.max_text_tokens,
