@@ -28,19 +28,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-FILTER_COLUMNS = (
-    "id",
-    "modality",
-    "text",
-    "instruction",
-    "source",
-    "group_id",
-    "content_hash",
-    "width",
-    "height",
-    "shard",
-    "row",
-)
+from uniretrieve.embed.schema import ID, OPTIONAL_COLUMNS
+
+# Id-map columns a filter may name directly (the JSON `metadata` column only through `metadata.KEY`).
+FILTER_COLUMNS = (ID, *(c for c in OPTIONAL_COLUMNS if c != "metadata"), "shard", "row")
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|(?P<str>'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")"
     r"|(?P<op><=|>=|<>|!=|==|=|<|>|\(|\)|,)|(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*))"
