@@ -236,7 +236,6 @@ class WhereFilter:
 
     def __init__(self, text: str, columns: list[str]) -> None:
         self.text = text
-        self.available = columns
         self.metadata_keys: list[str] = []
 
         def resolve(name: str, pos: int) -> pc.Expression:
@@ -268,7 +267,3 @@ class WhereFilter:
         out = np.zeros(len(table), dtype=bool)
         out[rows] = True
         return out
-
-
-def parse_where(text: str, columns: list[str]) -> WhereFilter:
-    return WhereFilter(text, columns)
