@@ -8,6 +8,7 @@ files so that decoding is part of the measured work, as it is when a corpus is e
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -51,3 +52,17 @@ def write_images(out_dir: Path, n: int, *, size: tuple[int, int] = (640, 480), s
         Image.fromarray(np.clip(pix, 0, 255).astype(np.uint8)).save(p, quality=90)
         paths.append(p)
     return paths
+
+
+def load_items(
+    preset: Any, cache: Path, n_images: int, n_texts: int, seed: int
+) -> tuple[list[Any], list[Any]]:
+    """(image items, text items) for `preset`: its JPEG files (written once into `cache`) and captions."""
+    from uniretrieve.types import Item
+
+    w, h = preset.image_size
+    img_dir = cache / f"images-{w}x{h}-{n_images}-s{seed}"
+    paths = sorted(img_dir.glob("*.jpg")) if img_dir.exists() else []
+    if len(paths) != n_images:
+        paths = write_images(img_dir, n_images, size=(w, h), seed=seed)
+    return [Item(image=p) for p in paths], [Item(text=t) for t in captions(n_texts, seed=seed)]

@@ -92,9 +92,9 @@ def main(
 
     import torch
 
-    from benchmarks.encode_throughput import _checkpoint, _load_inputs
+    from benchmarks.encode_inputs import load_items
     from benchmarks.encoder_runs import run_in_process
-    from benchmarks.model_configs import PRESETS
+    from benchmarks.model_configs import PRESETS, cached_checkpoint
     from uniretrieve.models.encoder import Encoder
 
     p = PRESETS[preset]
@@ -102,8 +102,8 @@ def main(
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="uniretrieve-prof-") as tmp:
         cache = cache_dir or Path(tmp)
-        ckpt = str(_checkpoint(p, cache, "cpu"))
-        images, texts = _load_inputs(p, cache, n_img, n_txt, 0)
+        ckpt = str(cached_checkpoint(p, cache, "cpu"))
+        images, texts = load_items(p, cache, n_img, n_txt, 0)
         base = Encoder.from_pretrained(ckpt, device="cpu")
         data = {"images": images, "texts": texts}
 

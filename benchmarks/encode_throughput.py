@@ -29,7 +29,6 @@ import datetime as dt
 import gc
 import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -44,29 +43,6 @@ app = typer.Typer(add_completion=False, help=__doc__.split("\n\n")[0])
 
 QUICK_COUNTS = {"cpu": (8, 32), "cuda": (32, 128)}
 FULL_COUNTS = {"cpu": (32, 128), "cuda": (256, 1024)}
-
-
-def _load_inputs(
-    preset: Any, cache: Path, n_images: int, n_texts: int, seed: int
-) -> tuple[list[Any], list[Any]]:
-    from benchmarks.encode_inputs import captions, write_images
-    from uniretrieve.types import Item
-
-    w, h = preset.image_size
-    img_dir = cache / f"images-{w}x{h}-{n_images}-s{seed}"
-    paths = sorted(img_dir.glob("*.jpg")) if img_dir.exists() else []
-    if len(paths) != n_images:
-        paths = write_images(img_dir, n_images, size=(w, h), seed=seed)
-    return [Item(image=p) for p in paths], [Item(text=t) for t in captions(n_texts, seed=seed)]
-
-
-def _checkpoint(preset: Any, cache: Path, device: str) -> Path:
-    from benchmarks.model_configs import build_checkpoint
-
-    out = cache / f"model-{preset.name}"
-    if not (out / "config.json").exists():
-        build_checkpoint(preset, out, device=device)
-    return out
 
 
 def _min_cos(ref: Any, ours: Any) -> float:
@@ -94,8 +70,9 @@ def bench_preset(
 
     import torch
 
+    from benchmarks.encode_inputs import load_items
     from benchmarks.encoder_runs import count_flops, encoder_flops, run_in_process, run_with_workers
-    from benchmarks.model_configs import parameter_count
+    from benchmarks.model_configs import cached_checkpoint, parameter_count
     from benchmarks.reference_loop import run_reference
     from benchmarks.timing import RunResult, matmul_rate
     from uniretrieve.models.encoder import Encoder
@@ -103,11 +80,11 @@ def bench_preset(
     name = preset.name
     dtype = getattr(torch, preset.dtype)
     enc = Encoder.from_pretrained(
-        str(_checkpoint(preset, cache, device)), device=device, dtype=dtype, attn_implementation=attn
+        str(cached_checkpoint(preset, cache, device)), device=device, dtype=dtype, attn_implementation=attn
     )
     enc16 = (
         Encoder.from_pretrained(
-            str(_checkpoint(preset, cache, device)),
+            str(cached_checkpoint(preset, cache, device)),
             device=device,
             dtype=torch.bfloat16,
             attn_implementation=attn,
@@ -115,7 +92,7 @@ def bench_preset(
         if bf16
         else None
     )
-    images, texts = _load_inputs(preset, cache, n_images, n_texts, seed)
+    images, texts = load_items(preset, cache, n_images, n_texts, seed)
     record: dict[str, Any] = {
         "preset": name,
         "about": preset.about,
@@ -204,80 +181,6 @@ def bench_preset(
     return record
 
 
-def _machine(device: str) -> dict[str, Any]:
-    import torch
-    import transformers
-
-    info = {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "device": device,
-    }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
-def _fmt(x: float | None, spec: str) -> str:
-    return "—" if x is None else format(x, spec)
-
-
-def print_tables(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    if not console.is_terminal:  # piped into a file or a log: do not squeeze the table into 80 columns
-        console = Console(width=160)
-    for rec in report["presets"]:
-        table = Table(
-            title=f"{rec['preset']} — {rec['about']} — {rec['parameters'] / 1e6:,.0f}M params, {rec['dtype']}, "
-            f"attn={rec['attn_implementation']}"
-        )
-        cols = ["modality", "path", "items/s", "tokens/s", "× ref", "× ref (CPU s)", "s", "prep s", "fwd s"]
-        for col in [*cols, "pad %", "min cos"]:
-            table.add_column(col, justify="left" if col in ("modality", "path") else "right")
-        show_mfu = any(r["mfu"] is not None for r in rec["runs"])
-        if show_mfu:
-            table.add_column("MFU", justify="right")
-        for r in rec["runs"]:
-            pad = 100 * (1 - r["tokens"] / r["padded_tokens"])
-            cells = [
-                r["modality"],
-                r["path"],
-                f"{r['items_per_s']:.2f}",
-                f"{r['tokens_per_s']:,.0f}",
-                f"[bold]{r['speedup_vs_reference']:.2f}×[/bold]",
-                _fmt(r["cpu_speedup_vs_reference"], ".2f"),
-                f"{r['seconds']:.2f}",
-                _fmt(r["prep_seconds"], ".2f"),
-                _fmt(r["forward_seconds"], ".2f"),
-                f"{pad:.0f}",
-                f"{r['min_cos_vs_reference']:.5f}",
-            ]
-            if show_mfu:
-                cells.append(_fmt(None if r["mfu"] is None else 100 * r["mfu"], ".1f") + "%")
-            table.add_row(*cells)
-        console.print(table)
-        for modality, f in rec.get("flops_per_item", {}).items():
-            console.print(
-                f"  {modality}: model FLOPs per item, reference {f['reference'] / 1e9:.2f} G, Encoder "
-                f"{f['encoder'] / 1e9:.2f} G → {f['reference'] / f['encoder']:.2f}× from FLOPs saved; the rest of "
-                "any speed-up is a higher FLOP rate (batching, precision)"
-            )
-        for r in rec["runs"]:
-            if r["modality"] == "images" and r["prep_items_per_s"]:
-                fwd = r["items"] / r["forward_seconds"]
-                console.print(
-                    f"  image preprocessing: {r['prep_items_per_s']:.1f} images/s per process; "
-                    f"forward alone: {fwd:.1f} images/s → ≥ {fwd / r['prep_items_per_s']:.1f} workers keep it fed"
-                )
-    console.print(f"[dim]{report['date']} · {report['machine']['platform']} · {report['command']}[/dim]")
-
-
 @app.command()
 def main(
     device: Annotated[
@@ -330,6 +233,7 @@ def main(
 ) -> None:
     import torch
 
+    from benchmarks.encode_report import machine_info, print_tables
     from benchmarks.model_configs import PRESETS, presets_for, shrunk
 
     if device not in ("cpu", "cuda"):
@@ -385,7 +289,7 @@ def main(
         "benchmark": "encode_throughput",
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join(["python -m benchmarks.encode_throughput", *sys.argv[1:]]),
-        "machine": _machine(device),
+        "machine": machine_info(device),
         "settings": {
             "images": n_img,
             "texts": n_txt,

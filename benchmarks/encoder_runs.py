@@ -78,7 +78,9 @@ def count_flops(fn: Any) -> int:
     """FLOPs (matmuls, convolutions, attention) that `fn()` runs, counted by torch's FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-    def sdpa_shapes(q: Any, k: Any, v: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    def sdpa_shapes(
+        q: Any, k: Any, v: Any, *args: Any, **kwargs: Any
+    ) -> int:  # FlopCounterMode also passes out_shape=
         return sdpa_flop_count(q, k, v)
 
     # torch's table covers the CUDA attention kernels but not the CPU flash kernel SDPA picks on CPU.

@@ -359,3 +359,11 @@ def shrunk(preset: Preset) -> Preset:
     return Preset(
         f"{preset.name}-shrunk", make, "cpu", "float32", preset.image_size, f"{preset.about} (shrunk)"
     )
+
+
+def cached_checkpoint(preset: Preset, cache: Path, device: str) -> Path:
+    """`build_checkpoint` into `cache/model-<name>`, reused when it is already there."""
+    out = cache / f"model-{preset.name}"
+    if not (out / "config.json").exists():
+        build_checkpoint(preset, out, device=device)
+    return out

@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from uniretrieve.index.build import Log, _tune_line, _write_index, add_blocks, tuning_queries
+from uniretrieve.index.build import Log, _write_index, add_blocks, tune_to_target, tuning_queries
 from uniretrieve.index.idmap import IDMAP_NAME, IdMapWriter
 from uniretrieve.index.meta import INDEX_NAME, BuildConfig, IndexMeta, IndexMetaError, read_meta, write_meta
 from uniretrieve.index.source import VectorSource
-from uniretrieve.index.tune import tune
 
 
 class IndexMismatchError(IndexMetaError):
@@ -77,27 +76,14 @@ def add_to_index(
             f"rebuild the index"
         )
     idmap = IdMapWriter(out / IDMAP_NAME, start=first, previous=out / IDMAP_NAME)
-    try:
-        t_add = add_blocks(index, source, idmap, config, log=log)
-    except BaseException:
-        idmap.abort()
-        raise
+    t_add = add_blocks(index, source, idmap, config, log=log)
     if all_vectors is not None:
         if all_vectors.num_rows != index.ntotal:
             raise IndexMetaError(
                 f"re-tuning needs all {index.ntotal} vectors of the index, got {all_vectors.num_rows}"
             )
         tq = tuning_queries(all_vectors, config, None)
-        result = tune(
-            index,
-            meta.type,
-            tq,
-            target=config.target_recall,
-            k=config.k,
-            nlist=meta.choice.get("nlist", 0),
-            latency_ms=config.latency_ms,
-        )
-        log(_tune_line(result))
+        result = tune_to_target(index, meta.type, tq, config, nlist=meta.choice.get("nlist", 0), log=log)
         meta.tuning, meta.search_params = (
             result.to_dict(),
             {**meta.choice.get("params", {}), **result.search_params()},

@@ -121,18 +121,24 @@ def train(
 def add_blocks(
     index: Any, source: VectorSource, idmap: IdMapWriter, config: BuildConfig, *, log: Log
 ) -> float:
-    """Add vectors block by block, writing the id-map rows of each block in the same step; returns seconds."""
+    """Add vectors block by block, writing the id-map rows of each block in the same step; returns seconds.
+
+    On any failure the id map's partial file is dropped (`idmap.abort()`), so no half-written id map is left."""
     t0 = time.perf_counter()
     done = 0
-    reserve_rows(index, source.num_rows)
-    for vectors, rows in source.blocks(config.block_rows):
-        if len(vectors) != len(rows):
-            raise RuntimeError(f"block of {len(vectors)} vectors came with {len(rows)} id-map rows")
-        index.add(vectors)
-        idmap.write(rows)
-        done += len(vectors)
-    if idmap.next_id != index.ntotal:
-        raise RuntimeError(f"id map holds {idmap.next_id} rows but the index {index.ntotal} vectors")
+    try:
+        reserve_rows(index, source.num_rows)
+        for vectors, rows in source.blocks(config.block_rows):
+            if len(vectors) != len(rows):
+                raise RuntimeError(f"block of {len(vectors)} vectors came with {len(rows)} id-map rows")
+            index.add(vectors)
+            idmap.write(rows)
+            done += len(vectors)
+        if idmap.next_id != index.ntotal:
+            raise RuntimeError(f"id map holds {idmap.next_id} rows but the index {index.ntotal} vectors")
+    except BaseException:
+        idmap.abort()
+        raise
     log(f"added {done} vectors in blocks of ≤{config.block_rows} ({time.perf_counter() - t0:.1f} s)")
     return time.perf_counter() - t0
 
@@ -187,6 +193,31 @@ def tuning_queries(
     )
 
 
+def tune_to_target(
+    index: Any,
+    index_type: str,
+    tq: TuneQueries,
+    config: BuildConfig,
+    *,
+    nlist: int,
+    log: Log,
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> TuneResult:
+    """`tune` to `config`'s target recall@k (within its latency budget, if any) and log the outcome."""
+    result = tune(
+        index,
+        index_type,
+        tq,
+        target=config.target_recall,
+        k=config.k,
+        nlist=nlist,
+        latency_ms=config.latency_ms,
+        search=search,
+    )
+    log(_tune_line(result))
+    return result
+
+
 def build_index(
     source: VectorSource,
     out_dir: str | Path,
@@ -237,26 +268,20 @@ def build_index(
             log(f"GPU copy of {choice.factory} failed ({exc}); building on the CPU")
             gpu_ok = False
     idmap = IdMapWriter(out / IDMAP_NAME)
-    try:
-        t_add = add_blocks(work, source, idmap, config, log=log)
-    except BaseException:
-        idmap.abort()
-        raise
+    t_add = add_blocks(work, source, idmap, config, log=log)
     t0 = time.perf_counter()
     tq = tuning_queries(source, config, tune_source)
     cpu_copy = gpu_mod.index_to_cpu(work) if gpu_ok else index
-    result = tune(
+    result = tune_to_target(
         work,
         choice.type,
         tq,
-        target=config.target_recall,
-        k=config.k,
+        config,
         nlist=choice.nlist,
-        latency_ms=config.latency_ms,
+        log=log,
         search=lambda q, kk: gpu_mod.search_index(work, q, kk, on_gpu=gpu_ok, cpu_index=cpu_copy),
     )
     t_tune = time.perf_counter() - t0
-    log(_tune_line(result))
     if gpu_ok:
         index = cpu_copy
     _write_index(index, out / INDEX_NAME)

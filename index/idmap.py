@@ -14,22 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from uniretrieve.embed.schema import ID, OPTIONAL_COLUMNS
 from uniretrieve.io import commit_temp, temp_path
 
 IDMAP_NAME = "idmap.parquet"
 # Shard columns copied into the id map (everything but the vector).
-IDMAP_META_COLUMNS = (
-    "id",
-    "modality",
-    "text",
-    "instruction",
-    "source",
-    "group_id",
-    "content_hash",
-    "width",
-    "height",
-    "metadata",
-)
+IDMAP_META_COLUMNS = (ID, *OPTIONAL_COLUMNS)
 IDMAP_SCHEMA = pa.schema(
     [
         pa.field("internal_id", pa.int64(), nullable=False),

@@ -143,19 +143,26 @@ def train_tokenizer(texts: Iterable[str], cfg: TinyBaseConfig) -> Any:
     return fast
 
 
-def llava_parts(cfg: TinyBaseConfig, tokenizer: Any) -> tuple[Any, Any]:
-    """The LlavaConfig and LlavaProcessor of a tiny LLaVA with `cfg`'s sizes around `tokenizer`."""
+def vision_config(cfg: TinyBaseConfig, **extra: Any) -> Any:
+    """A CLIPVisionConfig with `cfg`'s vision-tower sizes (the tiny LLaVA and the CLIP baseline share the tower)."""
     import transformers
 
-    vision = transformers.CLIPVisionConfig(
+    return transformers.CLIPVisionConfig(
         hidden_size=cfg.vision_hidden,
         intermediate_size=cfg.vision_mlp,
         num_hidden_layers=cfg.vision_layers,
         num_attention_heads=cfg.vision_heads,
         image_size=cfg.image_size,
         patch_size=cfg.patch_size,
-        projection_dim=cfg.vision_hidden,
+        **extra,
     )
+
+
+def llava_parts(cfg: TinyBaseConfig, tokenizer: Any) -> tuple[Any, Any]:
+    """The LlavaConfig and LlavaProcessor of a tiny LLaVA with `cfg`'s sizes around `tokenizer`."""
+    import transformers
+
+    vision = vision_config(cfg, projection_dim=cfg.vision_hidden)
     extra: dict[str, Any] = {"tie_word_embeddings": True} if cfg.tie_embeddings else {}
     if cfg.text_model == "MistralConfig":
         extra["sliding_window"] = None  # attend to the whole sequence

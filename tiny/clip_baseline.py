@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from uniretrieve.io import atomic_dir, atomic_write_text
 from uniretrieve.models.backbones import MMEB_IMAGE_PLACEHOLDER
 from uniretrieve.models.images import load_image
-from uniretrieve.tiny.base import TinyBaseConfig
+from uniretrieve.tiny.base import TinyBaseConfig, vision_config
 from uniretrieve.tiny.pretrain_data import CaptionExample, read_llava_pretrain
 from uniretrieve.train.batching import ShuffledEpochs
 from uniretrieve.train.config import ConfigError, OptimConfig, StepCheckpointConfig
@@ -81,9 +81,8 @@ def _tokenize(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str
 
 
 def build_clip(cfg: ClipBaselineConfig, tokenizer: Any) -> Any:
-    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig
 
-    b = cfg.base
     text = CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.text_hidden,
@@ -95,14 +94,7 @@ def build_clip(cfg: ClipBaselineConfig, tokenizer: Any) -> Any:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    vision = CLIPVisionConfig(
-        hidden_size=b.vision_hidden,
-        intermediate_size=b.vision_mlp,
-        num_hidden_layers=b.vision_layers,
-        num_attention_heads=b.vision_heads,
-        image_size=b.image_size,
-        patch_size=b.patch_size,
-    )
+    vision = vision_config(cfg.base)
     config = CLIPConfig(
         text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=cfg.projection_dim
     )

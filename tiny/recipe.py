@@ -100,46 +100,73 @@ def step_pretrain(cfg: TinyRecipeConfig, data: Path, align: Path, console: Any) 
     )
 
 
-def step_stage1(cfg: TinyRecipeConfig, base: Path, data: Path, console: Any) -> Path:
+def _unime_stage(
+    cfg: TinyRecipeConfig,
+    stage: str,
+    title: str,
+    config_cls: type,
+    run: Any,
+    preset: str,
+    overrides: list[str],
+    model: Path,
+    data: dict[str, str],
+    console: Any,
+) -> Path:
+    """One UniME stage of the recipe from its preset and overrides, merged into a full model (kept when done)."""
     from uniretrieve.train.config import load_config
-    from uniretrieve.train.stage1 import Stage1Config, run_stage1
 
-    out = Path(cfg.out) / "stage1"
-    console.rule("stage 1: textual discriminative knowledge distillation")
+    out = Path(cfg.out) / stage
+    console.rule(title)
     if _done(out / "merged"):
         return out / "merged"
-    s1 = load_config(
-        Stage1Config,
-        cfg.stage1_preset,
-        cfg.stage1_overrides,
-        model=str(base),
+    stage_cfg = load_config(
+        config_cls,
+        preset,
+        overrides,
+        model=str(model),
         output_dir=str(out),
         seed=cfg.seed,
-        **{"data.path": str(data / "nli" / "nli_for_simcse.csv"), "checkpoint.merge": True},
+        **{**data, "checkpoint.merge": True},
     )
-    result = run_stage1(s1, console=console)
-    return Path(result.merged_dir)
+    return Path(run(stage_cfg, console=console).merged_dir)
+
+
+def step_stage1(cfg: TinyRecipeConfig, base: Path, data: Path, console: Any) -> Path:
+    from uniretrieve.train.stage1 import Stage1Config, run_stage1
+
+    nli = {"data.path": str(data / "nli" / "nli_for_simcse.csv")}
+    title = "stage 1: textual discriminative knowledge distillation"
+    return _unime_stage(
+        cfg,
+        "stage1",
+        title,
+        Stage1Config,
+        run_stage1,
+        cfg.stage1_preset,
+        cfg.stage1_overrides,
+        base,
+        nli,
+        console,
+    )
 
 
 def step_stage2(cfg: TinyRecipeConfig, stage1: Path, data: Path, console: Any) -> Path:
-    from uniretrieve.train.config import load_config
     from uniretrieve.train.stage2 import Stage2Config, run_stage2
 
-    out = Path(cfg.out) / "stage2"
-    console.rule("stage 2: hard-negative enhanced instruction tuning")
-    if _done(out / "merged"):
-        return out / "merged"
-    s2 = load_config(
+    mmeb = {"data.root": str(data / "mmeb-train")}
+    title = "stage 2: hard-negative enhanced instruction tuning"
+    return _unime_stage(
+        cfg,
+        "stage2",
+        title,
         Stage2Config,
+        run_stage2,
         cfg.stage2_preset,
         cfg.stage2_overrides,
-        model=str(stage1),
-        output_dir=str(out),
-        seed=cfg.seed,
-        **{"data.root": str(data / "mmeb-train"), "checkpoint.merge": True},
+        stage1,
+        mmeb,
+        console,
     )
-    result = run_stage2(s2, console=console)
-    return Path(result.merged_dir)
 
 
 def evaluate_model(

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -86,6 +86,32 @@ class LoopResult:
     merged_dir: Path | None
     resumed_from: Path | None
     last_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+S = TypeVar("S", bound="StageResult")
+
+
+@dataclass
+class StageResult:
+    """What a UniME training stage returns: the loop's result with its paths as strings (JSON-able, printed)."""
+
+    output_dir: str
+    adapter_dir: str
+    merged_dir: str | None
+    final_step: int
+    last_metrics: dict[str, Any]
+
+    @classmethod
+    def from_loop(cls: type[S], result: LoopResult, **extra: Any) -> S:
+        """`extra`: the fields a stage's subclass adds."""
+        return cls(
+            output_dir=str(result.output_dir),
+            adapter_dir=str(result.adapter_dir),
+            merged_dir=str(result.merged_dir) if result.merged_dir else None,
+            final_step=result.final_step,
+            last_metrics=result.last_metrics,
+            **extra,
+        )
 
 
 def seed_everything(seed: int) -> None:

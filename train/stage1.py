@@ -24,6 +24,7 @@ from uniretrieve.train import distributed
 from uniretrieve.train.batching import ShuffledEpochs, local_slice
 from uniretrieve.train.config import ConfigError, LoraConfig, OptimConfig, TrainConfig
 from uniretrieve.train.gradcache import gradcache_step
+from uniretrieve.train.loop import StageResult
 from uniretrieve.train.losses import kd_kl_loss
 from uniretrieve.train.stage1_data import Stage1Data, Stage1DataConfig, load_stage1_data
 from uniretrieve.train.teacher import TeacherConfig, teacher_embeddings
@@ -128,12 +129,7 @@ def make_step_fn(
 
 
 @dataclass
-class Stage1Result:
-    output_dir: str
-    adapter_dir: str
-    merged_dir: str | None
-    final_step: int
-    last_metrics: dict[str, Any]
+class Stage1Result(StageResult):
     teacher_computed: int
 
 
@@ -173,11 +169,4 @@ def run_stage1(cfg: Stage1Config, *, console: Any | None = None) -> Stage1Result
     result = train_loop(
         cfg, student, plan, make_step_fn(student, data, teacher, text_rows, cfg), console=console
     )
-    return Stage1Result(
-        output_dir=str(result.output_dir),
-        adapter_dir=str(result.adapter_dir),
-        merged_dir=str(result.merged_dir) if result.merged_dir else None,
-        final_step=result.final_step,
-        last_metrics=result.last_metrics,
-        teacher_computed=teach.computed,
-    )
+    return Stage1Result.from_loop(result, teacher_computed=teach.computed)

@@ -22,6 +22,7 @@ from uniretrieve.train import distributed
 from uniretrieve.train.batching import GroupedEpochs, ShuffledEpochs, local_slice
 from uniretrieve.train.config import ConfigError, LoraConfig, OptimConfig, TrainConfig
 from uniretrieve.train.gradcache import gradcache_step
+from uniretrieve.train.loop import StageResult
 from uniretrieve.train.losses import hard_negative_infonce
 from uniretrieve.train.stage2_data import Stage2Data, Stage2DataConfig, load_stage2_data
 
@@ -152,12 +153,8 @@ def make_step_fn(student: Any, data: Stage2Data, cfg: Stage2Config) -> Any:
 
 
 @dataclass
-class Stage2Result:
-    output_dir: str
-    adapter_dir: str
-    merged_dir: str | None
-    final_step: int
-    last_metrics: dict[str, Any]
+class Stage2Result(StageResult):
+    """Stage 2 reports nothing beyond the loop's paths and metrics."""
 
 
 def run_stage2(cfg: Stage2Config, *, console: Any | None = None) -> Stage2Result:
@@ -185,10 +182,4 @@ def run_stage2(cfg: Stage2Config, *, console: Any | None = None) -> Stage2Result
         else ShuffledEpochs(len(data.pool), cfg.batch_size, seed=cfg.seed)
     )
     result = train_loop(cfg, student, plan, make_step_fn(student, data, cfg), console=console)
-    return Stage2Result(
-        output_dir=str(result.output_dir),
-        adapter_dir=str(result.adapter_dir),
-        merged_dir=str(result.merged_dir) if result.merged_dir else None,
-        final_step=result.final_step,
-        last_metrics=result.last_metrics,
-    )
+    return Stage2Result.from_loop(result)

@@ -7,13 +7,14 @@ the directory entry is fsynced so that the rename itself survives a power loss.
 
 Temp names are unique per writer (host, pid, thread), so two writers never share one, and `is_stale_temp` tells
 whether a leftover temp file's writer is gone (safe to delete). A directory (a checkpoint, an exported model, a cache
-entry) is swapped in whole by `atomic_dir`.
+entry) is swapped in whole by `atomic_dir`. `file_sha256` is the one file digest (shard checksums, image hashes).
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -186,3 +187,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, data: Any, *, indent: int = 1) -> None:
     """`atomic_write_bytes` of a JSON document (non-JSON values such as paths written with `str`)."""
     atomic_write_text(path, json.dumps(data, indent=indent, default=str) + "\n")
+
+
+def file_sha256(path: str | Path, chunk: int = 8 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in `chunk`-sized blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

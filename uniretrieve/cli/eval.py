@@ -15,8 +15,6 @@ from uniretrieve.eval.benchmarks import BENCHMARKS
 if TYPE_CHECKING:
     from uniretrieve.eval.config import EvalConfig
 
-BENCH_NAMES = tuple(BENCHMARKS)
-
 
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -24,6 +24,7 @@ from uniretrieve.cli.train_options import (
     SetOpt,
     max_steps_overrides,
     run_stage,
+    run_values,
 )
 
 app = typer.Typer(
@@ -53,13 +54,10 @@ def stage1(
     from uniretrieve.train.stage1 import Stage1Config, run_stage1
     from uniretrieve.train.stage1_data import DataError
 
-    values: dict[str, object] = {
-        "model": model,
-        "output_dir": str(output_dir) if output_dir else None,
+    values = {
+        **run_values(model, output_dir, merge, resume),
         "data.path": str(data) if data else None,
         "teacher.model": teacher,
-        "checkpoint.merge": merge,
-        "checkpoint.resume": resume,
     }
     run_stage(Stage1Config, run_stage1, config, max_steps_overrides(sets, max_steps), values, (DataError,))
 

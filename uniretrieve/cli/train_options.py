@@ -51,6 +51,18 @@ def max_steps_overrides(sets: list[str] | None, max_steps: int | None) -> list[s
     return out
 
 
+def run_values(
+    model: str | None, output_dir: Path | None, merge: bool | None, resume: str | None
+) -> dict[str, object]:
+    """The config keys of the options every training stage has (None: keep the preset's value)."""
+    return {
+        "model": model,
+        "output_dir": str(output_dir) if output_dir else None,
+        "checkpoint.merge": merge,
+        "checkpoint.resume": resume,
+    }
+
+
 def run_stage(
     config_cls: type,
     run: Callable[[Any], Any],

@@ -17,6 +17,7 @@ from uniretrieve.cli.train_options import (
     SetOpt,
     max_steps_overrides,
     run_stage,
+    run_values,
 )
 
 
@@ -39,13 +40,10 @@ def stage2(
     from uniretrieve.train.stage2 import Stage2Config, run_stage2
     from uniretrieve.train.stage2_data import Stage2DataError
 
-    values: dict[str, object] = {
-        "model": model,
-        "output_dir": str(output_dir) if output_dir else None,
+    values = {
+        **run_values(model, output_dir, merge, resume),
         "data.root": str(data) if data else None,
         "data.image_root": str(image_root) if image_root else None,
-        "checkpoint.merge": merge,
-        "checkpoint.resume": resume,
     }
     run_stage(
         Stage2Config,

@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from uniretrieve.io import file_sha256
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 TABLE_EXTENSIONS = frozenset({".txt", ".jsonl", ".csv", ".parquet"})
 
@@ -68,12 +70,8 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def file_hash(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def file_hash(path: Path) -> str:
+    return file_sha256(path, chunk=1 << 20)  # images are small: a 1 MiB read covers most in one call
 
 
 def _try_file_hash(path: Path) -> tuple[str, str | None]:

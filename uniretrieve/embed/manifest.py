@@ -125,9 +125,6 @@ class Manifest:
     def settings_hash(self) -> str:
         return settings_hash(self.settings)
 
-    def shard_paths(self, root: str | Path) -> list[Path]:
-        return [Path(root) / s.path for s in self.shards]
-
     def add_shard(self, info: ShardInfo) -> None:
         """Insert or replace (same path) a shard, keeping name order, and recount rows."""
         self.shards = [s for s in self.shards if s.path != info.path] + [info]

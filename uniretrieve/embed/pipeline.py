@@ -3,9 +3,10 @@
 Flow (like clip-retrieval's reader → mapper → writer runner, plus what it lacks: resume and one-node
 multi-GPU; docs/design-notes.md#encode-pipeline):
 
-    Corpus (data/corpus.py) ─ listing + plan (plan.py) ─ work batches (batches.py, DataLoader workers decode and
-    preprocess) ─ Encoder.forward (models/batching.py `embed_stream`, the encoder's one batch loop) ─ ShardWriter (writer.py, background thread, atomic files)
-    ─ errors.jsonl, then manifest.json (commit.py, under a directory lock)
+    Corpus (data/corpus.py) ─ listing + plan (plan.py), the segment to run (prepare.py) ─ work batches (batches.py,
+    DataLoader workers decode and preprocess) ─ Encoder.forward (models/batching.py `embed_stream`, the encoder's one
+    batch loop) ─ ShardWriter (writer.py, background thread, atomic files) ─ errors.jsonl, then manifest.json
+    (commit.py, under a directory lock)
 
 Every moment is safe to kill: a chunk counts as done only once its shard is renamed into place and recorded in the
 manifest; a resumed run redoes the unrecorded chunks of the open segment and nothing else.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -28,37 +28,20 @@ import numpy as np
 from uniretrieve.data.corpus import Corpus, CorpusSpec
 from uniretrieve.embed.batches import LoadedBatch, PrepareBatch, error_kind, work_batches
 from uniretrieve.embed.commit import ChunkCommitter
-from uniretrieve.embed.config import CONFIG_NAME, EncodeConfig, default_shard_rows
-from uniretrieve.embed.manifest import (
-    LOCK_NAME,
-    MANIFEST_NAME,
-    Manifest,
-    ManifestError,
-    SegmentInfo,
-    check_compatible,
-    directory_lock,
-    read_manifest,
-    write_manifest,
-)
-from uniretrieve.embed.plan import (
-    Listing,
-    build_listing,
-    chunk_bounds,
-    compute_plan,
-    new_segment,
-    plan_sha256,
-    rank_chunks,
-    stale_ids,
+from uniretrieve.embed.config import EncodeConfig
+from uniretrieve.embed.manifest import LOCK_NAME, SegmentInfo, check_compatible, directory_lock, read_manifest
+from uniretrieve.embed.plan import Listing, build_listing, chunk_bounds, rank_chunks, stale_ids
+from uniretrieve.embed.prepare import (
+    barrier,
+    check_encoder_matches,
+    clear_directory,
+    init_distributed,
+    load_encoder,
+    make_spec,
+    prepare_segment,
 )
 from uniretrieve.embed.schema import EmbeddingSpec, row_group_rows
-from uniretrieve.embed.writer import (
-    ERRORS_NAME,
-    SHARD_PREFIX,
-    ChunkResult,
-    ShardWriter,
-    remove_stale_temps,
-)
-from uniretrieve.io import is_stale_temp
+from uniretrieve.embed.writer import ChunkResult, ShardWriter
 from uniretrieve.models.batching import embed_stream
 
 if TYPE_CHECKING:
@@ -112,7 +95,7 @@ def encode_corpus(
     """
     t0 = time.perf_counter()
     rank, world = config.resolved_rank()
-    dist = _init_distributed(world)
+    dist = init_distributed(world)
     root = Path(config.output)
     corpus = Corpus(
         CorpusSpec(
@@ -123,8 +106,8 @@ def encode_corpus(
             instruction=config.instruction,
         )
     )
-    enc = encoder if encoder is not None else _load_encoder(config, rank)
-    _check_encoder_matches(enc, config)
+    enc = encoder if encoder is not None else load_encoder(config, rank)
+    check_encoder_matches(enc, config)
     spec = make_spec(enc, config)
     existing = read_manifest(root) if root.is_dir() else None
     if existing is not None and not config.overwrite:
@@ -139,10 +122,10 @@ def encode_corpus(
             )
         if rank == 0:
             clear_directory(root)
-        _barrier(dist)
+        barrier(dist)
     result = EncodeResult(output=root, rank=rank, world_size=world)
     with directory_lock(root):
-        manifest, segment, plan = _prepare(root, spec, config, corpus, enc, listing, world)
+        manifest, segment, plan = prepare_segment(root, spec, config, corpus, enc, listing, world)
         result.stale_rows = stale_ids(root, manifest, listing) if manifest.shards else 0
     config.save(root)
     if segment is not None:
@@ -155,146 +138,13 @@ def encode_corpus(
                 _run(root, spec, config, enc, corpus, listing, plan, segment, chunks, result, on_batch, rank)
             finally:
                 result.encode_seconds = time.perf_counter() - t1
-    _barrier(dist)
+    barrier(dist)
     final = read_manifest(root)
     assert final is not None
     result.total_rows = final.total_rows
     result.complete = final.complete
     result.seconds = time.perf_counter() - t0
     return result
-
-
-# --- setup -----------------------------------------------------------------------------------------------------
-def make_spec(enc: Encoder, config: EncodeConfig) -> EmbeddingSpec:
-    """Everything that must match for vectors to be mixed: the model's description plus the corpus columns."""
-    d = enc.describe()
-    extra = {
-        "chat_wrapper": d.get("chat_wrapper"),
-        "max_text_tokens": d.get("max_text_tokens"),
-        "pooling": d.get("pooling"),
-        "compute_dtype": str(getattr(enc, "dtype", "")).replace("torch.", ""),
-        **config.corpus_settings(),
-    }
-    return EmbeddingSpec(
-        dim=int(d["dim"]),
-        dtype=config.dtype,
-        model_id=str(d["model_id"]),
-        weight_hash=str(d["weight_hash"]),
-        family=str(d["family"]),
-        prompt_regime=str(d["prompt_regime"]),
-        instruction=config.instruction,
-        normalized=True,
-        extra=extra,
-    )
-
-
-def _check_encoder_matches(enc: Encoder, config: EncodeConfig) -> None:
-    """A caller-supplied encoder must agree with the config that is saved next to the shards."""
-    wrong = []
-    if enc.prompt_regime != config.prompt_regime:
-        wrong.append(f"prompt_regime {enc.prompt_regime!r} vs {config.prompt_regime!r}")
-    if config.max_text_tokens is not None and enc.max_text_tokens != config.max_text_tokens:
-        wrong.append(f"max_text_tokens {enc.max_text_tokens} vs {config.max_text_tokens}")
-    if wrong:
-        raise ValueError("the encoder passed in disagrees with the config: " + "; ".join(wrong))
-
-
-def _load_encoder(config: EncodeConfig, rank: int) -> Encoder:
-    from uniretrieve.models.device import resolve_device
-    from uniretrieve.models.encoder import Encoder
-
-    return Encoder.from_pretrained(
-        config.model,
-        device=resolve_device(config.device, rank=rank),
-        dtype=config.model_dtype,
-        adapter=config.adapter,
-        prompt_regime=config.prompt_regime,
-        max_text_tokens=config.max_text_tokens,
-    )
-
-
-def _init_distributed(world: int) -> Any:
-    """Join torchrun's process group when launched by it (for barriers only; ranks coordinate via the manifest)."""
-    if world <= 1 or "MASTER_ADDR" not in os.environ:
-        return None
-    import torch.distributed as tdist
-
-    if not tdist.is_initialized():
-        import torch
-
-        tdist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return tdist
-
-
-def _barrier(dist: Any) -> None:
-    if dist is not None:
-        dist.barrier()
-
-
-def clear_directory(root: Path) -> None:
-    """--overwrite: remove what an encode run wrote (shards, manifest, errors, config, temps); nothing else."""
-    for p in root.iterdir():
-        ours = (
-            (p.name.startswith(SHARD_PREFIX) and p.name.endswith(".parquet"))
-            or p.name in (MANIFEST_NAME, ERRORS_NAME, CONFIG_NAME)
-            or is_stale_temp(p)
-        )
-        if ours and p.is_file():
-            p.unlink()
-
-
-def _prepare(
-    root: Path,
-    spec: EmbeddingSpec,
-    config: EncodeConfig,
-    corpus: Corpus,
-    enc: Encoder,
-    listing: Listing,
-    world: int,
-) -> tuple[Manifest, SegmentInfo | None, np.ndarray]:
-    """Under the directory lock: check settings, then join the open segment or open a new one (None: nothing to do)."""
-    remove_stale_temps(root)
-    manifest = read_manifest(root)
-    if manifest is None:
-        strays = sorted(p.name for p in root.glob(f"{SHARD_PREFIX}*.parquet"))
-        if strays:
-            raise ManifestError(
-                f"{root} holds shards ({strays[0]} …) but no {MANIFEST_NAME}; it was not written by this tool or "
-                "the manifest was lost. Use another directory, or --overwrite to replace them"
-            )
-        manifest = Manifest.new(spec, model=enc.describe(), input=corpus.describe())
-        write_manifest(root, manifest)
-    else:
-        check_compatible(manifest, spec, root=root)
-    changed = False
-    open_seg = next((s for s in manifest.segments if not s.complete), None)
-    if open_seg is not None:
-        plan = compute_plan(listing, root, manifest, open_seg.index)
-        if open_seg.listing_sha256 == listing.sha256 and open_seg.counts.get("plan_sha256") == plan_sha256(
-            plan
-        ):
-            return manifest, open_seg, plan
-        # the input changed while this segment was unfinished: keep its finished shards, plan the rest anew
-        log.warning(
-            "input changed since the unfinished run %d; keeping its shards and planning again", open_seg.index
-        )
-        open_seg.complete = True
-        open_seg.counts["abandoned"] = True
-        changed = True
-    plan = compute_plan(listing, root, manifest, len(manifest.segments))
-    if len(plan) == 0:
-        if changed or not manifest.complete:
-            manifest.complete = all(s.complete for s in manifest.segments)
-            write_manifest(root, manifest)
-        return manifest, None, plan
-    shard_rows = config.shard_rows or default_shard_rows(spec.dim, spec.dtype)
-    segment = new_segment(manifest, listing, plan, shard_rows, world)
-    segment.config = config.to_dict()
-    manifest.segments.append(segment)
-    manifest.complete = False
-    manifest.input = corpus.describe()
-    write_manifest(root, manifest)
-    return manifest, segment, plan
 
 
 # --- the encode loop -------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ raise `ShardError` naming the file.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import pyarrow.parquet as pq
 
 from uniretrieve.embed.manifest import Manifest, ManifestError, manifest_path, read_manifest
 from uniretrieve.embed.schema import EMBEDDING, EmbeddingSpec, arrow_to_vectors, read_schema_metadata
+from uniretrieve.io import file_sha256
 
 
 class ShardError(ManifestError):
@@ -268,11 +268,3 @@ def read_shards(
     """`(ids, vectors float32 [b, D])` blocks of at most `block_rows` rows, after validating manifest and schema."""
     for vectors, table in open_shards(path).iter_vector_blocks(block_rows, columns=("id",)):
         yield table.column("id").to_pylist(), vectors
-
-
-def file_sha256(path: Path, chunk: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -22,9 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from uniretrieve.embed.reader import file_sha256
 from uniretrieve.embed.schema import EmbeddingSpec, build_table, row_group_rows
-from uniretrieve.io import atomic_path, atomic_write_bytes, is_stale_temp
+from uniretrieve.io import atomic_path, atomic_write_bytes, file_sha256, is_stale_temp
 
 SHARD_PREFIX = "part-"
 ERRORS_NAME = "errors.jsonl"

@@ -16,7 +16,7 @@ import numpy as np
 
 from uniretrieve.eval.cache import EmbeddingCache
 from uniretrieve.eval.sources import Source, dedupe
-from uniretrieve.models.batching import encode_in_order
+from uniretrieve.models.batching import encode_in_order, progress_bar
 from uniretrieve.types import Item
 
 
@@ -48,7 +48,7 @@ class Embedder:
 
     def __enter__(self) -> Embedder:
         if self.show_progress:
-            self._progress = _progress()
+            self._progress = progress_bar()
             self._progress.start()
         return self
 
@@ -87,15 +87,3 @@ class Embedder:
 
         batches = list(self.encoder.batches(plan, self.batch_size))
         return encode_in_order(self.encoder, sources, batches, workers=self.workers, on_batch=on_batch)
-
-
-def _progress() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TimeRemainingColumn
-
-    return Progress(
-        "[bold]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TimeRemainingColumn(),
-    )

@@ -138,3 +138,17 @@ def encode_in_order(
         if on_batch is not None:
             on_batch(len(idx), batch)
     return out
+
+
+def progress_bar() -> Any:
+    """The rich progress display that `Encoder.encode` and the evaluation embedder show; rich is imported
+    only when progress is shown."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TimeRemainingColumn
+
+    return Progress(
+        "[bold]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+    )

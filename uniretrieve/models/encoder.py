@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from uniretrieve.models.backbones import BackboneSpec
-from uniretrieve.models.batching import encode_in_order, plan_batches
+from uniretrieve.models.batching import encode_in_order, plan_batches, progress_bar
 from uniretrieve.models.device import resolve_device, resolve_dtype, resolve_precision
 from uniretrieve.models.inputs import InputBuilder, PreparedBatch
 from uniretrieve.models.loading import LoadedBackbone, load_backbone, weight_hash
@@ -247,7 +247,7 @@ class Encoder:
         """Embed items (text, image or image+text, each with an optional instruction) → float32 `[N, D]`."""
         if not items or not show_progress:
             return encode_in_order(self, items, self.batches(items, batch_size))
-        with _progress() as progress:
+        with progress_bar() as progress:
             task = progress.add_task("encoding", total=len(items))
             return encode_in_order(
                 self, items, self.batches(items, batch_size), on_batch=lambda n, _: progress.advance(task, n)
@@ -289,15 +289,3 @@ class Encoder:
     ) -> np.ndarray:
         items = [Item(image=im, instruction=instruction) for im in images]
         return self.encode(items, batch_size=batch_size, show_progress=show_progress)
-
-
-def _progress() -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TimeRemainingColumn
-
-    return Progress(
-        "[bold]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TimeRemainingColumn(),
-    )

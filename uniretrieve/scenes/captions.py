@@ -290,12 +290,6 @@ def paraphrase(scene: Scene, style: int, rng: random.Random) -> str:
     return PARAPHRASE_STYLES[style](objs, rng)
 
 
-def paraphrase_pair(scene: Scene, rng: random.Random) -> tuple[str, str, int, int]:
-    """Two different wordings of one scene, with their style indices."""
-    s0, s1 = rng.sample(range(len(PARAPHRASE_STYLES)), 2)
-    return paraphrase(scene, s0, rng), paraphrase(scene, s1, rng), s0, s1
-
-
 def summary_answer(text: str) -> str | None:
     """ "colour shape" of the first object a caption names (its first colour word and the next shape word), the
     one-word-summary answer of the pretraining's summary rows; None when the text names no such pair."""

@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 
 from uniretrieve.scenes.spec import (
     ATTRIBUTES,
-    CELL_NAMES,
     COLOURS,
     RELATIONS,
     SHAPES,
@@ -177,10 +176,6 @@ def render_claim(claim: Claim) -> str:
         else:
             body = f"{NUMBER_WORDS[claim.count]} shapes, including {body}"
     return body[0].upper() + body[1:] + "."
-
-
-def location_name(cell: int) -> str:
-    return CELL_NAMES[cell]
 
 
 def _alternation(words: Iterable[str]) -> str:

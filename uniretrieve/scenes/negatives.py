@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from uniretrieve.eval.metrics import SUGARCREPE_CATEGORIES
 from uniretrieve.scenes.claims import Claim, ObjectRef, holds, render_claim
 from uniretrieve.scenes.spec import (
     ATTRIBUTE_VALUES,
@@ -25,15 +26,7 @@ from uniretrieve.scenes.spec import (
     relation_holds,
 )
 
-CATEGORIES: tuple[str, ...] = (
-    "replace_obj",
-    "replace_att",
-    "replace_rel",
-    "swap_obj",
-    "swap_att",
-    "add_obj",
-    "add_att",
-)
+CATEGORIES: tuple[str, ...] = SUGARCREPE_CATEGORIES
 """SugarCrepe's category names, which are also its file names (`replace_obj.json`, …)."""
 
 

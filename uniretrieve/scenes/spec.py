@@ -148,15 +148,6 @@ def relation_holds(relation: str, a: SceneObject, b: SceneObject) -> bool:
     raise ValueError(f"unknown relation {relation!r}; expected one of {', '.join(RELATIONS)}")
 
 
-CONVERSE: dict[str, str] = {
-    "left of": "right of",
-    "right of": "left of",
-    "above": "below",
-    "below": "above",
-    "next to": "next to",
-}
-
-
 @dataclass(frozen=True)
 class SamplerConfig:
     """How scenes are drawn. Defaults give a balanced mix of simple and crowded scenes."""

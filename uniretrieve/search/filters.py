@@ -28,19 +28,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-FILTER_COLUMNS = (
-    "id",
-    "modality",
-    "text",
-    "instruction",
-    "source",
-    "group_id",
-    "content_hash",
-    "width",
-    "height",
-    "shard",
-    "row",
-)
+from uniretrieve.embed.schema import ID, OPTIONAL_COLUMNS
+
+# Id-map columns a filter may name directly (the JSON `metadata` column only through `metadata.KEY`).
+FILTER_COLUMNS = (ID, *(c for c in OPTIONAL_COLUMNS if c != "metadata"), "shard", "row")
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)|(?P<str>'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")"
     r"|(?P<op><=|>=|<>|!=|==|=|<|>|\(|\)|,)|(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*))"
@@ -245,7 +236,6 @@ class WhereFilter:
 
     def __init__(self, text: str, columns: list[str]) -> None:
         self.text = text
-        self.available = columns
         self.metadata_keys: list[str] = []
 
         def resolve(name: str, pos: int) -> pc.Expression:
@@ -277,7 +267,3 @@ class WhereFilter:
         out = np.zeros(len(table), dtype=bool)
         out[rows] = True
         return out
-
-
-def parse_where(text: str, columns: list[str]) -> WhereFilter:
-    return WhereFilter(text, columns)
