@@ -252,7 +252,14 @@ def prune_checkpoints(output_dir: Path, keep_last: int) -> list[Path]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def save_merged(base: str, adapter_dir: Path, out_dir: Path, *, dtype: torch.dtype | str = "auto") -> Path:
+def save_merged(
+    base: str,
+    adapter_dir: Path,
+    out_dir: Path,
+    *,
+    dtype: torch.dtype | str = "auto",
+    trust_remote_code: bool = False,
+) -> Path:
     """A full MLLM checkpoint (weights + processor) with the adapter folded in, loadable by `Encoder.from_pretrained`.
 
     The base is loaded fresh from `base` on the CPU, so the vision tower and projector are exactly the base's
@@ -263,7 +270,13 @@ def save_merged(base: str, adapter_dir: Path, out_dir: Path, *, dtype: torch.dty
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    loaded = load_backbone(base, device=torch.device("cpu"), dtype=dtype, adapter=str(adapter_dir))  # type: ignore[arg-type]
+    loaded = load_backbone(
+        base,
+        device=torch.device("cpu"),
+        dtype=dtype,  # type: ignore[arg-type]
+        adapter=str(adapter_dir),
+        trust_remote_code=trust_remote_code,
+    )
     with atomic_dir(out_dir) as tmp:
         loaded.model.save_pretrained(str(tmp))
         loaded.processor.save_pretrained(str(tmp))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uniretrieve.config import no_cli, opt
+from uniretrieve.config import no_cli, opt, trust_remote_code_opt
 from uniretrieve.eval.benchmarks import BENCHMARKS, get_benchmark
 
 
@@ -70,6 +70,7 @@ class EvalConfig:
         default=None, metadata=opt("LoRA adapter directory merged into the model.", "--adapter")
     )
     max_text_tokens: int | None = field(default=None, metadata=opt("Cut longer texts.", "--max-text-tokens"))
+    trust_remote_code: bool = field(default=False, metadata=trust_remote_code_opt())
 
     def __post_init__(self) -> None:
         bench = get_benchmark(self.benchmark)

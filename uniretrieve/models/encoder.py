@@ -90,6 +90,7 @@ class Encoder:
         max_text_tokens: int | None = None,
         attn_implementation: str | None = None,
         processor_kwargs: dict[str, Any] | None = None,
+        trust_remote_code: bool = False,
     ) -> Encoder:
         """Load a full checkpoint (a directory, a hub id or a registered name), or a base plus a LoRA adapter.
 
@@ -98,6 +99,7 @@ class Encoder:
         adapter: a peft LoRA directory, merged into the weights for inference.
         prompt_regime: "e5v" (Summary-above prompts) or "mmeb" (raw VLM2Vec instruction text).
         processor_kwargs: processor settings over the registry's (e.g. `{"size": {"longest_edge": 1024 * 1024, "shortest_edge": 3136}}` for Qwen2-VL).
+        trust_remote_code: allow a family that runs the checkpoint's own Python code (phi3_v); refused otherwise.
         """
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
@@ -108,6 +110,7 @@ class Encoder:
             adapter=adapter,
             attn_implementation=attn_implementation,
             processor_kwargs=processor_kwargs,
+            trust_remote_code=trust_remote_code,
         )
         return cls(loaded, device=dev, dtype=dt, prompt_regime=prompt_regime, max_text_tokens=max_text_tokens)
 
@@ -125,6 +128,7 @@ class Encoder:
         gradient_checkpointing: bool = False,
         prompt_regime: str = "e5v",
         max_text_tokens: int | None = None,
+        trust_remote_code: bool = False,
     ) -> Encoder:
         """The trainable encoder: the backbone frozen, LoRA on its language model (and the vision side if
         `lora.vision`), in train mode. `embed` is differentiable w.r.t. the LoRA weights.
@@ -139,7 +143,9 @@ class Encoder:
         model_kwargs = lora_mod.quantized_load_kwargs(model, dev) if lora.quantize_4bit else None
         if model_kwargs:
             dtype = torch.bfloat16  # the 4-bit base computes in bf16
-        loaded = load_backbone(model, device=dev, dtype=dtype, model_kwargs=model_kwargs)
+        loaded = load_backbone(
+            model, device=dev, dtype=dtype, model_kwargs=model_kwargs, trust_remote_code=trust_remote_code
+        )
         peft_model = lora_mod.attach_lora(
             loaded.model,
             loaded.spec,
