@@ -25,15 +25,16 @@ from uniretrieve.models.images import (
 )
 
 
-def bomb_png(path: Path, width: int = 12000, height: int = 12000) -> Path:
-    """A valid all-black RGB PNG of width×height, streamed so that neither writing nor the file is large."""
+def bomb_png(path: Path, width: int = 12000, height: int = 12000, rows: int | None = None) -> Path:
+    """An all-black RGB PNG of width×height, streamed so that neither writing nor the file is large (`rows`: write
+    only that many rows, for a file that is refused from its header anyway)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     z = zlib.compressobj(9)
     row = b"\x00" + b"\x00" * (3 * width)
-    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    idat = b"".join(z.compress(row) for _ in range(height if rows is None else rows)) + z.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
     return path
@@ -50,6 +51,12 @@ def test_an_image_over_the_cap_is_refused_with_its_size(tmp_path: Path) -> None:
         load_image_bytes(png.read_bytes(), "test.parquet row 3")
     with pytest.raises(ImageLoadError, match="pixel cap"):
         load_image(make_image(0, (100, 100)), limit=5000)
+
+
+def test_an_image_over_pils_own_limit_is_refused_the_same_way(tmp_path: Path) -> None:
+    header_only = bomb_png(tmp_path / "huge.png", 30000, 30000, rows=0)  # refused before any row is read
+    with pytest.raises(ImageLoadError, match="pixel cap"):
+        load_image(header_only)
 
 
 def test_the_cap_is_configurable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -84,6 +84,8 @@ def _open(fp: Path | io.BytesIO, name: str, limit: int | None) -> Image.Image:
                 return _decode(im, name, limit)
     except ImageLoadError:
         raise
+    except Image.DecompressionBombError as exc:  # over PIL's own hard limit (~179 Mpx), refused by Image.open
+        raise ImageLoadError(name, f"over the pixel cap: {exc}") from exc
     except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError, ...)
         raise ImageLoadError(name, f"{type(exc).__name__}: {exc}") from exc
 
