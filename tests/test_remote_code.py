@@ -100,3 +100,25 @@ def test_the_registry_states_a_need_not_a_permission() -> None:
 def test_every_model_loading_command_offers_the_flag(command: str) -> None:
     res = runner.invoke(app, [*command.split(), "--help"], terminal_width=200)
     assert res.exit_code == 0 and "--trust-remote-code" in res.output
+
+
+def test_an_auto_map_in_a_known_familys_config_is_ignored(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A llava checkpoint whose config (and processor config) points at bundled code loads with the transformers
+    classes; the bundled code never runs."""
+    import shutil
+
+    from uniretrieve.models.encoder import Encoder
+
+    ckpt = tmp_path / "llava-with-auto-map"
+    shutil.copytree(tiny_model_dir, ckpt)
+    marker = tmp_path / "remote-code-ran"
+    code = f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
+    auto_map = {"AutoConfig": "evil.Config", "AutoModel": "evil.Model", "AutoProcessor": "evil.Processor"}
+    (ckpt / "evil.py").write_text(code)
+    for name in ("config.json", "processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        if (ckpt / name).is_file():
+            cfg = json.loads((ckpt / name).read_text())
+            (ckpt / name).write_text(json.dumps({**cfg, "auto_map": auto_map}))
+    enc = Encoder.from_pretrained(str(ckpt), device="cpu")
+    assert enc.family == "llava" and enc.encode_texts(["a red cube"]).shape[0] == 1
+    assert not marker.exists()
