@@ -71,6 +71,21 @@ def test_rng_state_round_trips(tmp_path: Path) -> None:
     assert torch.equal(after[0], again[0]) and after[1:] == again[1:]
 
 
+def test_an_rng_file_written_before_the_tensor_format_still_resumes(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    ckpt = _checkpoint(tmp_path)
+    legacy = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    torch.save(legacy, ckpt / "rng-rank0.pt")
+    after = (torch.rand(2), random.random(), np.random.rand())
+    trainable, optimizer, scheduler = _run(1)
+    load_checkpoint(ckpt, trainable=trainable, optimizer=optimizer, scheduler=scheduler)
+    again = (torch.rand(2), random.random(), np.random.rand())
+    assert torch.equal(after[0], again[0]) and after[1:] == again[1:]
+
+
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("name", ["scheduler.pt", "optimizer.pt", "rng-rank0.pt"])
 @pytest.mark.parametrize("how", ["torch.save", "pickle"])

@@ -83,17 +83,30 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    if isinstance(n, Mapping):
+        n = (n["name"], n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    np.random.set_state(
+        n
+    )  # else a tuple holding a NumPy array: a checkpoint written before the tensor format
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_state_file(path: Path, map_location: Any = None) -> Any:
-    """A checkpoint .pt file read with `weights_only=True`: tensors and plain containers only, never code."""
+def legacy_rng_globals() -> list[Any]:
+    """What an RNG file of a checkpoint written before the tensor format needs besides tensors: NumPy's uint32 key
+    array (array, dtype and their rebuild function; data only, nothing that runs code)."""
+    core = getattr(np, "_core", None) or np.core
+    return [np.ndarray, np.dtype, core.multiarray._reconstruct, np.dtypes.UInt32DType]
+
+
+def load_state_file(path: Path, map_location: Any = None, *, allow: list[Any] | None = None) -> Any:
+    """A checkpoint .pt file read with `weights_only=True`: tensors and plain containers (plus the data-only types
+    in `allow`), never code."""
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; the checkpoint is incomplete")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(allow or []):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path} holds objects other than tensors and plain values and is not loaded (unpickling it could "
@@ -224,7 +237,7 @@ def load_checkpoint(
     # read the state files before changing anything, so a refused file leaves the run untouched
     optim_state = load_state_file(ckpt / "optimizer.pt", map_location=trainable.device)
     sched_state = load_state_file(ckpt / "scheduler.pt")
-    rng = load_state_file(ckpt / f"rng-rank{distributed.rank()}.pt")
+    rng = load_state_file(ckpt / f"rng-rank{distributed.rank()}.pt", allow=legacy_rng_globals())
     trainable.load(ckpt / trainable.weights_dir)
     optimizer.load_state_dict(optim_state)
     scheduler.load_state_dict(sched_state)
