@@ -11,16 +11,15 @@ steps; the full benchmarks are `uniretrieve eval`.
 from __future__ import annotations
 
 import argparse
-import io
 
 import numpy as np
 
 
 def main() -> None:
     import pyarrow.parquet as pq
-    from PIL import Image
 
     from uniretrieve import Encoder
+    from uniretrieve.models.images import load_image_bytes
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
@@ -29,7 +28,7 @@ def main() -> None:
     a = ap.parse_args()
     files = sorted(p for p in __import__("pathlib").Path(a.data).rglob("*.parquet"))
     rows = pq.read_table(files[0]).to_pylist()[: a.n]
-    images = [Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB") for r in rows]
+    images = [load_image_bytes(r["image"]["bytes"], f"{files[0]} row {i}") for i, r in enumerate(rows)]
     captions = [r["text"][0] for r in rows]
     n = len(rows)
     off = ~np.eye(n, dtype=bool)

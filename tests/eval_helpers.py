@@ -77,7 +77,7 @@ def write_urban1k(root: Path, n: int = 3) -> list[tuple[str, str]]:
         make_image(200 + i).save(root / "image" / f"{i + 1}.jpg")
         cap = f"An urban scene number {i} with many details."
         (root / "caption" / f"{i + 1}.txt").write_text(cap + "\n")
-        out.append((f"{i + 1}.jpg", cap))
+        out.append((f"{i + 1}.jpg", cap + "\n"))  # the official loader keeps the line ending (readlines()[0])
     return out
 
 

@@ -7,6 +7,9 @@ Layout of one resumable checkpoint (`<output_dir>/checkpoints/step-000100/`):
     optimizer.pt          AdamW state
     scheduler.pt          learning-rate schedule state
     rng-rank{r}.pt        torch CPU/CUDA, Python and NumPy RNG states of rank r (dropout continues identically)
+
+The .pt files hold only tensors and plain values and are read with `torch.load(weights_only=True)`: a resume never
+unpickles arbitrary objects, so a crafted file is refused instead of running code.
     config.yaml           the resolved training config
     trainer_state.json    step, data position, last metrics; written last: a directory without it is incomplete
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import random
 import shutil
 from collections.abc import Mapping
@@ -57,10 +61,18 @@ def torch_save_atomic(obj: Any, path: Path) -> None:
 
 
 def rng_state() -> dict[str, Any]:
+    """All RNG states as tensors and plain values (NumPy's key array as a tensor), loadable with weights_only."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.uint32).copy()),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -70,9 +82,40 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    if isinstance(n, Mapping):
+        n = (n["name"], n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    np.random.set_state(
+        n
+    )  # else a tuple holding a NumPy array: a checkpoint written before the tensor format
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def legacy_rng_globals() -> list[Any]:
+    """What an RNG file of a checkpoint written before the tensor format needs besides tensors: NumPy's uint32 key
+    array (array, dtype and their rebuild function; data only, nothing that runs code)."""
+    core = getattr(np, "_core", None) or np.core
+    return [np.ndarray, np.dtype, core.multiarray._reconstruct, np.dtypes.UInt32DType]
+
+
+def load_state_file(path: Path, map_location: Any = None, *, allow: list[Any] | None = None) -> Any:
+    """A checkpoint .pt file read with `weights_only=True`: tensors and plain containers (plus the data-only types
+    in `allow`), never code."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; the checkpoint is incomplete")
+    try:
+        with torch.serialization.safe_globals(allow or []):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain values and is not loaded (unpickling it could "
+            "run code); resume from a checkpoint this version wrote, or start a new run"
+        ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint file ({e}); the checkpoint is damaged"
+        ) from e
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -191,15 +234,14 @@ def load_checkpoint(
             f"{ckpt} was written by {state.get('world_size')} processes, this run has {distributed.world_size()}; "
             "resume with the same number of processes (the per-rank RNG streams and data slices depend on it)"
         )
+    # read the state files before changing anything, so a refused file leaves the run untouched
+    optim_state = load_state_file(ckpt / "optimizer.pt", map_location=trainable.device)
+    sched_state = load_state_file(ckpt / "scheduler.pt")
+    rng = load_state_file(ckpt / f"rng-rank{distributed.rank()}.pt", allow=legacy_rng_globals())
     trainable.load(ckpt / trainable.weights_dir)
-    optimizer.load_state_dict(
-        torch.load(ckpt / "optimizer.pt", map_location=trainable.device, weights_only=False)
-    )
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
-    rng_file = ckpt / f"rng-rank{distributed.rank()}.pt"
-    if not rng_file.is_file():
-        raise CheckpointError(f"{rng_file} is missing; the checkpoint is incomplete")
-    set_rng_state(torch.load(rng_file, weights_only=False))
+    optimizer.load_state_dict(optim_state)
+    scheduler.load_state_dict(sched_state)
+    set_rng_state(rng)
     return state
 
 
@@ -223,7 +265,14 @@ def prune_checkpoints(output_dir: Path, keep_last: int) -> list[Path]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def save_merged(base: str, adapter_dir: Path, out_dir: Path, *, dtype: torch.dtype | str = "auto") -> Path:
+def save_merged(
+    base: str,
+    adapter_dir: Path,
+    out_dir: Path,
+    *,
+    dtype: torch.dtype | str = "auto",
+    trust_remote_code: bool = False,
+) -> Path:
     """A full MLLM checkpoint (weights + processor) with the adapter folded in, loadable by `Encoder.from_pretrained`.
 
     The base is loaded fresh from `base` on the CPU, so the vision tower and projector are exactly the base's
@@ -234,7 +283,13 @@ def save_merged(base: str, adapter_dir: Path, out_dir: Path, *, dtype: torch.dty
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    loaded = load_backbone(base, device=torch.device("cpu"), dtype=dtype, adapter=str(adapter_dir))  # type: ignore[arg-type]
+    loaded = load_backbone(
+        base,
+        device=torch.device("cpu"),
+        dtype=dtype,  # type: ignore[arg-type]
+        adapter=str(adapter_dir),
+        trust_remote_code=trust_remote_code,
+    )
     with atomic_dir(out_dir) as tmp:
         loaded.model.save_pretrained(str(tmp))
         loaded.processor.save_pretrained(str(tmp))

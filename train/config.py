@@ -147,6 +147,9 @@ class TrainConfig:
     log_every: int = 10
     device: str | None = None
     """"cuda", "cpu", ...; null = CUDA when present. Under torchrun each rank uses its LOCAL_RANK GPU."""
+    trust_remote_code: bool = False
+    """Allow a base (phi3_v) that runs Python code shipped with its checkpoint: the user's choice (this config or
+    --trust-remote-code), never read from the checkpoint."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)

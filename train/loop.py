@@ -57,7 +57,7 @@ including "loss", the unscaled global loss."""
 METRICS_FILE = "metrics.jsonl"
 
 # Settings that may change between an interrupted run and its resume without changing the trajectory.
-RESUME_MUTABLE = ("output_dir", "log_every", "device", "checkpoint")
+RESUME_MUTABLE = ("output_dir", "log_every", "device", "checkpoint", "trust_remote_code")
 
 
 class LoopConfig(Protocol):
@@ -359,7 +359,7 @@ def train_loop(
         save_adapter(student, adapter_dir, cfg)
         console.print(f"adapter → {adapter_dir}")
         if merged_dir is not None:
-            save_merged(student.source, adapter_dir, merged_dir)
+            save_merged(student.source, adapter_dir, merged_dir, trust_remote_code=cfg.trust_remote_code)
             console.print(f"merged model → {merged_dir}")
     distributed.barrier()
     return LoopResult(out, steps.final_step, adapter_dir, merged_dir, steps.resumed_from, steps.last_metrics)

@@ -71,11 +71,14 @@ def teacher_agreement(
     adapter: str | None = None,
     device: str | None = None,
     batch_size: int = 32,
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Embed `texts` with a student checkpoint (the Encoder's stage-1 text prompt) and the cached teacher; compare."""
     from uniretrieve.models.encoder import Encoder
 
-    encoder = Encoder.from_pretrained(model, device=device, adapter=adapter)
+    encoder = Encoder.from_pretrained(
+        model, device=device, adapter=adapter, trust_remote_code=trust_remote_code
+    )
     student = encoder.encode_texts(list(texts), batch_size=batch_size)
     teach = teacher_embeddings(list(texts), teacher, device=device)
     out: dict[str, Any] = pairwise_agreement(student, teach.vectors)

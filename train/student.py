@@ -28,6 +28,7 @@ def student_for(cfg: Any, device: torch.device) -> Encoder:
         gradient_checkpointing=cfg.gradient_checkpointing,
         prompt_regime=cfg.prompt_regime,
         max_text_tokens=cfg.max_text_tokens,
+        trust_remote_code=cfg.trust_remote_code,
     )
 
 

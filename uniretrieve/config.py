@@ -71,6 +71,17 @@ def opt(
     return {CLI_KEY: spec}
 
 
+TRUST_REMOTE_CODE = "--trust-remote-code"
+TRUST_REMOTE_CODE_HELP = (
+    "Allow a model that runs Python code shipped with its checkpoint (phi3_v); off: such a model is refused."
+)
+
+
+def trust_remote_code_opt() -> dict[str, Any]:
+    """Metadata of every config's `trust_remote_code` field: one spelling and help for the opt-in everywhere."""
+    return opt(TRUST_REMOTE_CODE_HELP, TRUST_REMOTE_CODE)
+
+
 def no_cli() -> dict[str, Any]:
     """Field metadata: a library-only setting, deliberately not a CLI option."""
     return {CLI_KEY: None}

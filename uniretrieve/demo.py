@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uniretrieve.config import no_cli, opt
+from uniretrieve.config import no_cli, opt, trust_remote_code_opt
 
 DEMO_SEED = 20261125
 """Scenes for the demo come from this seed; unime-tiny trains on seed 0 and is scored on seed 1."""
@@ -33,6 +33,7 @@ class DemoConfig:
     scenes: int = field(default=2000, metadata=opt("Generated scenes (images) to index."))
     k: int = field(default=5, metadata=opt("Hits shown per query.", "-k"))
     batch_size: int = field(default=32, metadata=opt("Encoding batch size."))
+    trust_remote_code: bool = field(default=False, metadata=trust_remote_code_opt())
     seed: int = field(default=DEMO_SEED, metadata=no_cli())
 
     def __post_init__(self) -> None:
@@ -80,6 +81,7 @@ def encode_images(cfg: DemoConfig, corpus: Path, console: Any) -> Path:
             output=str(out),
             model=cfg.model,
             batch_size=cfg.batch_size,
+            trust_remote_code=cfg.trust_remote_code,
             progress=True,
         )
     )
@@ -161,7 +163,7 @@ def run_demo(cfg: DemoConfig, *, console: Any | None = None) -> list[dict[str, A
     corpus = generate_corpus(cfg, console)
     shards = encode_images(cfg, corpus, console)
     index_dir = build(cfg, shards, console)
-    searcher = Searcher.load(index_dir)
+    searcher = Searcher.load(index_dir, trust_remote_code=cfg.trust_remote_code)
     rows = [json.loads(line) for line in (corpus / "scenes" / "test.jsonl").read_text().splitlines()]
     contents = {r["scene_id"]: scene_summary(r) for r in rows}
     console.print(f"[bold]4. search[/]  {searcher.meta.num_vectors} images, top {cfg.k}")

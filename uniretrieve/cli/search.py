@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from uniretrieve.cli.options import user_errors
+from uniretrieve.config import TRUST_REMOTE_CODE, TRUST_REMOTE_CODE_HELP
 
 
 def search(
@@ -44,6 +45,7 @@ def search(
         str | None, typer.Option("--device", help="Model device (default: CUDA if present).")
     ] = None,
     gpu: Annotated[bool | None, typer.Option("--gpu/--cpu", help="Search on GPUs / on the CPU.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(TRUST_REMOTE_CODE, help=TRUST_REMOTE_CODE_HELP)] = False,
 ) -> None:
     """Search an index; prints a table (or JSON lines with --json, always for --queries) and where the time went."""
     from rich.console import Console
@@ -59,7 +61,9 @@ def search(
                 raise QueryError("give either query terms or --queries FILE, not both")
         else:
             qs = [build_query(query or [], image=image, instruction=instruction)]
-        searcher = Searcher.load(index, model=model, force=force, device=device, gpu=gpu)
+        searcher = Searcher.load(
+            index, model=model, force=force, device=device, gpu=gpu, trust_remote_code=trust_remote_code
+        )
         results = searcher.search(queries=qs, k=k, where=where)
     timings = {name: round(sec * 1000, 2) for name, sec in searcher.timings.items()}
     if json_out or queries is not None:

@@ -22,6 +22,7 @@ from uniretrieve.cli.train_options import (
     OutputOpt,
     ResumeOpt,
     SetOpt,
+    TrustRemoteCodeOpt,
     max_steps_overrides,
     run_stage,
     run_values,
@@ -49,6 +50,7 @@ def stage1(
     max_steps: MaxStepsOpt = None,
     merge: MergeOpt = None,
     resume: ResumeOpt = None,
+    trust_remote_code: TrustRemoteCodeOpt = False,
 ) -> None:
     """Stage 1: distil a text embedder (the teacher) into the MLLM's language model (LoRA, KL on similarities)."""
     from uniretrieve.train.stage1 import Stage1Config, run_stage1
@@ -58,6 +60,7 @@ def stage1(
         **run_values(model, output_dir, merge, resume),
         "data.path": str(data) if data else None,
         "teacher.model": teacher,
+        "trust_remote_code": True if trust_remote_code else None,
     }
     run_stage(Stage1Config, run_stage1, config, max_steps_overrides(sets, max_steps), values, (DataError,))
 
@@ -85,6 +88,7 @@ def stage1_eval(
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Also write the result as JSON here.")
     ] = None,
+    trust_remote_code: TrustRemoteCodeOpt = False,
 ) -> None:
     """Spearman/Pearson agreement of student and teacher pairwise similarities on held-out sentences."""
     import json
@@ -100,7 +104,9 @@ def stage1_eval(
         )
         given = {} if instruction is None else {"instruction": instruction}  # else the config's default
         cfg = TeacherConfig(model=teacher, cache_dir=str(teacher_cache) if teacher_cache else None, **given)
-        result = teacher_agreement(model, rows.unique_texts(), cfg, adapter=adapter)
+        result = teacher_agreement(
+            model, rows.unique_texts(), cfg, adapter=adapter, trust_remote_code=trust_remote_code
+        )
     text = json.dumps(result, indent=2)
     if json_out is not None:
         atomic_write_text(json_out, text + "\n")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from uniretrieve.cli.options import user_errors
+from uniretrieve.config import TRUST_REMOTE_CODE, TRUST_REMOTE_CODE_HELP
 
 ConfigOpt = Annotated[
     str,
@@ -26,6 +27,8 @@ OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Run dire
 ModelOpt = Annotated[
     str | None, typer.Option("--model", "-m", help="Base MLLM: directory, hub id or registered name.")
 ]
+TrustRemoteCodeOpt = Annotated[bool, typer.Option(TRUST_REMOTE_CODE, help=TRUST_REMOTE_CODE_HELP)]
+"""Sets the config's `trust_remote_code` (pass `True if flag else None`, so a config file's own value stands)."""
 RUN_ALIASES = {"--output-dir": "--output"}
 """Old spellings of the train commands' options (accepted with a note)."""
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Optimizer steps (replaces epochs).")]

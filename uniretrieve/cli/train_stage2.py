@@ -15,6 +15,7 @@ from uniretrieve.cli.train_options import (
     OutputOpt,
     ResumeOpt,
     SetOpt,
+    TrustRemoteCodeOpt,
     max_steps_overrides,
     run_stage,
     run_values,
@@ -34,6 +35,7 @@ def stage2(
     max_steps: MaxStepsOpt = None,
     merge: MergeOpt = None,
     resume: ResumeOpt = None,
+    trust_remote_code: TrustRemoteCodeOpt = False,
 ) -> None:
     """Stage 2: instruction tuning with false-negative filtering and top-k hard negatives (InfoNCE, GradCache)."""
     from uniretrieve.models.images import ImageLoadError
@@ -44,6 +46,7 @@ def stage2(
         **run_values(model, output_dir, merge, resume),
         "data.root": str(data) if data else None,
         "data.image_root": str(image_root) if image_root else None,
+        "trust_remote_code": True if trust_remote_code else None,
     }
     run_stage(
         Stage2Config,

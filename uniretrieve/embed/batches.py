@@ -167,6 +167,7 @@ def error_kind(reason: str) -> str:
     """A short class of a skip reason for summaries (errors.jsonl keeps the full reason)."""
     r = reason.lower()
     for needle, kind in (
+        ("pixel cap", "image too large"),
         ("empty file", "empty file"),
         ("no such file", "missing file"),
         ("not found", "missing file"),

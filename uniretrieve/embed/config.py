@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uniretrieve.config import opt, strict_from_dict, versioned
+from uniretrieve.config import opt, strict_from_dict, trust_remote_code_opt, versioned
 from uniretrieve.io import atomic_write_bytes
 
 CONFIG_NAME = "encode_config.json"
@@ -31,6 +31,8 @@ class EncodeConfig:
     """Checkpoint directory, hub id or registered name (see `uniretrieve models`)."""
     adapter: str | None = field(default=None, metadata=opt("LoRA adapter directory merged into the model."))
     """A LoRA adapter directory merged into the model."""
+    trust_remote_code: bool = field(default=False, metadata=trust_remote_code_opt())
+    """The user's permission for a model that runs its checkpoint's code; never read from the checkpoint."""
     prompt_regime: str = field(default="e5v", metadata=opt("e5v (Summary-above prompts) or mmeb."))
     instruction: str | None = field(default=None, metadata=opt("One instruction for every item."))
     """One instruction for the whole corpus (a row's own `instruction` field wins)."""

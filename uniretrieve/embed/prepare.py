@@ -81,6 +81,7 @@ def load_encoder(config: EncodeConfig, rank: int) -> Encoder:
         adapter=config.adapter,
         prompt_regime=config.prompt_regime,
         max_text_tokens=config.max_text_tokens,
+        trust_remote_code=config.trust_remote_code,
     )
 
 

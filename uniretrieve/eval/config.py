@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uniretrieve.config import no_cli, opt
+from uniretrieve.config import no_cli, opt, trust_remote_code_opt
 from uniretrieve.eval.benchmarks import BENCHMARKS, get_benchmark
 
 
@@ -69,7 +69,14 @@ class EvalConfig:
     adapter: str | None = field(
         default=None, metadata=opt("LoRA adapter directory merged into the model.", "--adapter")
     )
-    max_text_tokens: int | None = field(default=None, metadata=opt("Cut longer texts.", "--max-text-tokens"))
+    max_text_tokens: int | None = field(
+        default=0,
+        metadata=opt(
+            "Cut texts to this many tokens (0: never, as the official evaluations).", "--max-text-tokens"
+        ),
+    )
+    """0: no truncation, as the official evaluation code (and the paper's numbers); None: the family's default."""
+    trust_remote_code: bool = field(default=False, metadata=trust_remote_code_opt())
 
     def __post_init__(self) -> None:
         bench = get_benchmark(self.benchmark)

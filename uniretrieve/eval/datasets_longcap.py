@@ -121,8 +121,8 @@ def load_sharegpt4v(
 def load_urban1k(root: str | Path) -> RetrievalSet:
     """Urban1K: for each `caption/NAME.txt` (name order) the image `image/NAME.jpg`; caption = the first line.
 
-    Long-CLIP iterates `os.listdir` (arbitrary order); the order does not change 1:1 recall. The line ending is
-    dropped from the caption.
+    Long-CLIP iterates `os.listdir` (arbitrary order); the order does not change 1:1 recall. The caption keeps
+    its line ending, as Long-CLIP's `f.readlines()[0]` does: the official prompt holds it.
     """
     root = Path(root)
     if not (root / "caption").is_dir() and (root / "Urban1k" / "caption").is_dir():
@@ -138,10 +138,13 @@ def load_urban1k(root: str | Path) -> RetrievalSet:
         img = root / "image" / (cf.stem + ".jpg")
         if not img.is_file():
             raise MissingDataError(f"{cf} has no image {img}\n{hint}")
-        lines = cf.read_text(encoding="utf-8").splitlines()
-        if not lines or not lines[0].strip():
+        with cf.open(encoding="utf-8") as f:
+            first = (
+                f.readline()
+            )  # == readlines()[0]: "\n"-terminated unless it is the file's only, unended line
+        if not first.strip():
             raise ValueError(f"{cf} is empty; every Urban1K caption file holds one caption")
         images.append(Source(image_path=str(img), origin=str(img)))
-        texts.append(Source(text=lines[0], origin=str(cf)))
+        texts.append(Source(text=first, origin=str(cf)))
     info = {"root": str(root), "pairs": len(texts)}
     return RetrievalSet("urban1k", images, texts, list(range(len(texts))), info=info)

@@ -19,7 +19,7 @@ from uniretrieve.eval.sources import Source
 HINT = (
     "Put the seven SugarCrepe files ({files}) from github.com/RAIVNLab/sugar-crepe (folder data/) into {root} or "
     "{root}/data, and the COCO val2017 images (http://images.cocodataset.org/zips/val2017.zip) in {root}/val2017 "
-    "(or pass --image-root)."
+    "or {root}/data/coco/images/val2017 (or pass --image-root)."
 )
 
 
@@ -75,7 +75,16 @@ def load_sugarcrepe(
     cands = (
         [Path(image_root)]
         if image_root is not None
-        else [root / "val2017", root / "coco" / "val2017", root / "images" / "val2017", root / "images", root]
+        else [
+            root / "val2017",
+            root / "coco" / "val2017",
+            # the SugarCrepe repository's README layout, with --data at the clone or at its data/ folder
+            root / "data" / "coco" / "images" / "val2017",
+            root / "coco" / "images" / "val2017",
+            root / "images" / "val2017",
+            root / "images",
+            root,
+        ]
     )
     base = pick_image_root(cands, first)
     if base is None:

@@ -2,7 +2,8 @@
 
 Source: docs/benchmarks.md#mmeb-datasets (VLM2Vec v1 / MMEB-eval card, as used by UniME Table 1 and UniME-V2).
 Names are the configuration names of the Hugging Face dataset `TIGER-Lab/MMEB-eval`, which are also its folder
-names. The extra config `CIFAR-100` in that repository is not one of the 36 and is not listed here.
+names. The extra config `CIFAR-100` in that repository is not one of the 36: it runs when asked for by name
+(UniME's README passes it) and is reported apart, outside every aggregate.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class MMEBDataset:
     meta_task: str
     ood: bool
     """True for the 16 out-of-distribution datasets (not in MMEB-train)."""
+    extra: bool = False
+    """Not one of the table's datasets (`EXTRA_DATASETS`): scored on request, never aggregated."""
 
 
 def _rows(meta_task: str, ind: tuple[str, ...], ood: tuple[str, ...]) -> tuple[MMEBDataset, ...]:
@@ -60,21 +63,28 @@ MMEB_DATASETS: tuple[MMEBDataset, ...] = (
 
 MMEB_BY_NAME: dict[str, MMEBDataset] = {d.name: d for d in MMEB_DATASETS}
 
+EXTRA_DATASETS: tuple[MMEBDataset, ...] = (MMEBDataset("CIFAR-100", "Classification", False, extra=True),)
+"""Configs of TIGER-Lab/MMEB-eval outside the 36: accepted by `--subsets`, reported outside the Overall."""
+
 
 def resolve_subsets(
     subsets: list[str] | None, table: Sequence[MMEBDataset] = MMEB_DATASETS
 ) -> list[MMEBDataset]:
-    """Requested names (any case) → table rows in table order; None or empty → the whole table (all 36)."""
+    """Requested names (any case) → table rows in table order, then requested extras (`EXTRA_DATASETS`, with the
+    standard table only); None or empty → the whole table (all 36, no extras)."""
     if not subsets:
         return list(table)
-    lower = {d.name.lower(): d for d in table}
+    known = (*table, *(EXTRA_DATASETS if tuple(table) == MMEB_DATASETS else ()))
+    lower = {d.name.lower(): d for d in known}
     unknown = [s for s in subsets if s.lower() not in lower]
     if unknown:
+        extras = [d.name for d in known if d.extra]
         raise ValueError(
             f"unknown MMEB dataset(s): {', '.join(unknown)}. The {len(table)} are: {', '.join(d.name for d in table)}"
+            + (f" (also accepted, reported apart: {', '.join(extras)})" if extras else "")
         )
     wanted = {s.lower() for s in subsets}
-    return [d for d in table if d.name.lower() in wanted]
+    return [d for d in known if d.name.lower() in wanted]
 
 
 TABLE_FILE = "datasets.json"

@@ -13,6 +13,9 @@ from typing import Any
 
 from uniretrieve.eval.sources import Source
 
+LFS_HEADER = b"version https://git-lfs.github.com/spec/v1"
+"""How a git-LFS pointer file begins: what a clone without `git lfs` leaves in place of the real file."""
+
 
 def parquet_files(folder: Path, split: str = "test") -> list[Path]:
     """The split's Parquet files under `folder` in name order: `*/{split}-*.parquet` (hub layout `data/test-00000-
@@ -24,12 +27,28 @@ def parquet_files(folder: Path, split: str = "test") -> list[Path]:
     return []
 
 
-def iter_rows(files: Sequence[Path], columns: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(origin "file.parquet row N", {column: value}) for every row, in file order. Missing columns are named."""
+def open_parquet(path: Path) -> Any:
+    """`pyarrow.parquet.ParquetFile(path)`, or a one-line error naming the file: a git-LFS pointer says so."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    with open(path, "rb") as f:
+        head = f.read(len(LFS_HEADER))
+    if head == LFS_HEADER:
+        raise ValueError(
+            f"{path} is a git-LFS pointer, not the Parquet file itself; fetch the real file with `git lfs pull` "
+            "in the dataset's clone (or download it with `huggingface-cli download`)"
+        )
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValueError(f"{path} is not a readable Parquet file: {exc}") from exc
+
+
+def iter_rows(files: Sequence[Path], columns: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(origin "file.parquet row N", {column: value}) for every row, in file order. Missing columns are named."""
     for path in files:
-        pf = pq.ParquetFile(path)
+        pf = open_parquet(path)
         names = set(pf.schema_arrow.names)
         missing = [c for c in columns if c not in names]
         if missing:
@@ -54,9 +73,7 @@ def first_present(names: Sequence[str], candidates: Sequence[str], where: Path) 
 
 
 def column_names(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    return list(pq.ParquetFile(path).schema_arrow.names)
+    return list(open_parquet(path).schema_arrow.names)
 
 
 def image_source(cell: Any, *, origin: str, root: Path, text: str | None = None) -> Source:

@@ -139,6 +139,9 @@ def mmeb_tables(res: dict[str, Any]) -> list[Table]:
         if pd:
             cells += [_f(p), _delta(v["precision@1"], p)]
         d.add_row(*cells)
+    for name, v in s.get("extra_datasets", {}).items():
+        cells = [v["meta_task"], name, "extra, not in Overall", str(v["rows"]), _f(v["precision@1"])]
+        d.add_row(*cells, *(["", ""] if pd else []))
     return [t, d]
 
 

@@ -29,6 +29,7 @@ def load_encoder(cfg: EvalConfig, bench: Benchmark) -> Any:
         adapter=cfg.adapter,
         prompt_regime=bench.prompt_regime,
         max_text_tokens=cfg.max_text_tokens,
+        trust_remote_code=cfg.trust_remote_code,
     )
 
 

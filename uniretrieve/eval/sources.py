@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -49,17 +48,9 @@ class Source:
         """The Encoder's input. Image bytes are decoded here, so only the batch being encoded is held in memory."""
         if self.image_bytes is None:
             return Item(text=self.text, image=self.image_path)
-        from PIL import Image
+        from uniretrieve.models.images import load_image_bytes
 
-        from uniretrieve.models.images import ImageLoadError, load_image
-
-        try:
-            with Image.open(io.BytesIO(self.image_bytes)) as im:
-                return Item(text=self.text, image=load_image(im))
-        except ImageLoadError:
-            raise
-        except Exception as exc:  # PIL raises many types for corrupt data
-            raise ImageLoadError(self.origin or "in-memory image", f"{type(exc).__name__}: {exc}") from exc
+        return Item(text=self.text, image=load_image_bytes(self.image_bytes, self.origin))
 
 
 def digest_bytes(data: bytes) -> str:

@@ -100,7 +100,14 @@ def score_mmeb(data: tuple[Sequence[MMEBDataset], list[MMEBSet]], emb: Embedder)
             "unique_candidates": len(s.candidates),
             "candidate_refs": s.n_candidate_refs,
         }
+    # datasets outside the table (CIFAR-100) are reported apart and never enter an aggregate
+    names = {d.name for d in table}
+    meta_task = {d.name: d.meta_task for d in mmeb_tasks.EXTRA_DATASETS}
+    extra = {n: {**per.pop(n), "meta_task": meta_task.get(n)} for n in list(per) if n not in names}
     agg = mmeb_aggregate({n: v["precision@1"] for n, v in per.items()}, table)
     tasks = [{"name": d.name, "meta_task": d.meta_task, "ood": d.ood} for d in table]
     standard = tuple(table) == MMEB_DATASETS
-    return {"datasets": per, **agg, "n_table": len(table), "standard_table": standard, "table": tasks}
+    out = {"datasets": per, **agg, "n_table": len(table), "standard_table": standard, "table": tasks}
+    if extra:
+        out["extra_datasets"] = extra
+    return out

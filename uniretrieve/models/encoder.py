@@ -54,6 +54,8 @@ class Encoder:
             raise ValueError(
                 f"unknown prompt regime {prompt_regime!r}; choose one of {', '.join(PROMPT_REGIMES)}"
             )
+        if max_text_tokens is not None and max_text_tokens < 0:
+            raise ValueError(f"max_text_tokens must be ≥ 0 (0: no limit), got {max_text_tokens}")
         self.model = loaded.model
         """The transformers model; after `build`, the peft `PeftModel` around it (vision weights present, frozen)."""
         self.processor = loaded.processor
@@ -71,7 +73,7 @@ class Encoder:
             loaded.spec,
             loaded.wrapper,
             prompt_regime=prompt_regime,
-            max_text_tokens=max_text_tokens or loaded.spec.max_text_tokens,
+            max_text_tokens=loaded.spec.max_text_tokens if max_text_tokens is None else max_text_tokens,
         )
         self._base = getattr(self.base_model, self.spec.base_attr)
         # Padded text tokens per batch (beyond batch_size): on a CPU the cost grows with padded tokens, so long and
@@ -90,6 +92,7 @@ class Encoder:
         max_text_tokens: int | None = None,
         attn_implementation: str | None = None,
         processor_kwargs: dict[str, Any] | None = None,
+        trust_remote_code: bool = False,
     ) -> Encoder:
         """Load a full checkpoint (a directory, a hub id or a registered name), or a base plus a LoRA adapter.
 
@@ -97,7 +100,9 @@ class Encoder:
         on CPU unless given.
         adapter: a peft LoRA directory, merged into the weights for inference.
         prompt_regime: "e5v" (Summary-above prompts) or "mmeb" (raw VLM2Vec instruction text).
+        max_text_tokens: texts are cut to this many tokens; None: the family's default (512); 0: never cut.
         processor_kwargs: processor settings over the registry's (e.g. `{"size": {"longest_edge": 1024 * 1024, "shortest_edge": 3136}}` for Qwen2-VL).
+        trust_remote_code: allow a family that runs the checkpoint's own Python code (phi3_v); refused otherwise.
         """
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
@@ -108,6 +113,7 @@ class Encoder:
             adapter=adapter,
             attn_implementation=attn_implementation,
             processor_kwargs=processor_kwargs,
+            trust_remote_code=trust_remote_code,
         )
         return cls(loaded, device=dev, dtype=dt, prompt_regime=prompt_regime, max_text_tokens=max_text_tokens)
 
@@ -125,6 +131,7 @@ class Encoder:
         gradient_checkpointing: bool = False,
         prompt_regime: str = "e5v",
         max_text_tokens: int | None = None,
+        trust_remote_code: bool = False,
     ) -> Encoder:
         """The trainable encoder: the backbone frozen, LoRA on its language model (and the vision side if
         `lora.vision`), in train mode. `embed` is differentiable w.r.t. the LoRA weights.
@@ -139,7 +146,9 @@ class Encoder:
         model_kwargs = lora_mod.quantized_load_kwargs(model, dev) if lora.quantize_4bit else None
         if model_kwargs:
             dtype = torch.bfloat16  # the 4-bit base computes in bf16
-        loaded = load_backbone(model, device=dev, dtype=dtype, model_kwargs=model_kwargs)
+        loaded = load_backbone(
+            model, device=dev, dtype=dtype, model_kwargs=model_kwargs, trust_remote_code=trust_remote_code
+        )
         peft_model = lora_mod.attach_lora(
             loaded.model,
             loaded.spec,

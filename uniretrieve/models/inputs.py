@@ -56,7 +56,10 @@ class InputBuilder:
         return getattr(self.processor, "tokenizer", self.processor)
 
     def truncate_text(self, text: str) -> tuple[str, bool]:
-        """Cut a text to `max_text_tokens` tokens before it is wrapped, so the prompt's summary line survives."""
+        """Cut a text to `max_text_tokens` tokens before it is wrapped, so the prompt's summary line survives.
+        `max_text_tokens` 0: never cut (the text is used exactly as given)."""
+        if self.max_text_tokens == 0:
+            return text, False
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) <= self.max_text_tokens:
             return text, False

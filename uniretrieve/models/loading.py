@@ -103,8 +103,13 @@ def load_backbone(
     attn_implementation: str | None = None,
     processor_kwargs: dict[str, Any] | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
 ) -> LoadedBackbone:
     """Load model and processor, merge `adapter` if given, and set the tokenizer's padding.
+
+    trust_remote_code: the caller's permission to run Python code bundled with the checkpoint, which a family
+    such as phi3_v needs (its `BackboneSpec.trust_remote_code`: a need, never a permission). Without it such a
+    checkpoint is refused before any of its code is imported.
 
     model_kwargs: passed on to the model's `from_pretrained` (e.g. `quantization_config` and `device_map` for a 4-bit
     training base); with a `device_map` the weights are placed by it, not moved to `device`.
@@ -114,6 +119,7 @@ def load_backbone(
 
     source = resolve_source(name_or_path)
     spec = spec_for_model_type(read_model_type(source), source=source)
+    check_remote_code(spec, name_or_path, source, trust_remote_code)
     model_cls = getattr(transformers, spec.model_class)
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": spec.trust_remote_code}
     if attn_implementation:
@@ -140,6 +146,16 @@ def load_backbone(
     wrapper = spec.wrapper_for(text_model_type(model.config), frozenset(tok.get_vocab()))
     settings = processor_settings(spec, processor_kwargs)
     return LoadedBackbone(model, processor, spec, wrapper, name_or_path, source, adapter, settings)
+
+
+def check_remote_code(spec: BackboneSpec, name_or_path: str, source: str, allowed: bool) -> None:
+    """Refuse a family that runs checkpoint code unless the user opted in (a flag or an API argument)."""
+    if spec.trust_remote_code and not allowed:
+        where = name_or_path if name_or_path == source else f"{name_or_path} ({source})"
+        raise ModelLoadError(
+            f"{where} is a {spec.family} checkpoint, which runs Python code shipped with the checkpoint; "
+            "if you trust it, pass --trust-remote-code (API: trust_remote_code=True)"
+        )
 
 
 def processor_settings(spec: BackboneSpec, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

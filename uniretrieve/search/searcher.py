@@ -72,6 +72,7 @@ class Searcher:
         force: bool = False,
         device: str | None = None,
         gpu: bool | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         from uniretrieve.index import gpu as gpu_mod
         from uniretrieve.index.kinds import kind_of
@@ -89,6 +90,7 @@ class Searcher:
         self.device = device
         self.force = force
         self._model_override = model
+        self.trust_remote_code = trust_remote_code  # the caller's, never index.json's
         self._encoder = None
         self.timings: dict[str, float] = {}
         self.filter_columns = [c for c in (*FILTER_COLUMNS, "metadata") if c in idmap.column_names]
@@ -122,12 +124,14 @@ class Searcher:
         device: str | None = None,
         encoder: Any = None,
         gpu: bool | None = False,
+        trust_remote_code: bool = False,
     ) -> Searcher:
         """Open `index_dir` (index.faiss, idmap.parquet, index.json), checking they agree.
 
         model: query with this model instead of the recorded one; refused (ModelMismatchError) when its weights
         differ from the index's unless `force`. encoder: an already loaded Encoder (same check).
         gpu: None = FAISS GPUs when present; False = CPU (the default for the Python API); True = require a GPU.
+        trust_remote_code: allow the query model (the recorded one too) to run its checkpoint's own Python code.
         """
         import faiss
 
@@ -143,7 +147,18 @@ class Searcher:
                 f"{d}: index.faiss holds {index.ntotal} × {index.d}, idmap.parquet {len(idmap)} rows, "
                 f"index.json says {meta.num_vectors} × {meta.dim}; rebuild the index"
             )
-        return cls(d, meta, index, idmap, encoder=encoder, model=model, force=force, device=device, gpu=gpu)
+        return cls(
+            d,
+            meta,
+            index,
+            idmap,
+            encoder=encoder,
+            model=model,
+            force=force,
+            device=device,
+            gpu=gpu,
+            trust_remote_code=trust_remote_code,
+        )
 
     # --- the model ---------------------------------------------------------------------------------------------
     @property
@@ -167,6 +182,7 @@ class Searcher:
                 adapter=adapter,
                 prompt_regime=rec.get("prompt_regime") or "e5v",
                 max_text_tokens=rec.get("max_text_tokens"),
+                trust_remote_code=self.trust_remote_code,
             )
             self.timings["model_load"] = time.perf_counter() - t0
             self._set_encoder(enc)
