@@ -7,12 +7,14 @@ the directory entry is fsynced so that the rename itself survives a power loss.
 
 Temp names are unique per writer (host, pid, thread), so two writers never share one, and `is_stale_temp` tells
 whether a leftover temp file's writer is gone (safe to delete). A directory (a checkpoint, an exported model, a cache
-entry) is swapped in whole by `atomic_dir`.
+entry) is swapped in whole by `atomic_dir`. Writers of one output are serialised by `file_lock` (flock: the kernel
+drops it when its holder dies, so a crashed writer never leaves it stuck).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -186,3 +188,29 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, data: Any, *, indent: int = 1) -> None:
     """`atomic_write_bytes` of a JSON document (non-JSON values such as paths written with `str`)."""
     atomic_write_text(path, json.dumps(data, indent=indent, default=str) + "\n")
+
+
+def acquire_lock(
+    path: str | Path, *, shared: bool = False, blocking: bool = True, create: bool = True
+) -> int:
+    """An flock on `path` (created when `create`; else opened read-only, which works on read-only mounts): shared
+    or exclusive; `blocking=False` raises BlockingIOError while another holder conflicts. Returns the file
+    descriptor; closing it releases the lock, and so does the holder's death (no stale lock files to clear)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644) if create else os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, *, shared: bool = False, blocking: bool = True) -> Iterator[int]:
+    """`acquire_lock` for the duration of a block (flock works across hosts on local disks, NFSv4, and Lustre
+    mounted with `flock`)."""
+    fd = acquire_lock(path, shared=shared, blocking=blocking)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
