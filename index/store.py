@@ -193,7 +193,10 @@ def remove_unused(root: Path) -> list[str]:
         ):
             removed.append(folder.name)
     flat = [root / name for name in FLAT_FILES if (root / name).exists()]
-    if flat and _remove_if_free(root / READERS_LOCK, lambda: [p.unlink(missing_ok=True) for p in flat]):
+    lock = root / READERS_LOCK
+    if (flat or lock.exists()) and _remove_if_free(
+        lock, lambda: [p.unlink(missing_ok=True) for p in (*flat, lock)]
+    ):
         removed += [p.name for p in flat]
     for p in root.iterdir():
         if is_stale_temp(p):

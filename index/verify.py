@@ -92,13 +92,18 @@ def verify_index(root: str | Path) -> Report:
 
 
 def _check_sources(sources: list[dict], rep: Report) -> None:
-    """Each recorded shard set still holds what was indexed: its manifests hash as recorded."""
+    """Each recorded shard set still holds what was indexed: its manifests hash as recorded. A set added again
+    later (a re-encoded corpus) is checked at its latest add only."""
     from uniretrieve.embed.manifest import ManifestError, read_manifest
     from uniretrieve.index.source import manifests_hash
 
-    for k, s in enumerate(sources):
+    later: set[str] = set()
+    for k in reversed(range(len(sources))):
+        s = sources[k]
         dirs = [Path(d) for d in s.get("dirs", [])]
-        if not dirs:
+        superseded = set(map(str, dirs)) <= later
+        later |= set(map(str, dirs))
+        if not dirs or superseded:
             continue
         missing = [str(d) for d in dirs if not (d / "manifest.json").exists()]
         if missing:
