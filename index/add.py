@@ -18,7 +18,7 @@ from uniretrieve.index.build import Log, _tune_line, _write_index, add_blocks, t
 from uniretrieve.index.idmap import IDMAP_NAME, IdMapWriter, read_idmap
 from uniretrieve.index.meta import INDEX_NAME, BuildConfig, IndexMeta, IndexMetaError, read_meta, write_meta
 from uniretrieve.index.source import VectorSource
-from uniretrieve.index.store import writing
+from uniretrieve.index.store import has_index, writing
 from uniretrieve.index.tune import tune
 from uniretrieve.index.update import plan_add
 
@@ -64,9 +64,9 @@ def add_to_index(
     the search parameter is re-tuned to the recorded target on held-out vectors of it, since more vectors per IVF
     list or HNSW layer lower recall at a fixed nprobe/efSearch. Otherwise the recorded recall is marked stale.
     """
+    if not has_index(index_dir):
+        read_meta(Path(index_dir))  # raises the "not an index directory" error (before creating a lock file)
     with writing(index_dir) as w:  # one writer at a time; readers keep the old version until the switch
-        if w.base is None:
-            read_meta(Path(index_dir))  # raises the "not an index directory" error
         assert w.base is not None
         done = _add(w.base.path, w.new_folder, source, all_vectors, source_info, log)
         if done is None:

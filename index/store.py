@@ -149,7 +149,7 @@ class VersionWriter:
         """The current version the new one is made from (None: no index yet)."""
 
     def new_folder(self) -> Path:
-        taken = [self.base.number if self.base else 0, *(_number(p) for p in _version_folders(self.root))]
+        taken = [self.base.number if self.base else 0, *(_number(p) for p in version_folders(self.root))]
         path = self.root / version_name(max(taken) + 1)
         path.mkdir()
         (path / READERS_LOCK).touch()
@@ -187,7 +187,7 @@ def remove_unused(root: Path) -> list[str]:
     if current is None:
         return []
     removed = []
-    for folder in _version_folders(root):
+    for folder in version_folders(root):
         if folder != current.path and _remove_if_free(
             folder / READERS_LOCK, lambda f=folder: shutil.rmtree(f)
         ):
@@ -218,7 +218,7 @@ def _remove_if_free(lock: Path, remove: Callable[[], object]) -> bool:
     return True
 
 
-def _version_folders(root: Path) -> list[Path]:
+def version_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if _VERSION.fullmatch(p.name) and p.is_dir())
 
 

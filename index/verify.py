@@ -13,7 +13,7 @@ from pathlib import Path
 
 from uniretrieve.index.idmap import IDMAP_NAME, IdMapError, deleted_mask, read_idmap
 from uniretrieve.index.meta import INDEX_NAME, META_NAME, IndexMetaError, read_meta
-from uniretrieve.index.store import POINTER_NAME, current_version, has_index
+from uniretrieve.index.store import POINTER_NAME, current_version, has_index, version_folders
 
 
 @dataclass
@@ -86,6 +86,12 @@ def verify_index(root: str | Path) -> Report:
                 f"{len(twice)} id(s) are live more than once, e.g. {twice[0]!r}; rebuild the index"
             )
     _check_sources(meta.sources, rep)
+    older = [p.name for p in version_folders(root) if p != v.path]
+    if older:
+        rep.notes.append(
+            f"{len(older)} other version folder(s) ({', '.join(older)}): held by readers, or left for "
+            "the next `index add` to remove"
+        )
     if sum(int(s.get("rows", 0)) for s in meta.sources) != meta.num_vectors:
         rep.problems.append(f"{META_NAME}: the sources' rows do not add up to {meta.num_vectors} vectors")
     return rep

@@ -197,3 +197,38 @@ def test_verify_sound_and_tampered(tmp_path: Path) -> None:
     shutil.rmtree(a)
     res = runner.invoke(app, ["index", "verify", str(out)])
     assert res.exit_code == 0 and "not present" in res.output
+
+
+def test_writer_lock_dies_with_its_holder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from uniretrieve.io import file_lock
+
+    lock = tmp_path / ".uniretrieve.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from uniretrieve.io import file_lock\n"
+            f"with file_lock({str(lock)!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(BlockingIOError), file_lock(lock, blocking=False):
+            pass
+    finally:
+        holder.kill()  # kill -9: no unlock, no cleanup
+        holder.wait()
+    with file_lock(lock, blocking=False):  # nothing stuck
+        pass
+
+
+def test_add_to_a_missing_index_is_refused_without_creating_it(tmp_path: Path) -> None:
+    b = corpus(tmp_path / "b", clustered_vectors(10, D))
+    res = runner.invoke(app, ["index", "add", str(b), "--index", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "not an index directory" in res.output
+    assert not (tmp_path / "nope").exists()
