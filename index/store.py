@@ -118,12 +118,17 @@ def open_version(root: str | Path, *, attempts: int = 1000) -> OpenVersion:
         try:
             fd = acquire_lock(lock, shared=True, create=v.number == 0)
         except FileNotFoundError:
-            if v.number and not v.path.is_dir() and read_pointer(root) == v:
+            if read_pointer(root) != v:
+                continue  # removed after we read the pointer
+            if not v.path.is_dir():
                 raise IndexMetaError(
                     f"{root / POINTER_NAME} names {v.path.name}, which does not exist; rebuild the index"
                 ) from None
-            continue
-        except PermissionError:  # a flat index on a read-only mount: nothing can delete it under us anyway
+            try:  # the current version lacks its lock file (copied without dot files?): make one, or read unheld
+                fd = acquire_lock(lock, shared=True)
+            except OSError:
+                return OpenVersion(v, None)
+        except OSError:  # a flat index on a read-only mount (no lock file can be made): nothing can delete it
             return OpenVersion(v, None)
         if _same_file(fd, lock) and (v.number > 0 or read_pointer(root) is None):
             return OpenVersion(v, fd)
@@ -182,34 +187,41 @@ def writing(root: str | Path) -> Iterator[VersionWriter]:
 def remove_unused(root: Path) -> list[str]:
     """Delete what no reader holds and the pointer does not name: older and half-written versions, the flat files
     of an index converted to versions, temp files of dead writers. Call under the writers' lock. Returns the names
-    removed."""
+    removed. Best effort: what cannot be removed now (a reader holds it, a permission) is left for the next writer,
+    and never fails the build or add that has already switched the pointer."""
     current = read_pointer(root)
-    if current is None:
-        return []
     removed = []
     for folder in version_folders(root):
-        if folder != current.path and _remove_if_free(
-            folder / READERS_LOCK, lambda f=folder: shutil.rmtree(f)
+        if (current is None or folder != current.path) and _remove_if_free(
+            folder / READERS_LOCK, lambda f=folder: shutil.rmtree(f, ignore_errors=True)
         ):
             removed.append(folder.name)
     flat = [root / name for name in FLAT_FILES if (root / name).exists()]
     lock = root / READERS_LOCK
-    if (flat or lock.exists()) and _remove_if_free(
-        lock, lambda: [p.unlink(missing_ok=True) for p in (*flat, lock)]
+    if (
+        current is not None
+        and (flat or lock.exists())
+        and _remove_if_free(lock, lambda: _unlink(*flat, lock))
     ):
         removed += [p.name for p in flat]
     for p in root.iterdir():
         if is_stale_temp(p):
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else _unlink(p)
             removed.append(p.name)
     return removed
+
+
+def _unlink(*paths: Path) -> None:
+    for p in paths:
+        with contextlib.suppress(OSError):
+            p.unlink()
 
 
 def _remove_if_free(lock: Path, remove: Callable[[], object]) -> bool:
     """Run `remove` while holding `lock` exclusively, if no reader holds it."""
     try:
         fd = acquire_lock(lock, blocking=False)
-    except BlockingIOError:
+    except OSError:  # BlockingIOError: a reader holds it; others: cannot be locked here, so leave it
         return False
     try:
         remove()

@@ -44,12 +44,12 @@ def corpus(root: Path, x: np.ndarray, *, prefix: str = "", hashes: list[str] | N
     return write_shard_dir(root, x, shard_rows=120, id_prefix=prefix, columns={"content_hash": hashes})
 
 
-def build(tmp_path: Path, src: Path, name: str = "idx") -> Path:
+def build(tmp_path: Path, src: Path, name: str = "idx", index_type: str = "flat") -> Path:
     out = tmp_path / name
     build_index(
         ShardSource(src),
         out,
-        BuildConfig(index_type="flat", tune_queries=20),
+        BuildConfig(index_type=index_type, nlist=8, tune_queries=20, target_recall=0.5),
         log=QUIET,
         source_info={"dirs": [str(src.resolve())]},
     )
@@ -115,10 +115,11 @@ def test_flat_layout_of_older_releases_loads_and_converts(tmp_path: Path) -> Non
     assert read_meta(out).format_version == 2 and verify_index(out).ok
 
 
-def test_readd_skip_update_and_collision(tmp_path: Path) -> None:
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
+def test_readd_skip_update_and_collision(tmp_path: Path, index_type: str) -> None:
     x = clustered_vectors(360, D, seed=3)
     a = corpus(tmp_path / "a", x[:300])
-    out = build(tmp_path, a)
+    out = build(tmp_path, a, index_type=index_type)
     # the same rows in other shards (another shard size, so other manifests): every row skipped
     logs: list[str] = []
     same = corpus(tmp_path / "a_copy", x[:300])
