@@ -120,7 +120,7 @@ def _add(
     out = new_folder()
     idmap = IdMapWriter(out / IDMAP_NAME, start=first, previous=old, delete=plan.replace)
     try:
-        t_add = add_blocks(index, source, idmap, config, log=log, keep=plan.keep)
+        add_blocks(index, source, idmap, config, log=log, keep=plan.keep)
     except BaseException:
         idmap.abort()
         raise
@@ -162,5 +162,4 @@ def _add(
     meta.sources.append(entry)
     meta.build_seconds[f"add_{len(meta.sources) - 1}"] = round(time.perf_counter() - t0, 3)
     write_meta(out, meta)
-    log(f"add took {t_add:.1f} s")
     return meta, out

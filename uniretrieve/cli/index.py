@@ -66,7 +66,10 @@ def add(
         ),
     ] = True,
 ) -> None:
-    """Append shards to an index (same model and dim only); re-tunes the search parameter to the recorded target."""
+    """Append shards to an index (same model and dim only) as its next version; re-tunes the search parameter.
+
+    Shards already added are a no-op; rows already there (same id and content hash) are skipped, rows whose content
+    changed replace their old version; ids that another corpus in the index already uses are refused."""
     from uniretrieve.index.add import add_to_index, check_same_space
     from uniretrieve.index.meta import read_meta
     from uniretrieve.index.source import ShardSource
