@@ -152,11 +152,13 @@ class VersionWriter:
         self.root = root
         self.base: Version | None = current_version(root) if has_index(root) else None
         """The current version the new one is made from (None: no index yet)."""
+        self.created: list[Path] = []
 
     def new_folder(self) -> Path:
         taken = [self.base.number if self.base else 0, *(_number(p) for p in version_folders(self.root))]
         path = self.root / version_name(max(taken) + 1)
         path.mkdir()
+        self.created.append(path)
         (path / READERS_LOCK).touch()
         return path
 
@@ -181,7 +183,16 @@ def writing(root: str | Path) -> Iterator[VersionWriter]:
     root.mkdir(parents=True, exist_ok=True)
     with file_lock(root / WRITER_LOCK):
         remove_unused(root)
-        yield VersionWriter(root)
+        w = VersionWriter(root)
+        try:
+            yield w
+        except (
+            BaseException
+        ):  # e.g. a full disk: drop the half-written folder now rather than at the next write
+            for folder in w.created:
+                if w.base is None or folder != w.base.path:
+                    shutil.rmtree(folder, ignore_errors=True)
+            raise
 
 
 def remove_unused(root: Path) -> list[str]:

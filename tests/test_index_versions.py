@@ -233,3 +233,18 @@ def test_add_to_a_missing_index_is_refused_without_creating_it(tmp_path: Path) -
     res = runner.invoke(app, ["index", "add", str(b), "--index", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "not an index directory" in res.output
     assert not (tmp_path / "nope").exists()
+
+
+def test_failed_add_leaves_the_index_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = clustered_vectors(200, D, seed=8)
+    a, b = corpus(tmp_path / "a", x[:100]), corpus(tmp_path / "b", x[100:], prefix="b")
+    out = build(tmp_path, a)
+    import uniretrieve.index.add as add_mod
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(add_mod, "_write_index", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        add(out, b)
+    assert listing(out) == [".uniretrieve.lock", "CURRENT", "v-000001"] and verify_index(out).ok
