@@ -2,7 +2,7 @@
 
 Peak memory is the index plus one block of `block_rows` float32 vectors plus the training sample (bounded by
 `train_rows`), never the whole float32 matrix (a flat index *is* the matrix). Output, written atomically:
-`index.faiss`, `idmap.parquet`, `index.json` (index/meta.py).
+`index.faiss`, `idmap.parquet`, `index.json` (index/meta.py), in a new version folder (index/store.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from uniretrieve.index import gpu as gpu_mod
 from uniretrieve.index.factory import (
@@ -119,18 +120,27 @@ def train(
 
 
 def add_blocks(
-    index: Any, source: VectorSource, idmap: IdMapWriter, config: BuildConfig, *, log: Log
+    index: Any,
+    source: VectorSource,
+    idmap: IdMapWriter,
+    config: BuildConfig,
+    *,
+    log: Log,
+    keep: np.ndarray | None = None,
 ) -> float:
     """Add vectors block by block, writing the id-map rows of each block in the same step; returns seconds.
-
-    On any failure the id map's partial file is dropped (`idmap.abort()`), so no half-written id map is left."""
+    keep: bool per source row, the rows to add (an add skips rows already in the index). On any failure the id
+    map's partial file is dropped (`idmap.abort()`), so no half-written id map is left."""
     t0 = time.perf_counter()
-    done = 0
+    done = pos = 0
     try:
-        reserve_rows(index, source.num_rows)
+        reserve_rows(index, source.num_rows if keep is None else int(keep.sum()))
         for vectors, rows in source.blocks(config.block_rows):
             if len(vectors) != len(rows):
                 raise RuntimeError(f"block of {len(vectors)} vectors came with {len(rows)} id-map rows")
+            if keep is not None:
+                mask, pos = keep[pos : pos + len(rows)], pos + len(rows)
+                vectors, rows = vectors[mask], rows.filter(pa.array(mask))
             index.add(vectors)
             idmap.write(rows)
             done += len(vectors)
@@ -234,14 +244,34 @@ def build_index(
     train_source: draw the training sample from these vectors instead (same dim); lets a full build reuse the
     training of an earlier one, which is what `index add` == full build is checked against.
     """
+    from uniretrieve.index.store import writing
+
     config = config or BuildConfig()
-    out = Path(out_dir)
-    if (out / META_NAME).exists() and not overwrite:
-        raise IndexExistsError(
-            f"{out} already holds an index; use `uniretrieve index add` to append shards, "
-            f"or --overwrite to rebuild it"
-        )
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir) as w:  # serialised with other writers; the new version replaces the old in one step
+        if w.base is not None and not overwrite:
+            raise IndexExistsError(
+                f"{out_dir} already holds an index; use `uniretrieve index add` to append shards, "
+                f"or --overwrite to rebuild it"
+            )
+        folder = w.new_folder()
+        meta = _build(source, folder, config, tune_source, train_source, source_info, log)
+        w.commit(folder)
+    log(
+        f"wrote {folder.name}/{INDEX_NAME}, {IDMAP_NAME}, {META_NAME} in {out_dir} ({meta.build_seconds['total']:.1f} s)"
+    )
+    return meta
+
+
+def _build(
+    source: VectorSource,
+    out: Path,
+    config: BuildConfig,
+    tune_source: VectorSource | None,
+    train_source: VectorSource | None,
+    source_info: dict[str, Any] | None,
+    log: Log,
+) -> IndexMeta:
+    """Build into the fresh version folder `out`."""
     t_start = time.perf_counter()
     on_gpu = gpu_mod.resolve_gpu(config.gpu)
     n, d = source.num_rows, source.dim
@@ -307,9 +337,6 @@ def build_index(
         built_on="gpu" if gpu_ok else "cpu",
     )
     write_meta(out, meta)
-    log(
-        f"wrote {out / INDEX_NAME}, {out / IDMAP_NAME}, {out / META_NAME} ({meta.build_seconds['total']:.1f} s)"
-    )
     return meta
 
 

@@ -35,6 +35,8 @@ IDMAP_SCHEMA = pa.schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("metadata", pa.string()),
+        # replaced by a later row of the same id (`index add` of changed content): search skips it
+        pa.field("deleted", pa.bool_(), nullable=False),
     ]
 )
 
@@ -56,6 +58,9 @@ def idmap_block(table: pa.Table, *, shard: str | pa.Array, first_row: int | pa.A
     for f in IDMAP_SCHEMA:
         if f.name in ("internal_id", "shard", "row"):
             continue
+        if f.name == "deleted":
+            cols[f.name] = pa.array(np.zeros(n, dtype=bool))
+            continue
         if f.name in table.column_names:
             cols[f.name] = table.column(f.name).cast(f.type)
         else:
@@ -66,16 +71,24 @@ def idmap_block(table: pa.Table, *, shard: str | pa.Array, first_row: int | pa.A
 class IdMapWriter:
     """Appends blocks to `idmap.parquet` (written to a temp name; `close()` moves it into place atomically)."""
 
-    def __init__(self, path: Path, *, start: int = 0, previous: Path | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        start: int = 0,
+        previous: pa.Table | None = None,
+        delete: np.ndarray | None = None,
+    ) -> None:
+        """previous: the id map of the version an add starts from (carried over first); delete: its internal ids
+        that the add replaces."""
         self.path = Path(path)
         self.tmp = temp_path(self.path)
         self.next_id = start
         self._writer = pq.ParquetWriter(self.tmp, IDMAP_SCHEMA, compression="zstd")
         if previous is not None:  # `index add`: carry the existing rows over, then append
-            old = read_idmap(previous)
-            if len(old) != start:
-                raise IdMapError(f"{previous} has {len(old)} rows but the index holds {start} vectors")
-            self._writer.write_table(old)
+            if len(previous) != start:
+                raise IdMapError(f"the id map has {len(previous)} rows but the index holds {start} vectors")
+            self._writer.write_table(mark_deleted(previous, delete))
 
     def write(self, block: pa.Table) -> None:
         n = len(block)
@@ -90,6 +103,26 @@ class IdMapWriter:
     def abort(self) -> None:
         self._writer.close()
         self.tmp.unlink(missing_ok=True)
+
+
+def deleted_mask(table: pa.Table) -> np.ndarray:
+    """Rows replaced by a later update (none in id maps of older releases, which lack the column)."""
+    if "deleted" not in table.column_names:
+        return np.zeros(len(table), dtype=bool)
+    return table.column("deleted").to_numpy(zero_copy_only=False).astype(bool)
+
+
+def mark_deleted(table: pa.Table, ids: np.ndarray | None) -> pa.Table:
+    """`table` in IDMAP_SCHEMA with rows `ids` marked deleted."""
+    mask = deleted_mask(table)
+    if ids is not None and len(ids):
+        mask[np.asarray(ids, dtype=np.int64)] = True
+    cols = [
+        table.column(f.name) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        for f in IDMAP_SCHEMA
+    ]
+    cols[IDMAP_SCHEMA.get_field_index("deleted")] = pa.array(mask)
+    return pa.Table.from_arrays(cols, schema=IDMAP_SCHEMA)
 
 
 def read_idmap(path: Path, *, columns: Sequence[str] | None = None) -> pa.Table:

@@ -1,6 +1,7 @@
 """`index.json`: what an index directory holds and how it was made (the resolved config saved next to the artifact).
 
-An index directory is `index.faiss` (CPU-loadable FAISS index), `idmap.parquet` (index/idmap.py) and this file.
+A version folder of an index (index/store.py) is `index.faiss` (CPU-loadable FAISS index), `idmap.parquet`
+(index/idmap.py) and this file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from uniretrieve.index.factory import STORAGES, parse_bytes
 INDEX_NAME = "index.faiss"
 META_NAME = "index.json"
 FORMAT = "uniretrieve-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: versioned folders, `deleted` (rows replaced by updates)."""
 
 
 class IndexMetaError(ValueError):
@@ -120,7 +122,10 @@ class IndexMeta:
     encoder: dict[str, Any] = field(default_factory=dict)
     """How to load the query model: the shards' Encoder.describe() (source, adapter, prompt regime ...)."""
     sources: list[dict[str, Any]] = field(default_factory=list)
-    """One entry per build/add: shard dirs, manifest hash, rows, first internal id."""
+    """One entry per build/add: shard dirs, manifest hash, rows added, first internal id (and rows skipped as
+    already present, ids updated)."""
+    deleted: int = 0
+    """Internal ids replaced by an update (their id-map row has `deleted` set; search skips them)."""
     search_params: dict[str, Any] = field(default_factory=dict)
     """The tuned parameter, e.g. {"nprobe": 32} or {"efSearch": 64}; {} for flat."""
     tuning: dict[str, Any] = field(default_factory=dict)
@@ -149,11 +154,15 @@ def write_meta(directory: Path, meta: IndexMeta) -> None:
 
     meta.updated = utc_now()
     meta.created = meta.created or meta.updated
+    meta.format_version = FORMAT_VERSION
     atomic_write_bytes(Path(directory) / META_NAME, (json.dumps(meta.to_dict(), indent=1) + "\n").encode())
 
 
 def read_meta(directory: Path) -> IndexMeta:
-    path = Path(directory) / META_NAME
+    """index.json of a version folder, or of the current version when `directory` is an index's root."""
+    from uniretrieve.index.store import version_dir
+
+    path = version_dir(directory) / META_NAME
     if not path.exists():
         raise IndexMetaError(
             f"{path} does not exist: {directory} is not an index directory (make one with "

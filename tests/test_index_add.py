@@ -19,6 +19,7 @@ from uniretrieve.index.build import build_index
 from uniretrieve.index.idmap import read_idmap
 from uniretrieve.index.meta import BuildConfig, read_meta
 from uniretrieve.index.source import ShardSource
+from uniretrieve.index.store import version_dir
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("faiss_one_thread")
@@ -43,15 +44,15 @@ def test_add_equals_full_build(tmp_path: Path, two_shard_dirs, index_type: str) 
     add_to_index(tmp_path / "inc", ShardSource(b), all_vectors=ShardSource([a, b]), log=quiet)
     # full build over both directories with the same training sample (drawn from a)
     build_index(ShardSource([a, b]), tmp_path / "full", config, train_source=ShardSource(a), log=quiet)
-    inc = faiss.read_index(str(tmp_path / "inc" / "index.faiss"))
-    full = faiss.read_index(str(tmp_path / "full" / "index.faiss"))
+    inc = faiss.read_index(str(version_dir(tmp_path / "inc") / "index.faiss"))
+    full = faiss.read_index(str(version_dir(tmp_path / "full") / "index.faiss"))
     assert inc.ntotal == full.ntotal == 3000
     if index_type == "hnsw":  # graph links depend on insertion batches; the stored vectors must not
         np.testing.assert_array_equal(inc.reconstruct_n(0, 3000), full.reconstruct_n(0, 3000))
     else:
         assert_same_contents(inc, full, index_type)
-    im_inc = read_idmap(tmp_path / "inc" / "idmap.parquet")
-    im_full = read_idmap(tmp_path / "full" / "idmap.parquet")
+    im_inc = read_idmap(version_dir(tmp_path / "inc") / "idmap.parquet")
+    im_full = read_idmap(version_dir(tmp_path / "full") / "idmap.parquet")
     assert im_inc.equals(im_full)
     assert im_inc.column("id").to_pylist()[1999:2001] == ["1999", "b0"]
     meta = read_meta(tmp_path / "inc")
@@ -64,8 +65,8 @@ def test_id_map_stays_aligned_with_vectors(tmp_path: Path, two_shard_dirs) -> No
     a, b, x = two_shard_dirs
     build_index(ShardSource(a), tmp_path / "i", BuildConfig(index_type="flat", tune_queries=20), log=quiet)
     add_to_index(tmp_path / "i", ShardSource(b), log=quiet)
-    index = faiss.read_index(str(tmp_path / "i" / "index.faiss"))
-    idmap = read_idmap(tmp_path / "i" / "idmap.parquet")
+    index = faiss.read_index(str(version_dir(tmp_path / "i") / "index.faiss"))
+    idmap = read_idmap(version_dir(tmp_path / "i") / "idmap.parquet")
     import pyarrow.parquet as pq
 
     from uniretrieve.embed.schema import arrow_to_vectors
@@ -81,7 +82,7 @@ def test_id_map_stays_aligned_with_vectors(tmp_path: Path, two_shard_dirs) -> No
 def test_add_refuses_other_model_and_dim(tmp_path: Path, two_shard_dirs) -> None:
     a, _, _ = two_shard_dirs
     build_index(ShardSource(a), tmp_path / "i", BuildConfig(index_type="flat", tune_queries=20), log=quiet)
-    before = (tmp_path / "i" / "index.faiss").read_bytes()
+    before = (version_dir(tmp_path / "i") / "index.faiss").read_bytes()
     other = write_shard_dir(
         tmp_path / "other", clustered_vectors(50, 32), model_id="other-model", weight_hash="w9"
     )
@@ -90,7 +91,7 @@ def test_add_refuses_other_model_and_dim(tmp_path: Path, two_shard_dirs) -> None
     small = write_shard_dir(tmp_path / "small", clustered_vectors(50, 16))
     with pytest.raises(IndexMismatchError, match="16-d vectors but the index holds 32-d"):
         add_to_index(tmp_path / "i", ShardSource(small), log=quiet)
-    assert (tmp_path / "i" / "index.faiss").read_bytes() == before  # nothing was touched
+    assert (version_dir(tmp_path / "i") / "index.faiss").read_bytes() == before  # nothing was touched
     res = runner.invoke(app, ["index", "add", str(other), "--index", str(tmp_path / "i")])
     assert res.exit_code == 2 and "other settings" in res.output
 
@@ -116,13 +117,13 @@ def test_cli_build_then_add(tmp_path: Path, two_shard_dirs) -> None:
     )
     assert res.exit_code == 0, res.output
     assert "index: flat (Flat)" in res.output and "expected memory" in res.output and "Why:" in res.output
-    meta = json.loads((out / "index.json").read_text())
+    meta = json.loads((version_dir(out) / "index.json").read_text())
     assert meta["type"] == "flat" and meta["num_vectors"] == 2000 and meta["metric"] == "ip"
     assert meta["sources"][0]["dirs"] == [str(a.resolve())]
     assert meta["config"]["target_recall"] == 0.9 and meta["build_seconds"]["total"] > 0
     res = runner.invoke(app, ["index", "add", str(b), "--index", str(out)])
     assert res.exit_code == 0, res.output
-    assert json.loads((out / "index.json").read_text())["num_vectors"] == 3000
+    assert json.loads((version_dir(out) / "index.json").read_text())["num_vectors"] == 3000
     # a build into an existing index is refused; a missing shard dir is named
     res = runner.invoke(app, ["index", "build", str(a), "--out", str(out)])
     assert res.exit_code == 2 and "already holds an index" in res.output

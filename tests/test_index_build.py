@@ -15,6 +15,7 @@ from uniretrieve.index.gpu import torch_topk_blocks
 from uniretrieve.index.idmap import read_idmap
 from uniretrieve.index.meta import BuildConfig, read_meta
 from uniretrieve.index.source import ArraySource, ShardSource
+from uniretrieve.index.store import version_dir
 from uniretrieve.index.tune import set_param
 from uniretrieve.search.searcher import Searcher
 
@@ -65,7 +66,7 @@ def test_flat_index_equals_brute_force(tmp_path: Path) -> None:
         ArraySource(x), tmp_path / "flat", BuildConfig(index_type="flat", tune_queries=50), log=quiet
     )
     assert meta.type == "flat" and meta.tuning["recall"] == 1.0
-    index = faiss.read_index(str(tmp_path / "flat" / "index.faiss"))
+    index = faiss.read_index(str(version_dir(tmp_path / "flat") / "index.faiss"))
     q = random_vectors(30, 32, seed=6)
     s, i = index.search(q, 10)
     s_ref, _ = brute_force(x, q, 10)
@@ -123,11 +124,13 @@ def test_streaming_build_equals_one_shot(tmp_path: Path, index_type: str) -> Non
     big = BuildConfig(index_type=index_type, block_rows=100_000, tune_queries=50, target_recall=0.5)
     build_index(ArraySource(x), tmp_path / "s", small, log=quiet)
     build_index(ArraySource(x), tmp_path / "b", big, log=quiet)
-    a = faiss.read_index(str(tmp_path / "s" / "index.faiss"))
-    b = faiss.read_index(str(tmp_path / "b" / "index.faiss"))
+    a = faiss.read_index(str(version_dir(tmp_path / "s") / "index.faiss"))
+    b = faiss.read_index(str(version_dir(tmp_path / "b") / "index.faiss"))
     assert a.ntotal == b.ntotal == 2500
     assert_same_contents(a, b, index_type)
-    assert read_idmap(tmp_path / "s" / "idmap.parquet").equals(read_idmap(tmp_path / "b" / "idmap.parquet"))
+    assert read_idmap(version_dir(tmp_path / "s") / "idmap.parquet").equals(
+        read_idmap(version_dir(tmp_path / "b") / "idmap.parquet")
+    )
 
 
 def assert_same_contents(a: faiss.Index, b: faiss.Index, index_type: str) -> None:
@@ -162,7 +165,7 @@ def test_saved_index_loads_and_answers_identically(tmp_path: Path) -> None:
     meta = read_meta(tmp_path / "idx")
     # in memory: the same steps without a save, parameters set as recorded
     q = clustered_vectors(40, 32, seed=14)
-    fresh = faiss.read_index(str(tmp_path / "idx" / "index.faiss"))
+    fresh = faiss.read_index(str(version_dir(tmp_path / "idx") / "index.faiss"))
     set_param(fresh, "nprobe", meta.search_params["nprobe"])
     s_ref, i_ref = fresh.search(q, 10)
     hits = Searcher.load(tmp_path / "idx").search(vectors=q, k=10)

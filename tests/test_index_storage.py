@@ -14,6 +14,7 @@ from uniretrieve.index.exact import exact_search, recall_at_k
 from uniretrieve.index.factory import IndexChoiceError, choose_index, flat_bytes, make_choice
 from uniretrieve.index.meta import BuildConfig
 from uniretrieve.index.source import ArraySource, ShardSource
+from uniretrieve.index.store import version_dir
 from uniretrieve.search.searcher import Searcher
 
 GB = 1 << 30
@@ -63,8 +64,8 @@ def test_fp16_index_searches_the_rounded_vectors(tmp_path: Path, index_type: str
     assert (
         m16.factory.endswith("SQfp16") and m16.config["storage"] == "fp16" and m32.config["storage"] == "fp32"
     )
-    size32 = (tmp_path / "fp32" / "index.faiss").stat().st_size
-    size16 = (tmp_path / "fp16" / "index.faiss").stat().st_size
+    size32 = (version_dir(tmp_path / "fp32") / "index.faiss").stat().st_size
+    size16 = (version_dir(tmp_path / "fp16") / "index.faiss").stat().st_size
     vec_bytes = 4 * x.size
     assert size32 - size16 == pytest.approx(vec_bytes / 2, rel=0.02)  # exactly the vectors' other half
 

@@ -90,14 +90,15 @@ def encode_images(cfg: DemoConfig, corpus: Path, console: Any) -> Path:
 
 def build(cfg: DemoConfig, shards: Path, console: Any) -> Path:
     from uniretrieve.index.build import build_index
-    from uniretrieve.index.meta import INDEX_NAME, BuildConfig
+    from uniretrieve.index.meta import BuildConfig, read_meta
     from uniretrieve.index.source import ShardSource
+    from uniretrieve.index.store import has_index
 
     out = Path(cfg.work) / "index"
     console.print(f"[bold]3. index[/]   {out}")
     source = ShardSource(shards)
-    if (out / INDEX_NAME).exists():
-        meta = json.loads((out / "index.json").read_text())
+    if has_index(out):
+        meta = read_meta(out).to_dict()
         if meta.get("num_vectors") == source.num_rows:
             console.print("   (already built)")
             return out

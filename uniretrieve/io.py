@@ -7,12 +7,15 @@ the directory entry is fsynced so that the rename itself survives a power loss.
 
 Temp names are unique per writer (host, pid, thread), so two writers never share one, and `is_stale_temp` tells
 whether a leftover temp file's writer is gone (safe to delete). A directory (a checkpoint, an exported model, a cache
-entry) is swapped in whole by `atomic_dir`. `file_sha256` is the one file digest (shard checksums, image hashes).
+entry) is swapped in whole by `atomic_dir`. Writers of one output are serialised by `file_lock` (flock: the kernel
+drops it when its holder dies, so a crashed writer never leaves it stuck). `file_sha256` is the one file digest
+(shard checksums, image hashes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import hashlib
 import json
@@ -196,3 +199,29 @@ def file_sha256(path: str | Path, chunk: int = 8 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def acquire_lock(
+    path: str | Path, *, shared: bool = False, blocking: bool = True, create: bool = True
+) -> int:
+    """An flock on `path` (created when `create`; else opened read-only, which works on read-only mounts): shared
+    or exclusive; `blocking=False` raises BlockingIOError while another holder conflicts. Returns the file
+    descriptor; closing it releases the lock, and so does the holder's death (no stale lock files to clear)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644) if create else os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, *, shared: bool = False, blocking: bool = True) -> Iterator[int]:
+    """`acquire_lock` for the duration of a block (flock works across hosts on local disks, NFSv4, and Lustre
+    mounted with `flock`)."""
+    fd = acquire_lock(path, shared=shared, blocking=blocking)
+    try:
+        yield fd
+    finally:
+        os.close(fd)

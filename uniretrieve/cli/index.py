@@ -1,4 +1,4 @@
-"""`uniretrieve index build|add`: FAISS indexes over embedding shards (library: uniretrieve.index)."""
+"""`uniretrieve index build|add|verify`: FAISS indexes over embedding shards (library: uniretrieve.index)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,10 @@ def add(
         ),
     ] = True,
 ) -> None:
-    """Append shards to an index (same model and dim only); re-tunes the search parameter to the recorded target."""
+    """Append shards to an index (same model and dim only) as its next version; re-tunes the search parameter.
+
+    Shards already added are a no-op; rows already there (same id and content hash) are skipped, rows whose content
+    changed replace their old version; ids that another corpus in the index already uses are refused."""
     from uniretrieve.index.add import add_to_index, check_same_space
     from uniretrieve.index.meta import read_meta
     from uniretrieve.index.source import ShardSource
@@ -95,5 +98,24 @@ def add(
         )
 
 
+def verify(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory to check.")],
+) -> None:
+    """Check an index: its version pointer, that index.faiss, idmap.parquet and index.json agree, and that its
+    shard directories still hold what was indexed. One line per problem; exit code 2 when there is any."""
+    from uniretrieve.index.verify import verify_index
+
+    with user_errors():
+        rep = verify_index(index_dir)
+    for line in rep.notes:
+        typer.echo(f"note: {line}", err=True)
+    for line in rep.problems:
+        typer.echo(f"problem: {line}", err=True)
+    if not rep.ok:
+        raise typer.Exit(2)
+    typer.echo(f"ok: {index_dir} ({rep.version}: {rep.vectors} vectors, {rep.live} live)")
+
+
 register(app, "build", build, {"--out": "--output"})
 register(app, "add", add)
+register(app, "verify", verify)

@@ -11,9 +11,7 @@ stored. `input_start`/`input_end` of a shard are positions in the sorted input l
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -22,7 +20,7 @@ from typing import Any
 
 from uniretrieve._version import __version__
 from uniretrieve.embed.schema import FORMAT_NAME, SCHEMA_VERSION, EmbeddingSpec, settings_hash
-from uniretrieve.io import atomic_write_json
+from uniretrieve.io import atomic_write_json, file_lock
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".uniretrieve.lock"
@@ -207,14 +205,8 @@ def write_manifest(root: str | Path, manifest: Manifest) -> None:
 def directory_lock(root: str | Path) -> Iterator[None]:
     """Exclusive lock over a shard directory's manifest (flock; ranks of one job on one or several hosts sharing
     a file system with working flock — local disks, NFSv4, Lustre mounted with `flock`)."""
-    path = Path(root) / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with file_lock(Path(root) / LOCK_NAME):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -75,6 +75,7 @@ class Searcher:
         trust_remote_code: bool = False,
     ) -> None:
         from uniretrieve.index import gpu as gpu_mod
+        from uniretrieve.index.idmap import deleted_mask
         from uniretrieve.index.kinds import kind_of
         from uniretrieve.index.meta import META_NAME, IndexMetaError
         from uniretrieve.index.tune import set_param
@@ -94,6 +95,10 @@ class Searcher:
         self._encoder = None
         self.timings: dict[str, float] = {}
         self.filter_columns = [c for c in (*FILTER_COLUMNS, "metadata") if c in idmap.column_names]
+        self.version: Any = None
+        dead = deleted_mask(idmap)
+        self.live: np.ndarray | None = ~dead if dead.any() else None
+        """Rows not replaced by an update (None: all); search returns only these."""
         for name, value in meta.search_params.items():
             set_param(index, name, int(value))
         self.on_gpu = False
@@ -126,7 +131,8 @@ class Searcher:
         gpu: bool | None = False,
         trust_remote_code: bool = False,
     ) -> Searcher:
-        """Open `index_dir` (index.faiss, idmap.parquet, index.json), checking they agree.
+        """Open the current version of `index_dir` (index.faiss, idmap.parquet, index.json), checking they agree.
+        An `index add` meanwhile does not disturb it: this searcher answers from the version it opened.
 
         model: query with this model instead of the recorded one; refused (ModelMismatchError) when its weights
         differ from the index's unless `force`. encoder: an already loaded Encoder (same check).
@@ -137,28 +143,48 @@ class Searcher:
 
         from uniretrieve.index.idmap import IDMAP_NAME, read_idmap
         from uniretrieve.index.meta import INDEX_NAME, IndexMetaError, read_meta
+        from uniretrieve.index.store import open_version
 
         d = Path(index_dir)
-        meta = read_meta(d)
-        index = faiss.read_index(str(d / INDEX_NAME))
-        idmap = read_idmap(d / IDMAP_NAME)
-        if index.ntotal != meta.num_vectors or len(idmap) != index.ntotal or index.d != meta.dim:
-            raise IndexMetaError(
-                f"{d}: index.faiss holds {index.ntotal} × {index.d}, idmap.parquet {len(idmap)} rows, "
-                f"index.json says {meta.num_vectors} × {meta.dim}; rebuild the index"
+        held = open_version(d)  # the current version, kept from deletion by a later add until close()
+        try:
+            v = held.path
+            meta = read_meta(v)
+            index = faiss.read_index(str(v / INDEX_NAME))
+            idmap = read_idmap(v / IDMAP_NAME)
+            if index.ntotal != meta.num_vectors or len(idmap) != index.ntotal or index.d != meta.dim:
+                raise IndexMetaError(
+                    f"{v}: index.faiss holds {index.ntotal} × {index.d}, idmap.parquet {len(idmap)} rows, "
+                    f"index.json says {meta.num_vectors} × {meta.dim}; rebuild the index"
+                )
+            searcher = cls(
+                d,
+                meta,
+                index,
+                idmap,
+                encoder=encoder,
+                model=model,
+                force=force,
+                device=device,
+                gpu=gpu,
+                trust_remote_code=trust_remote_code,
             )
-        return cls(
-            d,
-            meta,
-            index,
-            idmap,
-            encoder=encoder,
-            model=model,
-            force=force,
-            device=device,
-            gpu=gpu,
-            trust_remote_code=trust_remote_code,
-        )
+        except BaseException:
+            held.close()
+            raise
+        searcher.version = held
+        return searcher
+
+    def close(self) -> None:
+        """Release the index version this searcher holds (a later `index add` may then delete it)."""
+        if self.version is not None:
+            self.version.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- the model ---------------------------------------------------------------------------------------------
     @property
@@ -241,8 +267,11 @@ class Searcher:
             raise ValueError("k must be positive")
         q = np.ascontiguousarray(vectors, dtype=np.float32)
         t0 = time.perf_counter()
+        allowed = self.live
         if where:
-            scores, ids = self._search_filtered(q, k, self.where_mask(where))
+            allowed = self.where_mask(where) & (True if allowed is None else allowed)
+        if allowed is not None:
+            scores, ids = self._search_filtered(q, k, allowed)
         else:
             scores, ids = self._raw_search(q, min(k, self.cpu_index.ntotal))
         self.timings["search"] = self.timings.get("search", 0.0) + time.perf_counter() - t0

@@ -1,0 +1,127 @@
+"""`uniretrieve index verify`: is an index directory sound? One line per problem found, none when it is.
+
+Checks the version pointer, that index.faiss, idmap.parquet and index.json agree (vector count, dim, ids in order,
+deleted rows, no id live twice), and that the shard directories the index was made from still hold what was
+indexed (their manifests' hash). Read-only: it takes no lock and deletes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from uniretrieve.index.idmap import IDMAP_NAME, IdMapError, deleted_mask, read_idmap
+from uniretrieve.index.meta import INDEX_NAME, META_NAME, IndexMetaError, read_meta
+from uniretrieve.index.store import POINTER_NAME, current_version, has_index, version_folders
+
+
+@dataclass
+class Report:
+    root: Path
+    version: str = ""
+    vectors: int = 0
+    live: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_index(root: str | Path) -> Report:
+    import faiss
+
+    root = Path(root)
+    rep = Report(root)
+    if not has_index(root):
+        rep.problems.append(f"{root}: no {POINTER_NAME} or {META_NAME}; not an index directory")
+        return rep
+    try:
+        v = current_version(root)
+    except IndexMetaError as exc:
+        rep.problems.append(str(exc))
+        return rep
+    rep.version = v.path.name if v.number else "flat layout (version 0)"
+    if not v.path.is_dir():
+        rep.problems.append(f"{root / POINTER_NAME} names {v.path.name}, which does not exist")
+        return rep
+    try:
+        meta = read_meta(v.path)
+    except IndexMetaError as exc:
+        rep.problems.append(str(exc))
+        return rep
+    try:
+        index = faiss.read_index(str(v.path / INDEX_NAME))
+    except RuntimeError as exc:
+        rep.problems.append(f"{v.path / INDEX_NAME}: unreadable ({str(exc).splitlines()[-1]})")
+        index = None
+    try:
+        idmap = read_idmap(v.path / IDMAP_NAME)
+    except (OSError, IdMapError, ValueError) as exc:
+        rep.problems.append(f"{v.path / IDMAP_NAME}: {exc}")
+        idmap = None
+    if index is not None:
+        rep.vectors = int(index.ntotal)
+        if index.ntotal != meta.num_vectors:
+            rep.problems.append(
+                f"{INDEX_NAME} holds {index.ntotal} vectors, {META_NAME} says {meta.num_vectors}"
+            )
+        if index.d != meta.dim:
+            rep.problems.append(f"{INDEX_NAME} holds {index.d}-d vectors, {META_NAME} says {meta.dim}")
+    if idmap is not None:
+        if len(idmap) != meta.num_vectors:
+            rep.problems.append(f"{IDMAP_NAME} has {len(idmap)} rows, {META_NAME} says {meta.num_vectors}")
+        dead = deleted_mask(idmap)
+        rep.live = int((~dead).sum())
+        if int(dead.sum()) != meta.deleted:
+            rep.problems.append(
+                f"{IDMAP_NAME} marks {int(dead.sum())} rows deleted, {META_NAME} says {meta.deleted}"
+            )
+        ids = idmap.column("id").filter(~dead).to_pylist()
+        twice = [i for i, n in Counter(ids).items() if n > 1]
+        if twice:
+            rep.problems.append(
+                f"{len(twice)} id(s) are live more than once, e.g. {twice[0]!r}; rebuild the index"
+            )
+    _check_sources(meta.sources, rep)
+    older = [p.name for p in version_folders(root) if p != v.path]
+    if older:
+        rep.notes.append(
+            f"{len(older)} other version folder(s) ({', '.join(older)}): held by readers, or left for "
+            "the next `index add` to remove"
+        )
+    if sum(int(s.get("rows", 0)) for s in meta.sources) != meta.num_vectors:
+        rep.problems.append(f"{META_NAME}: the sources' rows do not add up to {meta.num_vectors} vectors")
+    return rep
+
+
+def _check_sources(sources: list[dict], rep: Report) -> None:
+    """Each recorded shard set still holds what was indexed: its manifests hash as recorded. A set added again
+    later (a re-encoded corpus) is checked at its latest add only."""
+    from uniretrieve.embed.manifest import ManifestError, read_manifest
+    from uniretrieve.index.source import manifests_hash
+
+    later: set[str] = set()
+    for k in reversed(range(len(sources))):
+        s = sources[k]
+        dirs = [Path(d) for d in s.get("dirs", [])]
+        superseded = set(map(str, dirs)) <= later
+        later |= set(map(str, dirs))
+        if not dirs or superseded:
+            continue
+        missing = [str(d) for d in dirs if not (d / "manifest.json").exists()]
+        if missing:
+            rep.notes.append(f"source {k}: {', '.join(missing)} not present; its vectors cannot be checked")
+            continue
+        try:
+            got = manifests_hash([read_manifest(d) for d in dirs])
+        except ManifestError as exc:
+            rep.problems.append(f"source {k}: {exc}")
+            continue
+        if got != s.get("manifest_hash"):
+            rep.problems.append(
+                f"source {k}: {', '.join(map(str, dirs))} changed since it was indexed (manifest hash {got}, "
+                f"recorded {s.get('manifest_hash')}); `uniretrieve index add` it again to update the index"
+            )
