@@ -70,3 +70,23 @@ def write_shard_dir(
     man.complete = True
     write_manifest(root, man)
     return root
+
+
+def to_flat_layout(out: Path) -> None:
+    """Rewrite a one-version index the way the previous release laid it out (files in the index directory)."""
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from uniretrieve.index.store import version_dir
+
+    v = version_dir(out)
+    for name in ("index.faiss", "idmap.parquet", "index.json"):
+        shutil.move(v / name, out / name)
+    shutil.rmtree(v)
+    (out / "CURRENT").unlink()
+    meta = json.loads((out / "index.json").read_text())
+    del meta["deleted"]
+    (out / "index.json").write_text(json.dumps({**meta, "format_version": 1}))
+    pq.write_table(pq.read_table(out / "idmap.parquet").drop(["deleted"]), out / "idmap.parquet")

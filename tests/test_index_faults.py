@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from tests.index_faults import KILLED, ROOT, run_cli, snapshot, sweep_cli
-from tests.index_helpers import clustered_vectors, write_shard_dir
+from tests.index_helpers import clustered_vectors, to_flat_layout, write_shard_dir
 from uniretrieve.index.store import version_dir
 from uniretrieve.index.verify import verify_index
 
@@ -37,19 +36,6 @@ def clean(out: Path) -> bool:
     """Nothing left over: the pointer, the lock file and exactly the one current version."""
     names = sorted(p.name for p in out.iterdir())
     return names == [".uniretrieve.lock", "CURRENT", version_dir(out).name]
-
-
-def to_flat_layout(out: Path) -> None:
-    """Rewrite a one-version index the way the previous release laid it out (files in the index directory)."""
-    v = version_dir(out)
-    for name in ("index.faiss", "idmap.parquet", "index.json"):
-        shutil.move(v / name, out / name)
-    shutil.rmtree(v)
-    (out / "CURRENT").unlink()
-    meta = json.loads((out / "index.json").read_text())
-    del meta["deleted"]
-    (out / "index.json").write_text(json.dumps({**meta, "format_version": 1}))
-    pq.write_table(pq.read_table(out / "idmap.parquet").drop(["deleted"]), out / "idmap.parquet")
 
 
 @pytest.fixture

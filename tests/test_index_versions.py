@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from tests.index_helpers import clustered_vectors, quiet, write_shard_dir
+from tests.index_helpers import clustered_vectors, quiet, to_flat_layout, write_shard_dir
 from uniretrieve.cli.app import app
 from uniretrieve.index.add import add_to_index
 from uniretrieve.index.build import build_index
@@ -85,15 +85,7 @@ def test_flat_layout_of_older_releases_loads_and_converts(tmp_path: Path) -> Non
     x = clustered_vectors(300, D, seed=2)
     a, b = corpus(tmp_path / "a", x[:200]), corpus(tmp_path / "b", x[200:], prefix="b")
     out = build(tmp_path, a)
-    v = version_dir(out)
-    for name in ("index.faiss", "idmap.parquet", "index.json"):  # what the previous release wrote
-        shutil.move(v / name, out / name)
-    shutil.rmtree(v)
-    (out / "CURRENT").unlink()
-    meta = json.loads((out / "index.json").read_text())
-    del meta["deleted"]
-    (out / "index.json").write_text(json.dumps({**meta, "format_version": 1}))
-    pq.write_table(pq.read_table(out / "idmap.parquet").drop(["deleted"]), out / "idmap.parquet")
+    to_flat_layout(out)  # what the previous release wrote
     assert verify_index(out).ok
     with Searcher.load(out) as s:
         assert s.search(vectors=x[:1], k=1)[0][0].id == "0"
