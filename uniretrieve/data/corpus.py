@@ -61,6 +61,8 @@ class CorpusSpec:
     instruction: str | None = None
     instruction_column: str = "instruction"
     group_column: str = "group_id"
+    allow_outside_root: bool = False
+    """Read image paths that resolve outside the corpus root (the table's folder, or the image folder)."""
 
 
 # --- hashing ---------------------------------------------------------------------------------------------------

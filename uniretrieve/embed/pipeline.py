@@ -50,6 +50,7 @@ from uniretrieve.embed.plan import (
     rank_chunks,
     stale_ids,
 )
+from uniretrieve.embed.repair import drop_damaged, find_damage, remove_orphans, unlink_all
 from uniretrieve.embed.schema import EmbeddingSpec, row_group_rows
 from uniretrieve.embed.writer import (
     ERRORS_NAME,
@@ -89,6 +90,8 @@ class EncodeResult:
     stale_rows: int = 0
     """Stored rows whose input no longer exists (kept)."""
     complete: bool = False
+    repaired: list[str] = field(default_factory=list)
+    """Shards found missing or damaged at the start; their rows were encoded again."""
 
     @property
     def items_per_s(self) -> float:
@@ -121,6 +124,7 @@ def encode_corpus(
             image_column=config.image_column,
             id_column=config.id_column,
             instruction=config.instruction,
+            allow_outside_root=config.allow_outside_root,
         )
     )
     enc = encoder if encoder is not None else _load_encoder(config, rank)
@@ -142,7 +146,7 @@ def encode_corpus(
         _barrier(dist)
     result = EncodeResult(output=root, rank=rank, world_size=world)
     with directory_lock(root):
-        manifest, segment, plan = _prepare(root, spec, config, corpus, enc, listing, world)
+        manifest, segment, plan, result.repaired = _prepare(root, spec, config, corpus, enc, listing, world)
         result.stale_rows = stale_ids(root, manifest, listing) if manifest.shards else 0
     config.save(root)
     if segment is not None:
@@ -243,6 +247,18 @@ def clear_directory(root: Path) -> None:
             p.unlink()
 
 
+def reconcile(root: Path, manifest: Manifest, *, checksums: bool | None) -> list[str]:
+    """Make the directory agree with its manifest before planning: orphans deleted, damaged shards forgotten (and
+    deleted) so that their rows are encoded again. Returns the damaged shards' names."""
+    remove_orphans(root, manifest)
+    damage = find_damage(root, manifest, checksums=checksums)
+    if damage:
+        drop_damaged(root, manifest, damage)
+        write_manifest(root, manifest)
+        unlink_all(root, [d.shard.path for d in damage])
+    return [d.shard.path for d in damage]
+
+
 def _prepare(
     root: Path,
     spec: EmbeddingSpec,
@@ -251,10 +267,12 @@ def _prepare(
     enc: Encoder,
     listing: Listing,
     world: int,
-) -> tuple[Manifest, SegmentInfo | None, np.ndarray]:
-    """Under the directory lock: check settings, then join the open segment or open a new one (None: nothing to do)."""
+) -> tuple[Manifest, SegmentInfo | None, np.ndarray, list[str]]:
+    """Under the directory lock: check settings and the shards, then join the open segment or open a new one (None:
+    nothing to do). Also returns the damaged shards found (their rows are in the plan again)."""
     remove_stale_temps(root)
     manifest = read_manifest(root)
+    repaired: list[str] = []
     if manifest is None:
         strays = sorted(p.name for p in root.glob(f"{SHARD_PREFIX}*.parquet"))
         if strays:
@@ -266,6 +284,7 @@ def _prepare(
         write_manifest(root, manifest)
     else:
         check_compatible(manifest, spec, root=root)
+        repaired = reconcile(root, manifest, checksums=True if config.verify else None)
     changed = False
     open_seg = next((s for s in manifest.segments if not s.complete), None)
     if open_seg is not None:
@@ -273,7 +292,7 @@ def _prepare(
         if open_seg.listing_sha256 == listing.sha256 and open_seg.counts.get("plan_sha256") == plan_sha256(
             plan
         ):
-            return manifest, open_seg, plan
+            return manifest, open_seg, plan, repaired
         # the input changed while this segment was unfinished: keep its finished shards, plan the rest anew
         log.warning(
             "input changed since the unfinished run %d; keeping its shards and planning again", open_seg.index
@@ -286,7 +305,7 @@ def _prepare(
         if changed or not manifest.complete:
             manifest.complete = all(s.complete for s in manifest.segments)
             write_manifest(root, manifest)
-        return manifest, None, plan
+        return manifest, None, plan, repaired
     shard_rows = config.shard_rows or default_shard_rows(spec.dim, spec.dtype)
     segment = new_segment(manifest, listing, plan, shard_rows, world)
     segment.config = config.to_dict()
@@ -294,7 +313,7 @@ def _prepare(
     manifest.complete = False
     manifest.input = corpus.describe()
     write_manifest(root, manifest)
-    return manifest, segment, plan
+    return manifest, segment, plan, repaired
 
 
 # --- the encode loop -------------------------------------------------------------------------------------------
