@@ -26,9 +26,7 @@ def snapshot(out: Path) -> dict[str, Any]:
     ids, vecs, table = read_dir(out)
     m = read_manifest(out)
     assert m is not None
-    segments = [
-        {k: v for k, v in vars(s).items() if k not in ("created", "config")} for s in m.segments
-    ]
+    segments = [{k: v for k, v in vars(s).items() if k not in ("created", "config")} for s in m.segments]
     errors = sorted(
         json.dumps({k: v for k, v in e.items() if k != "path"}, sort_keys=True) for e in read_errors(out)
     )

@@ -64,9 +64,7 @@ def test_damaged_shard_rows_are_encoded_again(encoded, tiny_model_dir, tiny_enco
     assert again.planned == 0 and again.repaired == []
 
 
-def test_large_directory_hashes_only_with_verify(
-    encoded, tiny_model_dir, tiny_encoder, monkeypatch
-) -> None:
+def test_large_directory_hashes_only_with_verify(encoded, tiny_model_dir, tiny_encoder, monkeypatch) -> None:
     corpus, out, want = encoded
     monkeypatch.setattr("uniretrieve.embed.repair.CHEAP_HASH_BYTES", 0)  # as if the shards were large
     flip_byte(out / read_manifest(out).shards[1].path, 200)

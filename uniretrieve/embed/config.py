@@ -59,7 +59,8 @@ class EncodeConfig:
     max_text_tokens: int | None = field(default=None, metadata=opt("Truncate texts to this many tokens."))
     overwrite: bool = field(default=False, metadata=opt("Replace a directory made with other settings."))
     verify: bool = field(
-        default=False, metadata=opt("Re-hash every stored shard on resume (size and rows are always checked).")
+        default=False,
+        metadata=opt("Re-hash every stored shard on resume (size and rows are always checked)."),
     )
     """Re-hash every shard against the manifest before resuming; damaged shards' rows are encoded again. Small
     directories (≤ 64 MiB of shards) are re-hashed anyway."""
