@@ -70,9 +70,8 @@ def test_storage_error_reads_pyarrow_text_and_leaves_others_alone() -> None:
         "permission denied: /x/part-000000.parquet (writing shards to /x failed); "
         "fix the permissions or choose another path"
     )
-    with pytest.raises(OSError):  # not a storage problem: still a real error
-        with user_errors():
-            raise OSError(errno.ECONNRESET, "reset")
+    with pytest.raises(OSError), user_errors():  # not a storage problem: still a real error
+        raise OSError(errno.ECONNRESET, "reset")
 
 
 def test_deeply_nested_where_is_one_error() -> None:
