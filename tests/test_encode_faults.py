@@ -67,7 +67,7 @@ def kill_everywhere(cmd: list[str], pristine: Path | None, work: Path, tmp_path:
 
 
 def test_kill_at_every_step_of_first_encode(tmp_path: Path, tiny_model_dir: Path) -> None:
-    corpus = make_image_folder(tmp_path / "imgs", n=5)
+    corpus = make_image_folder(tmp_path / "imgs", n=3)
     work = tmp_path / "emb"
     steps = kill_everywhere(encode_args(corpus, work, tiny_model_dir), None, work, tmp_path)
     assert steps >= 8
