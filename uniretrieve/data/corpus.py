@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from uniretrieve.data.checks import BadCsvRow, escape_name, has_surrogates, not_text
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 TABLE_EXTENSIONS = frozenset({".txt", ".jsonl", ".csv", ".parquet"})
 
@@ -183,7 +185,7 @@ class Corpus:
 
     def _image_record(self, pos: int, rel: str, hashed: tuple[str, str | None], instr: str | None) -> Record:
         path = self.path / rel
-        if _has_surrogates(rel):  # a file name that is not UTF-8: no id can hold it as is
+        if has_surrogates(rel):  # a file name that is not UTF-8: no id can hold it as is
             shown = escape_name(rel)
             return self._bad(
                 pos, shown, f"file name is not valid UTF-8 (shown with \\x escapes): {shown}; rename it"
@@ -249,7 +251,7 @@ class Corpus:
                 line = reader.line_num + 1
                 try:
                     values = self._csv_row(reader, name, row)
-                except _BadCsvRow as exc:
+                except BadCsvRow as exc:
                     yield self._bad(row, f"{name}:{row}", f"malformed CSV at line {line}: {exc}")
                     row += 1
                     continue
@@ -264,7 +266,7 @@ class Corpus:
                         source,
                         f"{len(values)} fields at line {line}, the header has {len(header)} (an unquoted comma?)",
                     )
-                elif any(_has_surrogates(v) for v in values):
+                elif any(has_surrogates(v) for v in values):
                     yield self._bad(row, source, "not valid UTF-8")
                 else:
                     obj = dict(zip(header, values + [None] * (len(header) - len(values)), strict=True))
@@ -284,7 +286,7 @@ class Corpus:
                     f"{self.path} row {row} (line {start}): a quoted field is never closed, so every later line "
                     'would be read into it; close or escape the quote ("" inside a quoted field)'
                 ) from None
-            raise _BadCsvRow(str(exc)) from None
+            raise BadCsvRow(str(exc)) from None
 
     def _parquet(self, hash_content: bool) -> Iterator[Record]:
         import pyarrow.parquet as pq
@@ -323,7 +325,7 @@ class Corpus:
         used = {text_col, image_col, s.instruction_column, s.group_column}
         if s.id_column:
             used.add(s.id_column)
-        wrong = _not_text(obj, (text_col, image_col, s.instruction_column))
+        wrong = not_text(obj, (text_col, image_col, s.instruction_column))
         if wrong:
             return self._bad(row, source, wrong)
         rid = source
@@ -339,7 +341,7 @@ class Corpus:
         meta = {k: v for k, v in obj.items() if k not in used}
         metadata = json.dumps(meta, ensure_ascii=False, default=str, sort_keys=True) if meta else None
         err = None
-        if any(_has_surrogates(v) for v in (rid, text, image_rel, instruction, metadata) if v is not None):
+        if any(has_surrogates(v) for v in (rid, text, image_rel, instruction, metadata) if v is not None):
             return self._bad(row, source, "not valid UTF-8 (a lone surrogate escape)")
         if text is not None and not text.strip():
             text = None
@@ -410,35 +412,6 @@ def _as_text(value: Any) -> str | None:
     if isinstance(value, float) and value != value:  # NaN from pandas-written tables
         return None
     return value if isinstance(value, str) else str(value)
-
-
-class _BadCsvRow(Exception):
-    """One malformed CSV row (the reader goes on with the next line)."""
-
-
-def _not_text(obj: dict[str, Any], columns: tuple[str, ...]) -> str | None:
-    """Why a text, image or instruction value is not a string (a number, list, bytes …), or None: such values are
-    refused rather than embedded as their Python repr."""
-    for col in columns:
-        v = obj.get(col)
-        if v is None or isinstance(v, str) or (isinstance(v, float) and v != v):
-            continue
-        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
-        return f"column {col!r} holds a {type(v).__name__} ({shown}), not a string"
-    return None
-
-
-def escape_name(name: str) -> str:
-    """A file name decoded with surrogateescape, its undecodable bytes written as `\\xNN` (printable, UTF-8)."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
-
-
-def _has_surrogates(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def with_hash(record: Record) -> Record:

@@ -50,7 +50,7 @@ from uniretrieve.embed.plan import (
     rank_chunks,
     stale_ids,
 )
-from uniretrieve.embed.repair import drop_damaged, find_damage, remove_orphans, unlink_all
+from uniretrieve.embed.repair import reconcile
 from uniretrieve.embed.schema import EmbeddingSpec, row_group_rows
 from uniretrieve.embed.writer import (
     ERRORS_NAME,
@@ -245,18 +245,6 @@ def clear_directory(root: Path) -> None:
         )
         if ours and p.is_file():
             p.unlink()
-
-
-def reconcile(root: Path, manifest: Manifest, *, checksums: bool | None) -> list[str]:
-    """Make the directory agree with its manifest before planning: orphans deleted, damaged shards forgotten (and
-    deleted) so that their rows are encoded again. Returns the damaged shards' names."""
-    remove_orphans(root, manifest)
-    damage = find_damage(root, manifest, checksums=checksums)
-    if damage:
-        drop_damaged(root, manifest, damage)
-        write_manifest(root, manifest)
-        unlink_all(root, [d.shard.path for d in damage])
-    return [d.shard.path for d in damage]
 
 
 def _prepare(

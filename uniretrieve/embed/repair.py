@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from uniretrieve.embed.manifest import Manifest, ShardInfo
+from uniretrieve.embed.manifest import Manifest, ShardInfo, write_manifest
 from uniretrieve.embed.reader import file_sha256
 from uniretrieve.embed.writer import parse_shard_name
 
@@ -110,3 +110,15 @@ def unlink_all(root: Path, names: list[str]) -> None:
     for name in names:
         with contextlib.suppress(FileNotFoundError):
             (root / name).unlink()
+
+
+def reconcile(root: Path, manifest: Manifest, *, checksums: bool | None) -> list[str]:
+    """Make the directory agree with its manifest before planning: orphans deleted, damaged shards forgotten (and
+    deleted) so that their rows are encoded again. Returns the damaged shards' names."""
+    remove_orphans(root, manifest)
+    damage = find_damage(root, manifest, checksums=checksums)
+    if damage:
+        drop_damaged(root, manifest, damage)
+        write_manifest(root, manifest)
+        unlink_all(root, [d.shard.path for d in damage])
+    return [d.shard.path for d in damage]
