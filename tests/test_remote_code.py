@@ -98,7 +98,7 @@ def test_the_registry_states_a_need_not_a_permission() -> None:
     ["encode", "search", "eval", "demo", "train stage1", "train stage2", "train stage1-eval"],
 )
 def test_every_model_loading_command_offers_the_flag(command: str) -> None:
-    res = runner.invoke(app, [*command.split(), "--help"], terminal_width=200)
+    res = runner.invoke(app, [*command.split(), "--help"], terminal_width=200, env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "--trust-remote-code" in res.output
 
 

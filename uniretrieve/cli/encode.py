@@ -44,6 +44,8 @@ def summary_table(result: EncodeResult) -> Table:
         table.add_row(
             "up to date: nothing to encode" if result.total_rows else "the input holds no items", "0"
         )
+    if result.repaired:
+        table.add_row("damaged or missing shards, rows encoded again", str(len(result.repaired)))
     table.add_row("encoded", str(result.encoded))
     for kind, n in sorted(result.skipped.items()):
         table.add_row(f"skipped: {kind}", str(n))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import importlib
 import inspect
 import sys
@@ -68,7 +69,38 @@ def user_errors(*extra: type[BaseException]) -> Iterator[None]:
     except Exception as exc:
         if isinstance(exc, known_errors(*extra)):
             fail(exc)
+        line = storage_error(exc)
+        if line:
+            fail(line)
         raise
+
+
+STORAGE_ERRNOS = {
+    errno.ENOSPC: ("no space left on the device", "free some space or write elsewhere"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or write elsewhere"),
+    errno.EROFS: ("read-only file system", "choose a writable output"),
+    errno.EACCES: ("permission denied", "fix the permissions or choose another path"),
+    errno.EPERM: ("operation not permitted", "fix the permissions or choose another path"),
+}
+
+
+def storage_error(exc: BaseException) -> str | None:
+    """One line for a full disk, a read-only output or a permission problem anywhere in `exc`'s chain (a writer
+    thread's error arrives wrapped), naming the path; None for other errors."""
+    seen: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in seen and len(seen) < 10:
+        seen.append(e)
+        known = STORAGE_ERRNOS.get(getattr(e, "errno", None) or 0)
+        if known is None and isinstance(e, OSError) and "No space left" in str(e):
+            known = STORAGE_ERRNOS[errno.ENOSPC]  # pyarrow's IO errors carry the text, not the errno
+        if known is not None and isinstance(e, OSError):
+            path = e.filename2 or e.filename
+            context = "" if e is exc else f" ({exc})"
+            where = f": {path}" if path else ""
+            return f"{known[0]}{where}{context}; {known[1]}"
+        e = e.__cause__ or e.__context__
+    return None
 
 
 _USAGE_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")

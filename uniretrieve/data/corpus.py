@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from uniretrieve.data.checks import BadCsvRow, escape_name, has_surrogates, not_text
 from uniretrieve.io import file_sha256
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -63,6 +64,8 @@ class CorpusSpec:
     instruction: str | None = None
     instruction_column: str = "instruction"
     group_column: str = "group_id"
+    allow_outside_root: bool = False
+    """Read image paths that resolve outside the corpus root (the table's folder, or the image folder)."""
 
 
 # --- hashing ---------------------------------------------------------------------------------------------------
@@ -179,7 +182,14 @@ class Corpus:
 
     def _image_record(self, pos: int, rel: str, hashed: tuple[str, str | None], instr: str | None) -> Record:
         path = self.path / rel
+        if has_surrogates(rel):  # a file name that is not UTF-8: no id can hold it as is
+            shown = escape_name(rel)
+            return self._bad(
+                pos, shown, f"file name is not valid UTF-8 (shown with \\x escapes): {shown}; rename it"
+            )
         image_h, err = hashed
+        if err is None and not self._inside_root(path):
+            err = self._outside_message(rel, path)
         h = content_hash(image_hash=image_h, instruction=instr) if image_h else ""
         return Record(
             position=pos,
@@ -225,17 +235,55 @@ class Corpus:
 
     def _csv(self, hash_content: bool) -> Iterator[Record]:
         name = self.path.name
-        # surrogateescape keeps bad bytes as lone surrogates, so one bad row is reported, not the whole file
+        # surrogateescape keeps bad bytes as lone surrogates, so one bad row is reported, not the whole file; strict
+        # parsing reports a malformed row (and an unclosed quote) instead of gluing rows together
         with open(self.path, encoding="utf-8", errors="surrogateescape", newline="") as f:
-            reader = csv.DictReader(f)
-            self._check_columns(reader.fieldnames or [])
-            for row, fields_ in enumerate(reader):
-                source = f"{name}:{row}"
-                if any(_has_surrogates(v) for v in fields_.values() if isinstance(v, str)):
-                    yield self._bad(row, source, "not valid UTF-8")
+            reader = csv.reader(f, strict=True)
+            header = self._csv_row(reader, name, -1)
+            if header is None:
+                header = []
+            self._check_columns(header)
+            row = 0
+            while True:
+                line = reader.line_num + 1
+                try:
+                    values = self._csv_row(reader, name, row)
+                except BadCsvRow as exc:
+                    yield self._bad(row, f"{name}:{row}", f"malformed CSV at line {line}: {exc}")
+                    row += 1
                     continue
-                obj = {k: v for k, v in fields_.items() if k is not None}
-                yield self._from_fields(row, source, obj, hash_content)
+                if values is None:
+                    return
+                if not values:
+                    continue  # a blank line (csv.DictReader skips them too)
+                source = f"{name}:{row}"
+                if len(values) > len(header):
+                    yield self._bad(
+                        row,
+                        source,
+                        f"{len(values)} fields at line {line}, the header has {len(header)} (an unquoted comma?)",
+                    )
+                elif any(has_surrogates(v) for v in values):
+                    yield self._bad(row, source, "not valid UTF-8")
+                else:
+                    obj = dict(zip(header, values + [None] * (len(header) - len(values)), strict=True))
+                    yield self._from_fields(row, source, obj, hash_content)
+                row += 1
+
+    def _csv_row(self, reader: Any, name: str, row: int) -> list[str] | None:
+        """The next CSV row (None at the end); a quote never closed is an error for the whole file."""
+        start = reader.line_num + 1
+        try:
+            return next(reader)
+        except StopIteration:
+            return None
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise CorpusError(
+                    f"{self.path} row {row} (line {start}): a quoted field is never closed, so every later line "
+                    'would be read into it; close or escape the quote ("" inside a quoted field)'
+                ) from None
+            raise BadCsvRow(str(exc)) from None
 
     def _parquet(self, hash_content: bool) -> Iterator[Record]:
         import pyarrow.parquet as pq
@@ -274,6 +322,9 @@ class Corpus:
         used = {text_col, image_col, s.instruction_column, s.group_column}
         if s.id_column:
             used.add(s.id_column)
+        wrong = not_text(obj, (text_col, image_col, s.instruction_column))
+        if wrong:
+            return self._bad(row, source, wrong)
         rid = source
         if s.id_column:
             value = obj.get(s.id_column)
@@ -287,6 +338,8 @@ class Corpus:
         meta = {k: v for k, v in obj.items() if k not in used}
         metadata = json.dumps(meta, ensure_ascii=False, default=str, sort_keys=True) if meta else None
         err = None
+        if any(has_surrogates(v) for v in (rid, text, image_rel, instruction, metadata) if v is not None):
+            return self._bad(row, source, "not valid UTF-8 (a lone surrogate escape)")
         if text is not None and not text.strip():
             text = None
             err = "empty text" if image_rel is None else None
@@ -298,7 +351,9 @@ class Corpus:
             p = Path(image_rel)
             p = p if p.is_absolute() else self.path.parent / p
             image = str(p.resolve())
-            if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            if not self._inside_root(p):
+                err = err or self._outside_message(image_rel, p)
+            elif p.suffix.lower() not in IMAGE_EXTENSIONS:
                 err = err or f"unsupported image format {p.suffix!r}: {image_rel}"
             elif not p.is_file():
                 err = err or f"image not found: {image_rel}"
@@ -323,6 +378,20 @@ class Corpus:
             error=err,
         )
 
+    def root(self) -> Path:
+        """The folder corpus paths must stay inside: the image folder, or the table's folder."""
+        return (self.path if self.kind == "images" else self.path.parent).resolve()
+
+    def _inside_root(self, path: Path) -> bool:
+        """Whether `path` (symlinks and `..` resolved) lies in the corpus root, or the user allowed any path."""
+        return self.spec.allow_outside_root or path.resolve().is_relative_to(self.root())
+
+    def _outside_message(self, shown: str, path: Path) -> str:
+        return (
+            f"image path outside the corpus folder {self.root()}: {shown} (resolves to {path.resolve()}); "
+            "pass --allow-outside-root to read it"
+        )
+
     def _text_record(self, row: int, source: str, text: str | None, error: str | None) -> Record:
         instr = self.spec.instruction
         h = content_hash(text=text, instruction=instr) if error is None and text is not None else ""
@@ -340,14 +409,6 @@ def _as_text(value: Any) -> str | None:
     if isinstance(value, float) and value != value:  # NaN from pandas-written tables
         return None
     return value if isinstance(value, str) else str(value)
-
-
-def _has_surrogates(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def with_hash(record: Record) -> Record:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from uniretrieve.embed.manifest import (
     write_manifest,
 )
 from uniretrieve.embed.plan import Listing
+from uniretrieve.embed.repair import remove_orphans, unlink_all
 from uniretrieve.embed.schema import EMBEDDING, EmbeddingSpec
 from uniretrieve.embed.writer import (
     ChunkResult,
@@ -38,6 +40,7 @@ from uniretrieve.embed.writer import (
     read_errors,
     remove_stale_temps,
     replace_chunk_errors,
+    shard_name,
     write_errors,
     write_shard_file,
 )
@@ -81,12 +84,15 @@ class SegmentCommitter:
                 "skipped": dict(Counter(e["kind"] for e in result.errors)),
                 "truncated": result.truncated,
             }
+            superseded: list[str] = []
             if len(seg.done_chunks) == seg.chunks:
-                self._finalise(m, seg)
-            write_manifest(self.root, m)
+                superseded = self._finalise(m, seg)
+            write_manifest(self.root, m)  # the switch: from here on the rewrites are the shards
+            unlink_all(self.root, superseded)  # a kill before this leaves orphans, removed on the next start
 
-    def _finalise(self, m: Manifest, seg: SegmentInfo) -> None:
-        """Segment done: sum its per-chunk counts and mark it (and the directory, if no other is open) complete."""
+    def _finalise(self, m: Manifest, seg: SegmentInfo) -> list[str]:
+        """Segment done: sum its per-chunk counts and mark it (and the directory, if no other is open) complete.
+        Returns the shard files the new manifest no longer names (deleted once it is written)."""
         totals: Counter[str] = Counter()
         encoded = truncated = 0
         for c in seg.counts.get("chunks", {}).values():
@@ -96,6 +102,7 @@ class SegmentCommitter:
         seg.counts.update({"encoded": encoded, "truncated": truncated, "skipped": dict(totals)})
         seg.complete = True
         m.complete = all(s.complete for s in m.segments)
+        return []
 
 
 class ChunkCommitter(SegmentCommitter):
@@ -108,9 +115,15 @@ class ChunkCommitter(SegmentCommitter):
         super().__init__(root, segment, rank)
         self.plan, self.listing, self.rows_per_group = plan, listing, rows_per_group
 
-    def _finalise(self, m: Manifest, seg: SegmentInfo) -> None:
-        """Drop superseded rows (older versions of re-encoded ids) and their old error lines, then complete."""
+    def _finalise(self, m: Manifest, seg: SegmentInfo) -> list[str]:
+        """Drop superseded rows (older versions of re-encoded ids) and their old error lines, then complete.
+
+        A shard that loses rows is rewritten under a new name (`part-N-r<segment>`), never over the file the
+        manifest names, so a kill at any step leaves the old manifest with every file it names intact; the caller
+        deletes the superseded files only after writing the new manifest. Deterministic, so a rerun that finalises
+        again writes the same files."""
         new_ids = pc.take(self.listing.ids, pa.array(self.plan))
+        superseded: list[str] = []
         for shard in list(m.shards):
             if shard.segment >= seg.index:
                 continue
@@ -122,19 +135,20 @@ class ChunkCommitter(SegmentCommitter):
             if pc.all(keep).as_py():
                 continue
             table = pq.read_table(path).filter(keep)
+            m.remove_shard(shard.path)
+            superseded.append(shard.path)
             if table.num_rows == 0:
-                m.remove_shard(shard.path)
-                path.unlink()
                 continue
-            digest, size = write_shard_file(path, table, self.rows_per_group)
-            shard.rows, shard.sha256, shard.bytes = table.num_rows, digest, size
-            m.add_shard(shard)
+            name = shard_name(shard.number, seg.index)
+            digest, size = write_shard_file(self.root / name, table, self.rows_per_group)
+            m.add_shard(replace(shard, path=name, rows=table.num_rows, sha256=digest, bytes=size))
         new_set = set(new_ids.to_pylist())
         errors = read_errors(self.root)
         kept = [e for e in errors if int(e.get("segment", 0)) >= seg.index or e.get("id") not in new_set]
         if len(kept) != len(errors):
             write_errors(self.root, kept)
         super()._finalise(m, seg)
+        return superseded
 
 
 def append_shards(
@@ -166,6 +180,7 @@ def append_shards(
         for s in m.segments:
             if not s.complete:  # a killed append: its shards are whole and stay
                 s.complete, s.counts["abandoned"] = True, True
+        remove_orphans(root, m)  # a killed append's unrecorded shards
         seg = SegmentInfo(
             index=len(m.segments),
             created=utc_now(),

@@ -60,6 +60,17 @@ class EncodeConfig:
     """Compute dtype (default bf16 on CUDA, float32 on CPU)."""
     max_text_tokens: int | None = field(default=None, metadata=opt("Truncate texts to this many tokens."))
     overwrite: bool = field(default=False, metadata=opt("Replace a directory made with other settings."))
+    verify: bool = field(
+        default=False,
+        metadata=opt("Re-hash every stored shard on resume (size and rows are always checked)."),
+    )
+    """Re-hash every shard against the manifest before resuming; damaged shards' rows are encoded again. Small
+    directories (≤ 64 MiB of shards) are re-hashed anyway."""
+    allow_outside_root: bool = field(
+        default=False, metadata=opt("Read image paths outside the corpus folder (absolute, '..', symlinks).")
+    )
+    """Let a table's image paths (and an image folder's symlinks) point outside the corpus root: the table's folder,
+    or the image folder itself. Off by default, so a crafted table cannot make the run read other files."""
     rank: int | None = field(default=None, metadata=opt("This process's rank (default: $RANK or 0)."))
     """This process's rank; default: $RANK (torchrun) or 0."""
     world_size: int | None = field(

@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from uniretrieve._version import __version__
@@ -193,7 +193,21 @@ def read_manifest(root: str | Path) -> Manifest | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ManifestError(f"cannot read {path}: {exc}; restore it or re-encode with --overwrite") from exc
-    return Manifest.from_dict(data, where=str(path))
+    m = Manifest.from_dict(data, where=str(path))
+    for s in m.shards:
+        check_contained(s.path, where=path)
+    return m
+
+
+def check_contained(name: str, *, where: Path) -> None:
+    """Refuse a shard path that would leave the directory (absolute, `..`, or a drive): a tampered manifest must not
+    make a run read, replace or delete files elsewhere."""
+    p = PurePosixPath(name.replace("\\", "/"))
+    if not p.parts or p.is_absolute() or ".." in p.parts or ":" in name:
+        raise ManifestError(
+            f"{where} names shard path {name!r}, which is outside its directory; the manifest was edited or "
+            "corrupted — restore it, or re-encode with --overwrite"
+        )
 
 
 def write_manifest(root: str | Path, manifest: Manifest) -> None:

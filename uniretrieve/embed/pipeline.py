@@ -72,6 +72,8 @@ class EncodeResult:
     stale_rows: int = 0
     """Stored rows whose input no longer exists (kept)."""
     complete: bool = False
+    repaired: list[str] = field(default_factory=list)
+    """Shards found missing or damaged at the start; their rows were encoded again."""
 
     @property
     def items_per_s(self) -> float:
@@ -104,6 +106,7 @@ def encode_corpus(
             image_column=config.image_column,
             id_column=config.id_column,
             instruction=config.instruction,
+            allow_outside_root=config.allow_outside_root,
         )
     )
     enc = encoder if encoder is not None else load_encoder(config, rank)
@@ -125,7 +128,9 @@ def encode_corpus(
         barrier(dist)
     result = EncodeResult(output=root, rank=rank, world_size=world)
     with directory_lock(root):
-        manifest, segment, plan = prepare_segment(root, spec, config, corpus, enc, listing, world)
+        manifest, segment, plan, result.repaired = prepare_segment(
+            root, spec, config, corpus, enc, listing, world
+        )
         result.stale_rows = stale_ids(root, manifest, listing) if manifest.shards else 0
     config.save(root)
     if segment is not None:

@@ -26,6 +26,7 @@ from uniretrieve.embed.manifest import (
     write_manifest,
 )
 from uniretrieve.embed.plan import Listing, compute_plan, new_segment, plan_sha256
+from uniretrieve.embed.repair import reconcile
 from uniretrieve.embed.schema import EmbeddingSpec
 from uniretrieve.embed.writer import ERRORS_NAME, SHARD_PREFIX, remove_stale_temps
 from uniretrieve.io import is_stale_temp
@@ -123,10 +124,12 @@ def prepare_segment(
     enc: Encoder,
     listing: Listing,
     world: int,
-) -> tuple[Manifest, SegmentInfo | None, np.ndarray]:
-    """Under the directory lock: check settings, then join the open segment or open a new one (None: nothing to do)."""
+) -> tuple[Manifest, SegmentInfo | None, np.ndarray, list[str]]:
+    """Under the directory lock: check settings and the shards, then join the open segment or open a new one (None:
+    nothing to do). Also returns the damaged shards found (their rows are in the plan again)."""
     remove_stale_temps(root)
     manifest = read_manifest(root)
+    repaired: list[str] = []
     if manifest is None:
         strays = sorted(p.name for p in root.glob(f"{SHARD_PREFIX}*.parquet"))
         if strays:
@@ -138,6 +141,7 @@ def prepare_segment(
         write_manifest(root, manifest)
     else:
         check_compatible(manifest, spec, root=root)
+        repaired = reconcile(root, manifest, checksums=True if config.verify else None)
     changed = False
     open_seg = next((s for s in manifest.segments if not s.complete), None)
     if open_seg is not None:
@@ -145,7 +149,7 @@ def prepare_segment(
         if open_seg.listing_sha256 == listing.sha256 and open_seg.counts.get("plan_sha256") == plan_sha256(
             plan
         ):
-            return manifest, open_seg, plan
+            return manifest, open_seg, plan, repaired
         # the input changed while this segment was unfinished: keep its finished shards, plan the rest anew
         log.warning(
             "input changed since the unfinished run %d; keeping its shards and planning again", open_seg.index
@@ -158,7 +162,7 @@ def prepare_segment(
         if changed or not manifest.complete:
             manifest.complete = all(s.complete for s in manifest.segments)
             write_manifest(root, manifest)
-        return manifest, None, plan
+        return manifest, None, plan, repaired
     shard_rows = config.shard_rows or default_shard_rows(spec.dim, spec.dtype)
     segment = new_segment(manifest, listing, plan, shard_rows, world)
     segment.config = config.to_dict()
@@ -166,4 +170,4 @@ def prepare_segment(
     manifest.complete = False
     manifest.input = corpus.describe()
     write_manifest(root, manifest)
-    return manifest, segment, plan
+    return manifest, segment, plan, repaired

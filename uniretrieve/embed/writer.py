@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,9 +30,21 @@ SHARD_PREFIX = "part-"
 ERRORS_NAME = "errors.jsonl"
 
 
-def shard_name(number: int) -> str:
-    """`part-000042.parquet`: six digits keep lexicographic = numeric order up to a million shards."""
-    return f"{SHARD_PREFIX}{number:06d}.parquet"
+SHARD_RE = re.compile(r"part-(\d{6,})(?:-r(\d+))?\.parquet")
+
+
+def shard_name(number: int, revision: int = 0) -> str:
+    """`part-000042.parquet`: six digits keep lexicographic = numeric order up to a million shards. A shard that
+    segment `revision` rewrote (older rows superseded) is `part-000042-r<revision>.parquet`: a new name, so the
+    file the manifest names stays intact until the manifest switches to the rewrite."""
+    suffix = f"-r{revision}" if revision else ""
+    return f"{SHARD_PREFIX}{number:06d}{suffix}.parquet"
+
+
+def parse_shard_name(name: str) -> tuple[int, int] | None:
+    """(number, revision) of a shard file name of ours, None for any other name."""
+    m = SHARD_RE.fullmatch(name)
+    return (int(m.group(1)), int(m.group(2) or 0)) if m else None
 
 
 def write_shard_file(path: Path, table: pa.Table, rows_per_group: int) -> tuple[str, int]:

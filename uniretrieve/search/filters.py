@@ -74,6 +74,9 @@ def tokenize(text: str) -> list[Tok]:
     return toks
 
 
+MAX_NESTING = 100
+
+
 class _Parser:
     """Recursive descent over the tokens; builds pyarrow expressions and records the columns used."""
 
@@ -82,6 +85,7 @@ class _Parser:
         self.toks = tokenize(text)
         self.i = 0
         self.resolve = resolve
+        self.depth = 0
 
     def peek(self) -> Tok:
         return self.toks[self.i]
@@ -127,14 +131,22 @@ class _Parser:
         return e
 
     def not_expr(self) -> pc.Expression:
-        if self.accept("kw", "not"):
-            return pc.invert(self.not_expr())
-        if self.peek().kind == "op" and self.peek().value == "(":
+        t = self.peek()
+        if (t.kind, t.value) not in (("kw", "not"), ("op", "(")):
+            return self.test()
+        # nesting is the only recursion: bounded, so a hostile filter is an error, not a RecursionError
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            self.fail(t, f"more than {MAX_NESTING} nested parentheses or 'not's")
+        try:
+            if self.accept("kw", "not"):
+                return pc.invert(self.not_expr())
             self.take()
             e = self.expr()
             self.expect("op", ")", "')'")
             return e
-        return self.test()
+        finally:
+            self.depth -= 1
 
     def operand(self) -> tuple[pc.Expression, Any, bool]:
         """(expression, literal value or None, is_column)."""
