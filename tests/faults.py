@@ -116,7 +116,13 @@ def _preload() -> None:
 
     for name in PRELOAD:
         importlib.import_module(name)
-    for name in ("uniretrieve.cli.index", "uniretrieve.index.add", "uniretrieve.index.build"):
+    for name in (
+        "uniretrieve.cli.index",
+        "uniretrieve.index.add",
+        "uniretrieve.index.build",
+        "uniretrieve.train.stage1",
+        "peft",
+    ):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     _single_thread()

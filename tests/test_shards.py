@@ -29,10 +29,10 @@ from uniretrieve.embed.schema import EmbeddingSpec, arrow_to_vectors, build_tabl
 from uniretrieve.embed.writer import (
     ChunkResult,
     ShardWriter,
-    remove_stale_temps,
     shard_name,
     write_shard_file,
 )
+from uniretrieve.io import remove_stale_temps
 
 DIM = 8
 

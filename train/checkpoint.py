@@ -246,15 +246,16 @@ def load_checkpoint(
 
 
 def prune_checkpoints(output_dir: Path, keep_last: int) -> list[Path]:
-    """Delete all but the `keep_last` newest complete checkpoints (0 keeps all); returns what was deleted."""
+    """Delete all but the `keep_last` newest complete checkpoints (0 keeps all), and any incomplete one older than
+    the newest complete (what a kill during an earlier prune leaves); returns what was deleted."""
     if keep_last <= 0:
         return []
     root = Path(output_dir) / CHECKPOINTS
-    done = sorted(
-        (p for p in root.glob("step-*") if (p / STATE_FILE).is_file()),
-        key=lambda p: int(p.name.split("-")[1]),
-    )
-    doomed = done[:-keep_last]
+    steps = sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    done = [p for p in steps if (p / STATE_FILE).is_file()]
+    newest = int(done[-1].name.split("-")[1]) if done else -1
+    partial = [p for p in steps if p not in done and int(p.name.split("-")[1]) < newest]
+    doomed = done[:-keep_last] + partial
     for p in doomed:
         shutil.rmtree(p)
     return doomed

@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch
 
-from uniretrieve.io import atomic_write_text
+from uniretrieve.io import atomic_write_text, remove_stale_temps
 from uniretrieve.train import distributed
 from uniretrieve.train.batching import BatchPlan
 from uniretrieve.train.checkpoint import (
@@ -282,6 +282,8 @@ def run_steps(
     if main:
         _truncate_metrics(metrics_path, start)  # a fresh start drops the rows of an earlier, unresumable run
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out)  # a run killed mid-write leaves its temp file (the write itself is redone)
+        prune_checkpoints(out, cfg.checkpoint.keep_last)  # finish a prune that a kill interrupted
         save_config(cfg, out / "config.yaml")
     distributed.barrier()
 

@@ -225,3 +225,15 @@ def file_lock(path: str | Path, *, shared: bool = False, blocking: bool = True) 
         yield fd
     finally:
         os.close(fd)
+
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Delete the temp files in `root` left by killed writers on this host (never read: their write is redone).
+    Temps of live processes — other ranks writing right now — are kept."""
+    removed = []
+    for p in sorted(root.iterdir()):
+        if is_stale_temp(p):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed

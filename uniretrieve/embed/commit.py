@@ -38,12 +38,12 @@ from uniretrieve.embed.writer import (
     ChunkResult,
     ShardWriter,
     read_errors,
-    remove_stale_temps,
     replace_chunk_errors,
     shard_name,
     write_errors,
     write_shard_file,
 )
+from uniretrieve.io import remove_stale_temps
 
 
 class SegmentCommitter:

@@ -28,8 +28,8 @@ from uniretrieve.embed.manifest import (
 from uniretrieve.embed.plan import Listing, compute_plan, new_segment, plan_sha256
 from uniretrieve.embed.repair import reconcile
 from uniretrieve.embed.schema import EmbeddingSpec
-from uniretrieve.embed.writer import ERRORS_NAME, SHARD_PREFIX, remove_stale_temps
-from uniretrieve.io import is_stale_temp
+from uniretrieve.embed.writer import ERRORS_NAME, SHARD_PREFIX
+from uniretrieve.io import is_stale_temp, remove_stale_temps
 
 if TYPE_CHECKING:
     from uniretrieve.models.encoder import Encoder

@@ -9,7 +9,6 @@ the manifest is simply rewritten on resume.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import queue
 import re
@@ -24,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from uniretrieve.embed.schema import EmbeddingSpec, build_table, row_group_rows
-from uniretrieve.io import atomic_path, atomic_write_bytes, file_sha256, is_stale_temp
+from uniretrieve.io import atomic_path, atomic_write_bytes, file_sha256
 
 SHARD_PREFIX = "part-"
 ERRORS_NAME = "errors.jsonl"
@@ -60,18 +59,6 @@ def write_shard_file(path: Path, table: pa.Table, rows_per_group: int) -> tuple[
         )
         digest, size = file_sha256(tmp), tmp.stat().st_size
     return digest, size
-
-
-def remove_stale_temps(root: Path) -> list[Path]:
-    """Delete temp files left by killed writers on this host (never read; their chunk is redone). Temps of live
-    processes — other ranks writing right now — are kept."""
-    removed = []
-    for p in sorted(root.iterdir()):
-        if is_stale_temp(p):
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed.append(p)
-    return removed
 
 
 # --- errors.jsonl ----------------------------------------------------------------------------------------------
