@@ -140,7 +140,7 @@ def test_restricted_search_answers_when_over_fetching_finds_too_few(
 ) -> None:
     """Only the rows least like the queries pass, and over-fetching is capped at one round: every query is left
     short, so the restricted search over the passing ids must answer, exactly as exact search over them does."""
-    from uniretrieve.search import searcher as searcher_mod
+    from uniretrieve.search import filtered as filtered_mod
 
     n, k = 2000, 10
     x = clustered_vectors(n, 32, seed=51)
@@ -155,7 +155,7 @@ def test_restricted_search_answers_when_over_fetching_finds_too_few(
         BuildConfig(index_type=index_type, target_recall=0.95, tune_queries=100),
         log=quiet,
     )
-    monkeypatch.setattr(searcher_mod, "MAX_OVERFETCH", 1)
+    monkeypatch.setattr(filtered_mod, "MAX_OVERFETCH", 1)
     s = Searcher.load(tmp_path / "idx")
     answered: list[int] = []
     restricted = s._restricted_search

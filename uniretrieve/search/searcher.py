@@ -12,52 +12,26 @@ hits come back whenever k rows pass (clip-retrieval's service has no metadata fi
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from uniretrieve.search.filtered import FilteredSearch
 from uniretrieve.search.filters import FILTER_COLUMNS, WhereFilter
+from uniretrieve.search.hits import Hit, hits_of, one_chunk
 from uniretrieve.search.query import Query, Term, combine
 from uniretrieve.types import ImageLike, Item
-
-MAX_OVERFETCH = (
-    65536  # past this many candidates per query, a restricted search is cheaper than fetching more
-)
 
 
 class ModelMismatchError(ValueError):
     """A query model other than the index's (another space), refused unless forced."""
 
 
-@dataclass
-class Hit:
-    rank: int
-    score: float
-    internal_id: int
-    id: str
-    modality: str | None = None
-    text: str | None = None
-    source: str | None = None
-    instruction: str | None = None
-    group_id: str | None = None
-    width: int | None = None
-    height: int | None = None
-    shard: str | None = None
-    row: int | None = None
-    metadata: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-class Searcher:
+class Searcher(FilteredSearch):
     """Search one index directory. Build with `Searcher.load`."""
 
     def __init__(
@@ -87,7 +61,7 @@ class Searcher:
         except ValueError as exc:
             raise IndexMetaError(f"{index_dir / META_NAME}: {exc}; rebuild the index") from None
         self.cpu_index = index
-        self.idmap = _one_chunk(idmap)
+        self.idmap = one_chunk(idmap)
         self.device = device
         self.force = force
         self._model_override = model
@@ -275,7 +249,7 @@ class Searcher:
         else:
             scores, ids = self._raw_search(q, min(k, self.cpu_index.ntotal))
         self.timings["search"] = self.timings.get("search", 0.0) + time.perf_counter() - t0
-        return self._hits(scores, ids)
+        return hits_of(self.idmap, scores, ids)
 
     def where_mask(self, where: str) -> np.ndarray:
         """Boolean mask over internal ids of the rows passing `where`."""
@@ -290,121 +264,6 @@ class Searcher:
         if self.torch_exact is not None:
             return self.torch_exact.search(q, k)
         return gpu_mod.search_index(self.work, q, k, on_gpu=self.on_gpu, cpu_index=self.cpu_index)
-
-    def _wide_search(self, q: np.ndarray, fetch: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-`fetch` candidates with the search effort scaled by fetch/k: the tuned nprobe/efSearch reach the
-        target recall for k results, and `fetch` results need proportionally more lists probed (or a wider beam)."""
-        from uniretrieve.index.tune import set_param
-
-        params = self.meta.search_params
-        knob = self.kind.knob
-        wider = {}
-        if knob.name in params:
-            nlist = int(self.meta.choice.get("nlist") or 0)
-            wider[knob.name] = knob.widen(int(params[knob.name]), fetch, k, nlist)
-        try:
-            for name, value in wider.items():
-                set_param(self.work, name, value)
-            return self._raw_search(q, fetch)
-        finally:
-            for name in wider:
-                set_param(self.work, name, int(params[name]))
-
-    def _search_filtered(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = self.cpu_index.ntotal
-        n_ok = int(allowed.sum())
-        nq = len(q)
-        out_s = np.full((nq, k), -np.inf, np.float32)
-        out_i = np.full((nq, k), -1, np.int64)
-        if n_ok == 0:
-            return out_s, out_i
-        want = min(k, n_ok)
-        fetch = min(n, max(k, math.ceil(k * n / n_ok * 1.5)))
-        pending = np.arange(nq)
-        while len(pending):
-            s, i = self._wide_search(q[pending], fetch, k)
-            ok = (i >= 0) & allowed[np.where(i >= 0, i, 0)]
-            still = []
-            for row, qi in enumerate(pending):
-                keep = np.flatnonzero(ok[row])[:k]
-                if len(keep) >= want:
-                    out_s[qi, : len(keep)], out_i[qi, : len(keep)] = s[row, keep], i[row, keep]
-                else:
-                    still.append(qi)
-            pending = np.asarray(still, dtype=np.int64)
-            if fetch >= min(n, MAX_OVERFETCH):
-                break
-            fetch = min(n, fetch * 4)
-        if len(pending):
-            s, i = self._restricted_search(q[pending], k, np.flatnonzero(allowed))
-            out_s[pending], out_i[pending] = s, i
-        return out_s, out_i
-
-    def _restricted_search(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Search only `ids`: FAISS's ID selector where the kind takes one (`IndexKind.selector_params`: flat,
-        every IVF list probed), else exact scores of the reconstructed vectors (HNSW; IVF-PQ under a Refine wrapper,
-        which does not accept IVF search parameters)."""
-        import faiss
-
-        from uniretrieve.index.exact import exact_search
-
-        index = self.cpu_index
-        restrict = self.kind.selector_params
-        if restrict is None or "Refine" in self.meta.factory:
-            vecs = index.reconstruct_batch(ids.astype(np.int64))
-            s, local = exact_search([vecs], q, k)
-            return s, np.where(local >= 0, ids[np.maximum(local, 0)], -1)
-        sel = faiss.IDSelectorBatch(ids.astype(np.int64))
-        return index.search(q, k, params=restrict(index, sel))
-
-    def _hits(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
-        """Hits of every query ([nq, k] scores and internal ids, -1 = none) from ONE id-map lookup: a take on the
-        memory-mapped, chunked id map costs ~7 ms at 1M rows whatever its size, more than an IVF search."""
-        valid = ids >= 0
-        rows = iter(self.idmap.take(pa.array(ids[valid])).to_pylist())
-        return [
-            [_hit(rank, float(score), next(rows)) for rank, score in enumerate(q_scores[q_valid], start=1)]
-            for q_scores, q_valid in zip(scores, valid, strict=True)
-        ]
-
-
-def _hit(rank: int, score: float, row: dict[str, Any]) -> Hit:
-    return Hit(
-        rank=rank,
-        score=score,
-        internal_id=int(row["internal_id"]),
-        id=row["id"],
-        modality=row.get("modality"),
-        text=row.get("text"),
-        source=row.get("source"),
-        instruction=row.get("instruction"),
-        group_id=row.get("group_id"),
-        width=row.get("width"),
-        height=row.get("height"),
-        shard=row.get("shard"),
-        row=row.get("row"),
-        metadata=_json_or_raw(row.get("metadata")),
-    )
-
-
-def _one_chunk(table: pa.Table) -> pa.Table:
-    """The id map as one chunk per column: `take` on a table of many chunks (one per written block) costs ~5 ms per
-    call at 1M rows, on one chunk ~0.1 ms. Columns whose strings exceed 2 GiB cannot be one chunk; they stay as
-    they are."""
-    try:
-        return table.combine_chunks()
-    except (pa.ArrowInvalid, pa.ArrowCapacityError):
-        return table
-
-
-def _json_or_raw(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
-        return {"raw": text}
-    return obj if isinstance(obj, dict) else {"value": obj}
 
 
 def check_model(
@@ -429,3 +288,6 @@ def check_model(
             f"model is {described.get('model_id')!r} (weights {new_hash or '?'}): their vectors live in different "
             f"spaces and results would be meaningless. Drop --model to use the index's model, or pass --force."
         )
+
+
+__all__ = ["Hit", "ModelMismatchError", "Searcher", "check_model"]
