@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.index_faults import KILLED, ROOT, run_cli, snapshot, sweep_cli
+from tests.faults import KILLED, ROOT, run_cli, sweep_cli
+from tests.index_faults import snapshot
 from tests.index_helpers import clustered_vectors, to_flat_layout, write_shard_dir
 from uniretrieve.index.store import version_dir
 from uniretrieve.index.verify import verify_index
@@ -106,7 +107,7 @@ def test_two_adds_at_once_both_land(tmp_path: Path, dirs: dict[str, Path]) -> No
     cmds = [["index", "add", str(dirs[k]), "--index", str(out)] for k in ("b", "c", "d")]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.index_faults", "0", *c],
+            [sys.executable, "-m", "tests.faults", "0", *c],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
