@@ -14,7 +14,7 @@ SKIP_DIRS = {".git", ".venv", "venv", "build", "dist", "__pycache__", "runs", "d
 
 # Notes that live outside the repository; built from parts so this file does not match itself.
 FORBIDDEN = ("unime-" + "method.md", "style" + ".md", "retrieval-" + "systems.md", "shared/" + "reference")
-# References to the project's own issue tracker ("issue 7", "issue-7 diagnostics", "(#12)").
+# References to the project's own issue tracker: the word "issue" followed by a number, or "(#" and a number.
 ISSUE_REF = re.compile(r"\bissues?[- ]#?\d+\b|\(#\d+\)", re.IGNORECASE)
 DOC_LINK = re.compile(r"docs/([A-Za-z0-9_./-]+\.md)(?:#([A-Za-z0-9_-]+))?")
 
