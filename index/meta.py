@@ -150,12 +150,12 @@ class IndexMeta:
 
 def write_meta(directory: Path, meta: IndexMeta) -> None:
     from uniretrieve.embed.manifest import utc_now
-    from uniretrieve.io import atomic_write_bytes
+    from uniretrieve.io import atomic_write_json
 
     meta.updated = utc_now()
     meta.created = meta.created or meta.updated
     meta.format_version = FORMAT_VERSION
-    atomic_write_bytes(Path(directory) / META_NAME, (json.dumps(meta.to_dict(), indent=1) + "\n").encode())
+    atomic_write_json(Path(directory) / META_NAME, meta.to_dict())
 
 
 def read_meta(directory: Path) -> IndexMeta:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uniretrieve.io import atomic_dir, atomic_path, atomic_write_text, job_temp_path
+from uniretrieve.io import atomic_dir, atomic_path, atomic_write_json, job_temp_path
 from uniretrieve.train import distributed
 from uniretrieve.train.config import save_config
 
@@ -199,7 +199,7 @@ def save_checkpoint(
                 "world_size": distributed.world_size(),
                 "metrics": dict(metrics),
             }
-            atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=2) + "\n")
+            atomic_write_json(tmp / STATE_FILE, state, indent=2)
     distributed.barrier()
     return final
 
@@ -298,5 +298,5 @@ def save_merged(
         if cfg.is_file():
             shutil.copy2(cfg, tmp / "config.yaml")
         provenance = {"base": base, "base_source": loaded.source, "adapter": str(Path(adapter_dir).resolve())}
-        atomic_write_text(tmp / "uniretrieve-merge.json", json.dumps(provenance, indent=2) + "\n")
+        atomic_write_json(tmp / "uniretrieve-merge.json", provenance, indent=2)
     return out_dir

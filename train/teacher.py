@@ -33,7 +33,7 @@ from uniretrieve.embed.manifest import read_manifest
 from uniretrieve.embed.reader import open_shards
 from uniretrieve.embed.schema import EMBEDDING, ID, EmbeddingSpec, arrow_to_vectors, read_schema_metadata
 from uniretrieve.embed.schema import settings_hash as _settings_hash
-from uniretrieve.io import atomic_write_text
+from uniretrieve.io import atomic_write_json
 from uniretrieve.models.loading import weight_hash
 from uniretrieve.train import distributed
 from uniretrieve.train.config import ConfigError
@@ -116,7 +116,7 @@ def cached_weight_hash(path: str, root: Path) -> str:
         table = {}  # a damaged memo is only a lost shortcut
     if key not in table:
         table[key] = weight_hash(path)
-        atomic_write_text(table_path, json.dumps(table, indent=1) + "\n")
+        atomic_write_json(table_path, table)
     return table[key]
 
 

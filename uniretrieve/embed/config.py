@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from uniretrieve.config import opt, strict_from_dict, trust_remote_code_opt, versioned
-from uniretrieve.io import atomic_write_bytes
+from uniretrieve.io import atomic_write_json
 
 CONFIG_NAME = "encode_config.json"
 
@@ -116,7 +115,7 @@ class EncodeConfig:
 
     def save(self, root: Path) -> Path:
         path = Path(root) / CONFIG_NAME
-        atomic_write_bytes(path, (json.dumps(versioned(self.to_dict()), indent=1) + "\n").encode())
+        atomic_write_json(path, versioned(self.to_dict()))
         return path
 
 

@@ -79,11 +79,10 @@ def run_eval(cfg: EvalConfig, *, encoder: Any = None, show_progress: bool = True
 
 def write_results(results: dict[str, Any], path: str | Path) -> Path:
     """Results JSON, written atomically."""
-    import json
 
-    from uniretrieve.io import atomic_write_bytes
+    from uniretrieve.io import atomic_write_json
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(p, (json.dumps(results, indent=1, default=str) + "\n").encode())
+    atomic_write_json(p, results)
     return p
