@@ -39,6 +39,55 @@ def best_of(fn: Any, repeats: int) -> float:
     return best
 
 
+def time_paths(s: Any, q: np.ndarray, single: int, k: int, reps: int = 3) -> dict[str, float]:
+    """µs per query: raw FAISS, search_vectors (Hit objects), search_arrays + its id-map rows; batch and single."""
+    idx, qs = s.cpu_index, q[:single]
+    batch = {
+        "raw": lambda: idx.search(q, k),
+        "search_vectors": lambda: s.search_vectors(q, k=k),
+        "search_arrays": lambda: s.search_arrays(q, k=k).rows,
+    }
+    one = {
+        "raw": lambda: [idx.search(v[None], k) for v in qs],
+        "search_vectors": lambda: [s.search_vectors(v[None], k=k) for v in qs],
+        "search_arrays": lambda: [s.search_arrays(v[None], k=k).rows for v in qs],
+    }
+    if not hasattr(s, "search_arrays"):  # the code before the columnar path: time what it has
+        del batch["search_arrays"], one["search_arrays"]
+    out: dict[str, float] = {"batch_queries": len(q)}
+    out |= {f"{name}_batch_us": best_of(fn, reps) / len(q) * 1e6 for name, fn in batch.items()}
+    out |= {f"{name}_single_us": best_of(fn, reps) / len(qs) * 1e6 for name, fn in one.items()}
+    return out
+
+
+def flat_sweep(n: int, d: int, counts: list[int], k: int, threads: int) -> list[dict[str, Any]]:
+    """ms per call of FAISS's flat search and of the matmul path, per query count: where MATMUL_MAX_QUERIES comes
+    from."""
+    import faiss
+
+    from uniretrieve.search.flat import FlatMatmul
+
+    faiss.omp_set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = faiss.IndexFlatIP(d)
+    index.add(x)
+    mm = FlatMatmul.of(index)
+    rows = []
+    for nq in counts:
+        q = rng.standard_normal((nq, d)).astype(np.float32)
+        reps = max(3, 64 // nq)
+        row = {
+            "queries": nq,
+            "faiss_ms": best_of(lambda q=q: index.search(q, k), reps) * 1e3,
+            "matmul_ms": best_of(lambda q=q: mm.search(q, k), reps) * 1e3,
+        }
+        rows.append(row)
+        print(json.dumps({a: round(b, 3) if isinstance(b, float) else b for a, b in row.items()}), flush=True)
+    return rows
+
+
 def run(n: int, d: int, types: list[str], nq: int, single: int, k: int, threads: int) -> list[dict[str, Any]]:
     import faiss
 
@@ -67,20 +116,6 @@ def run(n: int, d: int, types: list[str], nq: int, single: int, k: int, threads:
             for name, value in fixed.items():  # the issue-table parameters, the same on both sides
                 set_param(idx, name, value)
                 s.meta.search_params[name] = value
-            reps = 3
-            raw_b = best_of(lambda: idx.search(q, k), reps)
-            vec_b = best_of(lambda: s.search_vectors(q, k=k), reps)
-            arr_b = (
-                best_of(lambda: s.search_arrays(q, k=k).rows, reps) if hasattr(s, "search_arrays") else None
-            )
-            qs = q[:single]
-            raw_1 = best_of(lambda: [idx.search(v[None], k) for v in qs], reps) / single
-            vec_1 = best_of(lambda: [s.search_vectors(v[None], k=k) for v in qs], reps) / single
-            arr_1 = (
-                best_of(lambda: [s.search_arrays(v[None], k=k).rows for v in qs], reps) / single
-                if hasattr(s, "search_arrays")
-                else None
-            )
             row = {
                 "type": t,
                 "factory": s.meta.factory,
@@ -88,14 +123,8 @@ def run(n: int, d: int, types: list[str], nq: int, single: int, k: int, threads:
                 "n": n,
                 "d": d,
                 "k": k,
-                "batch_queries": nq,
-                "raw_batch_us": raw_b / nq * 1e6,
-                "search_vectors_batch_us": vec_b / nq * 1e6,
-                "search_arrays_batch_us": None if arr_b is None else arr_b / nq * 1e6,
-                "raw_single_us": raw_1 * 1e6,
-                "search_vectors_single_us": vec_1 * 1e6,
-                "search_arrays_single_us": None if arr_1 is None else arr_1 * 1e6,
             }
+            row.update(time_paths(s, q, single, k))
             rows.append(row)
             print(
                 json.dumps({k2: (round(v, 1) if isinstance(v, float) else v) for k2, v in row.items()}),
@@ -115,8 +144,14 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
+    ap.add_argument(
+        "--flat-sweep", default=None, help="query counts, e.g. 1,2,4,...: FAISS flat vs matmul only"
+    )
     a = ap.parse_args()
-    rows = run(a.n, a.d, a.types.split(","), a.queries, a.single, a.k, a.threads)
+    if a.flat_sweep:
+        rows = flat_sweep(a.n, a.d, [int(c) for c in a.flat_sweep.split(",")], a.k, a.threads)
+    else:
+        rows = run(a.n, a.d, a.types.split(","), a.queries, a.single, a.k, a.threads)
     if a.out:
         Path(a.out).write_text(json.dumps(rows, indent=1))
 

@@ -117,7 +117,7 @@ def test_hits_equal_the_row_by_row_version(indexes, index_type: str) -> None:
         assert table.hits() == slow_hits(searcher.idmap, table.scores, table.ids)
         assert table.rows.num_rows == int((table.ids >= 0).sum())
         if where is None and searcher is s:
-            raw_s, raw_i = searcher._raw_search(qq, k)
+            _, raw_i = searcher._raw_search(qq, k)
             np.testing.assert_array_equal(table.ids, raw_i)
     dead_hits = {h.internal_id for r in d.search(vectors=q, k=10) for h in r}
     assert not dead_hits & set(np.flatnonzero(dead).tolist())
