@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 
 from uniretrieve.search.filtered import FilteredSearch
-from uniretrieve.search.flat import FlatMatmul
 from uniretrieve.search.filters import FILTER_COLUMNS, WhereFilter
+from uniretrieve.search.flat import FlatMatmul
 from uniretrieve.search.hits import Hit, HitTable, hit_columns, one_chunk
 from uniretrieve.search.query import Query, Term, combine
 from uniretrieve.types import ImageLike, Item
