@@ -253,6 +253,7 @@ def build_measured(
     idmap.close()
     candidates = [
         {
+            "type": c.choice.type,
             "factory": c.choice.factory,
             "expected_bytes": c.choice.expected_bytes,
             "param": c.tuning.param,
