@@ -11,8 +11,9 @@ fresh queries get there. Candidates (docs/tuning.md#stand-in-queries):
 
 - loo: held-out database vectors, their own row excluded from both exact and ANN results (the old rule);
 - removed: held-out vectors taken out of the index (and out of the exact ground truth): the true held-out set;
-- iso: held-out vectors rotated away from themselves by the angle to their nearest other database vector, in a random
-  direction; their own row stays in (a fresh query has a nearest neighbour at that distance);
+- iso: held-out vectors turned away from themselves by the angle to their nearest other database vector, in a random
+  direction; their own row stays in (a fresh query has a nearest neighbour at that distance): tune.py's
+  `stand_in_queries`, what the build uses;
 - data: as iso, the direction drawn from the database's covariance (noise along the directions the data varies in).
 """
 
@@ -30,18 +31,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 FACTORIES = {"hnsw": "HNSW32,Flat", "ivf": "IVF{nlist},Flat", "ivfpq": "IVF{nlist},PQ{m}"}
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def rotate_towards(x: np.ndarray, u: np.ndarray, cos: np.ndarray) -> np.ndarray:
-    """Unit vectors at angle arccos(cos) from each row of x, in the plane of x and u."""
-    u = u - (u * x).sum(1, keepdims=True) * x
-    u = unit(u)
-    c = cos[:, None]
-    return unit(c * x + np.sqrt(np.clip(1 - c * c, 0, 1)) * u)
 
 
 def build(factory: str, x: np.ndarray, threads: int) -> Any:
@@ -63,6 +52,7 @@ def build(factory: str, x: np.ndarray, threads: int) -> Any:
 def stand_ins(db: np.ndarray, held: np.ndarray, k: int, seed: int) -> dict[str, dict[str, Any]]:
     """name → {queries, gt (scores, ids), exclude, removed}: the candidate tuning-query sets."""
     from uniretrieve.index.exact import exact_search
+    from uniretrieve.index.tune import turn
 
     rng = np.random.default_rng(seed)
     x = db[held]
@@ -81,7 +71,7 @@ def stand_ins(db: np.ndarray, held: np.ndarray, k: int, seed: int) -> dict[str, 
         ("iso", rng.standard_normal(x.shape).astype(np.float32)),
         ("data", rng.standard_normal(x.shape).astype(np.float32) @ cov_l.T),
     ):
-        q = rotate_towards(x, u, nn_cos)
+        q = turn(x, u, nn_cos)
         out[name] = {"queries": q, "gt": exact_search([db], q, 2 * k), "exclude": None, "removed": False}
     return out
 

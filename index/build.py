@@ -29,7 +29,14 @@ from uniretrieve.index.idmap import IDMAP_NAME, IdMapWriter
 from uniretrieve.index.kinds import PQ_TRAIN_ROWS, kind_of
 from uniretrieve.index.meta import INDEX_NAME, META_NAME, BuildConfig, IndexMeta, write_meta
 from uniretrieve.index.source import VectorSource
-from uniretrieve.index.tune import TuneQueries, TuneResult, make_tune_queries, set_param, tune
+from uniretrieve.index.tune import (
+    TuneQueries,
+    TuneResult,
+    make_tune_queries,
+    set_param,
+    stand_in_queries,
+    tune,
+)
 
 Log = Callable[[str], None]
 
@@ -175,8 +182,9 @@ def reserve_rows(index: Any, rows: int) -> None:
 def tuning_queries(
     source: VectorSource, config: BuildConfig, tune_source: VectorSource | None
 ) -> TuneQueries:
-    """Real queries from `tune_source` when given (up to `tune_queries` of them, sampled), else held-out database
-    vectors searched leave-one-out. Ground truth is exact search over the whole corpus (torch on CUDA if present)."""
+    """Real queries from `tune_source` when given (up to `tune_queries` of them, sampled), else stand-ins made from
+    held-out database vectors (tune.py `stand_in_queries`). Ground truth is exact search over the whole corpus (torch
+    on CUDA if present)."""
     rng = np.random.default_rng(config.seed + 1)
     exact = None
     if gpu_mod.cuda_device_count() > 0:
@@ -193,14 +201,8 @@ def tuning_queries(
         )
     nq = min(config.tune_queries, source.num_rows)
     rows = np.sort(rng.choice(source.num_rows, size=nq, replace=False))
-    q = source.take(rows)
-    return make_tune_queries(
-        blocks,
-        q,
-        config.k,
-        kind="held-out database vectors (leave-one-out)",
-        exclude=rows.astype(np.int64),
-        exact=exact,
+    return stand_in_queries(
+        blocks, source.take(rows), rows.astype(np.int64), config.k, seed=config.seed, exact=exact
     )
 
 
