@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 
-@dataclass
+@dataclass(slots=True)
 class Hit:
     rank: int
     score: float
@@ -33,8 +34,10 @@ class Hit:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-# Hit fields read from id-map columns of the same name (rank, score and internal_id come from the search itself).
-ROW_FIELDS = tuple(f.name for f in fields(Hit) if f.name not in ("rank", "score", "internal_id"))
+# Hit fields read from id-map columns of the same name, in Hit's order (rank, score and internal_id come first, from
+# the search itself).
+ROW_FIELDS = tuple(f.name for f in fields(Hit))[3:]
+METADATA = ROW_FIELDS.index("metadata")
 
 
 def hit_columns(idmap: pa.Table) -> list[str]:
@@ -75,24 +78,19 @@ class HitTable:
         return len(self.ids)
 
     def hits(self) -> list[list[Hit]]:
-        """One list of `Hit` per query, rank 1 first."""
-        ids, scores = self.ids[self.valid].tolist(), self.scores[self.valid].tolist()
-        rows = self.rows
-        cols = {c: rows.column(c).to_pylist() for c in self.columns}
-        if "metadata" in cols:
-            cols["metadata"] = [_json_or_raw(m) for m in cols["metadata"]]
-        names = list(cols)
-        per_row = zip(*(cols[c] for c in names), strict=True)
-        flat = [
-            Hit(rank=0, score=s, internal_id=i, **dict(zip(names, r, strict=True)))
-            for s, i, r in zip(scores, ids, per_row, strict=True)
-        ]
+        """One list of `Hit` per query, rank 1 first: one column list per field and one `map` over them, so the
+        per-hit cost is the Hit's construction alone."""
+        valid = self.valid
+        ranks = np.cumsum(valid, axis=1)[valid].tolist()
+        scores, ids = self.scores[valid].tolist(), self.ids[valid].tolist()
+        rows, m = self.rows, len(ids)
+        cols = [rows.column(c).to_pylist() if c in self.columns else repeat(None, m) for c in ROW_FIELDS]
+        if "metadata" in self.columns:
+            cols[METADATA] = [_json_or_raw(x) for x in cols[METADATA]]
+        flat = list(map(Hit, ranks, scores, ids, *cols))
         out, pos = [], 0
         for n in self.counts.tolist():
-            q = flat[pos : pos + n]
-            for rank, h in enumerate(q, start=1):
-                h.rank = rank
-            out.append(q)
+            out.append(flat[pos : pos + n])
             pos += n
         return out
 
