@@ -192,7 +192,7 @@ def build_candidates(
         for c in cands:
             if c is not best:
                 c.index = None  # free every candidate but the best so far
-    chosen = pick(cands)
+    chosen = best if best is not None else pick(cands)  # pick over all; the running pick keeps its index
     set_param(chosen.index, chosen.tuning.param, chosen.tuning.value)
     t_train, t_add = seconds[id(chosen)]
     return chosen, cands, t_train, t_add
