@@ -247,7 +247,7 @@ def tuning_queries(
 
 
 MIN_HELD = 20  # fewer held-out rows than this say nothing about recall: stand-ins instead
-HELD_KIND = "the corpus's last rows, held out of the index while tuning"
+HELD_KIND = "rows at the corpus's end, held out of the index while tuning"
 
 
 def _head_blocks(source: VectorSource, block_rows: int, stop: int) -> Any:

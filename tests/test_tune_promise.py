@@ -38,7 +38,7 @@ def test_old_rule_misses_on_fresh_queries_new_rule_holds(
         index_type="hnsw", target_recall=TARGET, tune_queries=400, ef_construction=40, hnsw_m=16
     )
     meta = build_index(ArraySource(db), tmp_path / "new", cfg, log=lambda m: None)
-    assert meta.tuning["query_kind"].startswith("the corpus's last rows") and meta.tuning["reached"]
+    assert meta.tuning["query_kind"].startswith("rows at the corpus's end") and meta.tuning["reached"]
     with Searcher.load(tmp_path / "new") as s:
         new = fresh_recall(s, db, fresh)
         # the old rule, on the same index: leave-one-out database vectors, pass on the sample mean
