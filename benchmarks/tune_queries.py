@@ -12,7 +12,7 @@ fresh queries get there. Held-out vectors are the database's last rows. Candidat
 
 - loo: held-out database vectors, their own row excluded from both exact and ANN results (the old rule);
 - removed: held-out vectors taken out of the index (and out of the exact ground truth): the true held-out set, what
-  the build does (index/build.py `HeldTail`: the last rows, added after tuning);
+  the build does (index/holdout.py `HeldTail`: the last rows, added after tuning);
 - iso: held-out vectors turned away from themselves by the angle to their nearest other database vector, in a random
   direction; their own row stays in (a fresh query has a nearest neighbour at that distance): tune.py's
   `stand_in_queries`, what the build uses;
