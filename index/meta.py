@@ -82,8 +82,9 @@ class BuildConfig:
     train_rows: int | None = field(default=None, metadata=no_cli())
     """Training sample size; default 256 per IVF list (FAISS's cap, more is subsampled away), ≥ 65,536 for PQ."""
     tune_queries: int = field(default=500, metadata=no_cli())
-    """Held-out sampled vectors used to tune when no --tune-queries shards are given (the CLI's --tune-queries
-    names query shard directories instead, an option of the command)."""
+    """Tuning queries: sampled from --tune-queries shards when given (the CLI's --tune-queries names query shard
+    directories, an option of the command), else this many of the corpus's last rows, held out of the index while it
+    is tuned (index/holdout.py)."""
     gpu: bool | None = field(
         default=None, metadata=opt("Use all visible GPUs / force the CPU.", "--gpu/--cpu")
     )
