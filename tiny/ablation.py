@@ -29,10 +29,35 @@ if TYPE_CHECKING:
     from uniretrieve.tiny.config import TinyRecipeConfig
 
 
+def baseline_config(cfg: TinyRecipeConfig, pairs: Path, tokenizer: Path, out: Path) -> Any:
+    """The CLIP-style row's ClipBaselineConfig: batch 32, as many image–caption pairs as the MLLM's ViT
+    pre-alignment, pretraining and stage 2 together (also what benchmarks/recipe_throughput.py times)."""
+    from uniretrieve.tiny.clip_baseline import ClipBaselineConfig
+    from uniretrieve.tiny.config import PretrainConfig
+    from uniretrieve.train.config import load_config
+    from uniretrieve.train.stage2 import Stage2Config
+
+    s2 = load_config(
+        Stage2Config, cfg.stage2_preset, cfg.stage2_overrides, model="x", output_dir="x", **{"data.root": "x"}
+    )
+    pairs_seen = (
+        cfg.align_steps * cfg.align_batch_size
+        + cfg.pretrain_steps * PretrainConfig.batch_size  # the recipe pretrains at the default batch
+        + (s2.max_steps or 0) * s2.batch_size
+    )
+    return ClipBaselineConfig(
+        data=str(pairs),
+        tokenizer=str(tokenizer),
+        output_dir=str(out),
+        batch_size=32,
+        max_steps=max(1, pairs_seen // 32),
+        seed=cfg.seed,
+    )
+
+
 def train_rows(recipe: Path, out: Path, cfg: TinyRecipeConfig, console: Any) -> dict[str, Any]:
     """Train the rows the recipe does not make; returns row name → model path or encoder."""
-    from uniretrieve.tiny.clip_baseline import ClipBaselineConfig, ClipStyleEncoder, train_clip_baseline
-    from uniretrieve.tiny.config import PretrainConfig
+    from uniretrieve.tiny.clip_baseline import ClipStyleEncoder, train_clip_baseline
     from uniretrieve.train.config import load_config
     from uniretrieve.train.stage2 import Stage2Config, run_stage2
 
@@ -56,30 +81,9 @@ def train_rows(recipe: Path, out: Path, cfg: TinyRecipeConfig, console: Any) -> 
 
     clip_dir = out / "clip" / "final"
     if not (clip_dir / "clip_baseline.json").exists():
-        s2_steps = load_config(
-            Stage2Config,
-            cfg.stage2_preset,
-            cfg.stage2_overrides,
-            model="x",
-            output_dir="x",
-            **{"data.root": "x"},
-        )
-        pairs = (
-            cfg.align_steps * cfg.align_batch_size
-            + cfg.pretrain_steps * PretrainConfig.batch_size  # the recipe pretrains at the default batch
-            + (s2_steps.max_steps or 0) * s2_steps.batch_size
-        )
-        clip_dir = train_clip_baseline(
-            ClipBaselineConfig(
-                data=str(data / "llava-pretrain"),
-                tokenizer=str(recipe / "base" / "processor"),
-                output_dir=str(out / "clip"),
-                batch_size=32,
-                max_steps=max(1, pairs // 32),
-                seed=cfg.seed,
-            ),
-            console=console,
-        )
+        pairs = data / "llava-pretrain"
+        tokenizer = recipe / "base" / "processor"
+        clip_dir = train_clip_baseline(baseline_config(cfg, pairs, tokenizer, out / "clip"), console=console)
     return {
         "CLIP-style dual encoder": ClipStyleEncoder.from_pretrained(clip_dir),
         "base MLLM, prompted": base,

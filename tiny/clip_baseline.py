@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ from uniretrieve.io import atomic_dir, atomic_write_text
 from uniretrieve.models.backbones import MMEB_IMAGE_PLACEHOLDER
 from uniretrieve.models.images import load_image
 from uniretrieve.tiny.base import TinyBaseConfig, vision_config
+from uniretrieve.tiny.cpu import autocast
+from uniretrieve.tiny.pixels import PixelCache
 from uniretrieve.tiny.pretrain_data import CaptionExample, read_llava_pretrain
 from uniretrieve.train.batching import ShuffledEpochs
 from uniretrieve.train.config import ConfigError, OptimConfig, StepCheckpointConfig
@@ -52,6 +54,8 @@ class ClipBaselineConfig:
     text_hidden: int = 256
     projection_dim: int = 256
     max_text_tokens: int = CLIP_TEXT_TOKENS
+    precision: Literal["fp32", "bf16-autocast"] = "bf16-autocast"
+    """bf16-autocast: bf16 forward, float32 weights and loss (uniretrieve/tiny/cpu.py); fp32 where unsupported."""
     base: TinyBaseConfig = field(default_factory=TinyBaseConfig)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=5e-4, weight_decay=0.1, warmup_steps=50)
@@ -65,19 +69,25 @@ class ClipBaselineConfig:
             raise ConfigError("batch_size must be >= 2 and max_steps >= 1")
 
 
-def _tokenize(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str, torch.Tensor]:
-    """`<s> text </s>` cut to `max_tokens` (the `</s>` always kept: CLIP pools at the first eos), right-padded."""
-    rows = []
-    for t in texts:
-        ids = tokenizer(t, add_special_tokens=False)["input_ids"][: max_tokens - 2]
-        rows.append([tokenizer.bos_token_id, *ids, tokenizer.eos_token_id])
+def _token_row(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
+    """`<s> text </s>` cut to `max_tokens` (the `</s>` always kept: CLIP pools at the first eos)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_tokens - 2]
+    return [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+
+
+def _pad_rows(rows: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded to the longest row of the batch (not to the limit: no compute on padding beyond it)."""
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def _tokenize(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str, torch.Tensor]:
+    return _pad_rows([_token_row(tokenizer, t, max_tokens) for t in texts], tokenizer.pad_token_id)
 
 
 def build_clip(cfg: ClipBaselineConfig, tokenizer: Any) -> Any:
@@ -102,18 +112,36 @@ def build_clip(cfg: ClipBaselineConfig, tokenizer: Any) -> Any:
     return CLIPModel(config)
 
 
+def clip_loss(text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """CLIPModel's symmetric InfoNCE, computed in float32 from the (autocast) embeddings."""
+    text, image = F.normalize(text.float(), dim=-1), F.normalize(image.float(), dim=-1)
+    logits = logit_scale.float().exp() * text @ image.t()
+    labels = torch.arange(len(text), device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+
+
 def make_step_fn(
     model: Any, tokenizer: Any, image_processor: Any, examples: list[CaptionExample], cfg: ClipBaselineConfig
 ) -> StepFn:
-    """The loop's step function: a batch of image–caption pairs → gradients of the CLIP loss (one process)."""
+    """The loop's step function: a batch of image–caption pairs → gradients of the CLIP loss (one process).
+
+    Captions are tokenized and images decoded and preprocessed once per run (PixelCache); the forward runs under
+    bf16 autocast when `cfg.precision` says so, the loss in float32."""
+    pixels = PixelCache(image_processor)
+    rows: dict[int, list[int]] = {}
 
     def step(step: int, batch_ids: list[int]) -> dict[str, torch.Tensor]:
-        ex = [examples[i] for i in batch_ids]
-        text = _tokenize(tokenizer, [e.caption for e in ex], cfg.max_text_tokens)
-        pixels = image_processor([load_image(e.image) for e in ex], return_tensors="pt")["pixel_values"]
-        loss = model(**text, pixel_values=pixels, return_loss=True).loss
+        for i in batch_ids:
+            if i not in rows:
+                rows[i] = _token_row(tokenizer, examples[i].caption, cfg.max_text_tokens)
+        text = _pad_rows([rows[i] for i in batch_ids], tokenizer.pad_token_id)
+        px = pixels([examples[i].image for i in batch_ids])
+        with autocast(cfg.precision == "bf16-autocast"):
+            out = model(**text, pixel_values=px)
+        loss = clip_loss(out.text_embeds, out.image_embeds, model.logit_scale)
         loss.backward()
-        return {"loss": loss.detach()}
+        n = text["attention_mask"]
+        return {"loss": loss.detach(), "tokens": float(n.sum()), "padded_tokens": float(n.numel())}
 
     return step
 

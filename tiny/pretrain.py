@@ -22,10 +22,10 @@ import torch
 
 from uniretrieve.io import atomic_dir, atomic_write_text
 from uniretrieve.models.backbones import REGISTRY
-from uniretrieve.models.images import load_image
 from uniretrieve.tiny.base import TinyBaseConfig, build_base, save_llava, train_tokenizer
-from uniretrieve.tiny.captions import caption_batch, caption_loss, caption_prompt
+from uniretrieve.tiny.captions import CaptionBatcher, caption_loss, caption_prompt
 from uniretrieve.tiny.config import PretrainConfig
+from uniretrieve.tiny.cpu import autocast
 from uniretrieve.tiny.pretrain_data import CaptionExample, read_llava_pretrain
 from uniretrieve.train.batching import ShuffledEpochs
 from uniretrieve.train.config import ConfigError
@@ -88,21 +88,23 @@ def training_examples(cfg: PretrainConfig) -> list[CaptionExample]:
 
 
 def make_step_fn(model: Any, processor: Any, examples: list[CaptionExample], cfg: PretrainConfig) -> StepFn:
-    """The loop's step function: a batch of image–caption pairs → gradients of the caption loss (one process)."""
+    """The loop's step function: a batch of image–caption pairs → gradients of the caption loss (one process);
+    the forward under bf16 autocast when `cfg.precision` says so (float32 weights)."""
     template = REGISTRY["llava"].wrapper_for("mistral", frozenset()).template
+    batcher = CaptionBatcher(processor, max_length=cfg.max_caption_tokens)
 
-    def step(step: int, batch_ids: list[int]) -> dict[str, torch.Tensor]:
+    def step(step: int, batch_ids: list[int]) -> dict[str, torch.Tensor | float]:
         ex = [examples[i] for i in batch_ids]
-        batch = caption_batch(
-            processor,
+        batch = batcher(
             [caption_prompt(template, "<image>" if e.image else None, e.request) for e in ex],
-            [load_image(e.image) if e.image else None for e in ex],
+            [e.image for e in ex],
             [e.caption for e in ex],
-            max_length=cfg.max_caption_tokens,
         )
-        loss = caption_loss(model, batch)
+        with autocast(cfg.precision == "bf16-autocast"):
+            loss = caption_loss(model, batch)
         loss.backward()
-        return {"loss": loss.detach()}
+        mask = batch["attention_mask"]
+        return {"loss": loss.detach(), "tokens": float(mask.sum()), "padded_tokens": float(mask.numel())}
 
     return step
 
