@@ -81,13 +81,19 @@ def run_kind(kind: str, data: Path, work: Path, steps: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     if kind in ("align", "baseline"):
         from uniretrieve.tiny.ablation import baseline_config
-        from uniretrieve.tiny.clip_baseline import train_clip_baseline
         from uniretrieve.tiny.recipe import align_config
 
         make = align_config if kind == "align" else baseline_config
         cfg = make(recipe, data / "llava-pretrain", processor_dir / "processor", run_dir)
         cfg.max_steps, cfg.checkpoint = steps, no_ckpt
-        train_clip_baseline(cfg, console=console)
+        if kind == "align":
+            from uniretrieve.tiny.clip_baseline import train_clip_baseline
+
+            train_clip_baseline(cfg, console=console)
+        else:  # the gate's encoder since the throughput work (a transformers CLIPModel before)
+            from uniretrieve.tiny.dual_encoder import train_dual_encoder
+
+            train_dual_encoder(cfg, console=console)
         per_step = cfg.batch_size
     elif kind == "pretrain":
         from uniretrieve.tiny.pretrain import pretrain

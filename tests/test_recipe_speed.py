@@ -94,3 +94,21 @@ def test_bf16_autocast_keeps_fp32_master_weights_and_the_loss() -> None:
     loss.backward()
     assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in net.parameters())
     assert abs(loss.item() - ref.item()) < 0.02 * ref.item()
+
+
+def test_length_sorted_text_chunks_give_the_one_pass_vectors() -> None:
+    from uniretrieve.tiny.clip_baseline import _pad_rows
+    from uniretrieve.tiny.dual_encoder import DualEncoder, DualEncoderSizes
+
+    torch.manual_seed(0)
+    model = DualEncoder(
+        DualEncoderSizes(text_hidden=32, text_heads=2, vocab_size=50, embed_dim=16, max_positions=64),
+        pad_id=0,
+        logit_scale_init=10.0,
+        logit_scale_max=100.0,
+    )
+    rows = [[1, *torch.randint(3, 50, (n,)).tolist(), 2] for n in (3, 40, 7, 25, 12, 1, 33)]
+    text = _pad_rows(rows, 0)
+    one = model.get_text_features(**text)
+    for chunks in (2, 3, 7, 10):
+        torch.testing.assert_close(model.get_text_features(**text, chunks=chunks), one, atol=1e-5, rtol=1e-5)

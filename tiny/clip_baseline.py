@@ -237,6 +237,12 @@ class ClipStyleEncoder:
 
         p = Path(path)
         meta = json.loads((p / "clip_baseline.json").read_text())
+        if meta.get("arch") == "dual_encoder":  # the gate's encoder (tiny/dual_encoder.py)
+            from uniretrieve.tiny.dual_encoder import image_processor_for, load_dual_encoder
+
+            model, tok, meta = load_dual_encoder(p)
+            limit = meta["max_text_tokens"] or model.sizes.max_positions
+            return cls(model, tok, image_processor_for(meta["image_size"]), limit, str(p))
         return cls(
             CLIPModel.from_pretrained(p, dtype=torch.float32),
             AutoTokenizer.from_pretrained(p),
