@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--image-tower", choices=("cnn", "vit"), default="cnn")
+    p.add_argument("--vit-patch", type=int, default=8)
     p.add_argument("--json-out", type=Path, default=None)
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -194,7 +196,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.work,
         steps=args.steps,
         eval_every=args.eval_every,
-        overrides={"batch_size": args.batch_size, "sizes": {"image_size": args.image_size}},
+        overrides={
+            "batch_size": args.batch_size,
+            "sizes": {
+                "image_size": args.image_size,
+                "image_tower": args.image_tower,
+                "vit_patch": args.vit_patch,
+            },
+        },
     )
     result["machine"] = {
         "cpus": os.cpu_count(),

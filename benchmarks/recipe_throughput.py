@@ -65,8 +65,10 @@ def _summary(run_dir: Path, samples_per_step: int, wall: float) -> dict[str, Any
     return out
 
 
-def run_kind(kind: str, data: Path, work: Path, steps: int) -> dict[str, Any]:
-    """One step kind at the recipe's settings for `steps` optimizer steps; its speed summary."""
+def run_kind(kind: str, data: Path, work: Path, steps: int, precision: str | None = None) -> dict[str, Any]:
+    """One step kind at the recipe's settings for `steps` optimizer steps; its speed summary.
+
+    precision: instead of the recipe's, "fp32" or "bf16-autocast" (to measure what autocast gives)."""
     from uniretrieve.tiny.config import PretrainConfig, TinyRecipeConfig
     from uniretrieve.tiny.pretrain import make_processor
     from uniretrieve.train.config import StepCheckpointConfig
@@ -86,6 +88,8 @@ def run_kind(kind: str, data: Path, work: Path, steps: int) -> dict[str, Any]:
         make = align_config if kind == "align" else baseline_config
         cfg = make(recipe, data / "llava-pretrain", processor_dir / "processor", run_dir)
         cfg.max_steps, cfg.checkpoint = steps, no_ckpt
+        if precision:
+            cfg.precision = precision
         if kind == "align":
             from uniretrieve.tiny.clip_baseline import train_clip_baseline
 
@@ -109,16 +113,24 @@ def run_kind(kind: str, data: Path, work: Path, steps: int) -> dict[str, Any]:
             vision_init=str(align),
             max_caption_words=recipe.pretrain_max_caption_words,
             checkpoint=no_ckpt,
+            **({"precision": precision} if precision else {}),
         )
         pretrain(cfg, console=console)
         per_step = cfg.batch_size
     else:
-        per_step = _run_stage(kind, recipe, data, work, run_dir, steps, console)
+        per_step = _run_stage(kind, recipe, data, work, run_dir, steps, console, precision)
     return _summary(run_dir, per_step, time.perf_counter() - t0)
 
 
 def _run_stage(
-    kind: str, recipe: Any, data: Path, work: Path, run_dir: Path, steps: int, console: Any
+    kind: str,
+    recipe: Any,
+    data: Path,
+    work: Path,
+    run_dir: Path,
+    steps: int,
+    console: Any,
+    precision: str | None,
 ) -> int:
     from uniretrieve.train.config import load_config
 
@@ -140,7 +152,7 @@ def _run_stage(
     cfg = load_config(
         cls,
         preset,
-        [*overrides, f"max_steps={steps}"],
+        [*overrides, f"max_steps={steps}", *([f"precision={precision}"] if precision else [])],
         model=str(base),
         output_dir=str(run_dir),
         seed=recipe.seed,
@@ -190,6 +202,9 @@ def main(argv: list[str] | None = None, *, run: Callable[..., dict[str, Any]] = 
         help="passive: the recipe commands' setting (uniretrieve/tiny/cpu.py); default: libgomp's spinning.",
     )
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16-autocast"), default=None, help="Instead of the recipe's."
+    )
     p.add_argument("--label", default="", help="A name for this configuration, kept in the JSON.")
     p.add_argument("--json-out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -204,10 +219,16 @@ def main(argv: list[str] | None = None, *, run: Callable[..., dict[str, Any]] = 
 
         torch.set_num_threads(args.threads)
     data = ensure_data(args.data, args.work, args.scenes)
-    result: dict[str, Any] = {"label": args.label, "machine": machine(), "kinds": {}}
+    result: dict[str, Any] = {
+        "label": args.label,
+        "omp_wait": args.omp_wait,
+        "precision": args.precision or "recipe",
+        "machine": machine(),
+        "kinds": {},
+    }
     for kind in args.kinds:
         steps = args.steps or DEFAULT_STEPS[kind]
-        result["kinds"][kind] = row = run(kind, data, args.work, steps)
+        result["kinds"][kind] = row = run(kind, data, args.work, steps, args.precision)
         print(
             f"{kind:9s} {row['samples_per_s']:8.1f} samples/s  (median step {row['median_step_s']:.2f} s × "
             f"{row['samples_per_step']}, {row['steps']} steps, loss {row['loss_first']:.3f} → {row['loss_last']:.3f})",

@@ -39,7 +39,14 @@ META_FILE = "clip_baseline.json"
 @dataclass(kw_only=True)
 class DualEncoderSizes:
     image_size: int = 64
+    image_tower: Literal["cnn", "vit"] = "cnn"
+    """cnn: `channels` conv blocks, flattened; vit: a CLIP ViT (`vit_*`), its pooled output: the tower a LLaVA can
+    take, so a gate-trained ViT could initialise the MLLM's (tiny/pretrain.py load_vision_tower)."""
     channels: tuple[int, ...] = (32, 64, 128, 128)
+    vit_patch: int = 8
+    vit_hidden: int = 192
+    vit_layers: int = 4
+    vit_heads: int = 3
     text_hidden: int = 128
     text_layers: int = 2
     text_heads: int = 4
@@ -101,14 +108,29 @@ class DualEncoder(nn.Module):
     ):
         super().__init__()
         self.sizes, self.pad_id, self.logit_scale_max = sizes, pad_id, logit_scale_max
-        blocks: list[nn.Module] = []
-        c_in = 3
-        for c in sizes.channels:  # each block halves the side: 64 → 4 after four
-            blocks += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.GELU(), nn.MaxPool2d(2)]
-            c_in = c
-        self.image_tower = nn.Sequential(*blocks, nn.Flatten())
-        side = sizes.image_size // 2 ** len(sizes.channels)
-        self.image_proj = nn.Linear(c_in * side * side, sizes.embed_dim)
+        if sizes.image_tower == "vit":
+            from transformers import CLIPVisionModel
+
+            from uniretrieve.tiny.base import TinyBaseConfig, vision_config
+
+            base = TinyBaseConfig(
+                image_size=sizes.image_size,
+                patch_size=sizes.vit_patch,
+                vision_hidden=sizes.vit_hidden,
+                vision_layers=sizes.vit_layers,
+                vision_heads=sizes.vit_heads,
+            )
+            self.vit = CLIPVisionModel(vision_config(base))
+            self.image_proj = nn.Linear(sizes.vit_hidden, sizes.embed_dim)
+        else:
+            blocks: list[nn.Module] = []
+            c_in = 3
+            for c in sizes.channels:  # each block halves the side: 64 → 4 after four
+                blocks += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.GELU(), nn.MaxPool2d(2)]
+                c_in = c
+            self.image_tower = nn.Sequential(*blocks, nn.Flatten())
+            side = sizes.image_size // 2 ** len(sizes.channels)
+            self.image_proj = nn.Linear(c_in * side * side, sizes.embed_dim)
         self.tokens = nn.Embedding(sizes.vocab_size, sizes.text_hidden, padding_idx=pad_id)
         self.positions = nn.Embedding(sizes.max_positions, sizes.text_hidden)
         layer = nn.TransformerEncoderLayer(
@@ -130,6 +152,8 @@ class DualEncoder(nn.Module):
         return type("Sizes", (), {"projection_dim": self.sizes.embed_dim})()
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.sizes.image_tower == "vit":
+            return self.image_proj(self.vit(pixel_values=pixel_values).pooler_output)
         return self.image_proj(self.image_tower(pixel_values))
 
     def get_text_features(
@@ -221,12 +245,13 @@ def make_step_fn(
         scale = model.scale()
         loss = clip_loss(t, v, scale.log())
         loss.backward()
-        mask = text["attention_mask"]
+        lengths = text["attention_mask"].sum(1).sort().values
+        widths = [int(g.max()) * len(g) for g in lengths.tensor_split(max(1, cfg.text_chunks)) if len(g)]
         return {
             "loss": loss.detach(),
             "logit_scale": scale.detach(),
-            "tokens": float(mask.sum()),
-            "padded_tokens": float(mask.numel()),
+            "tokens": float(lengths.sum()),
+            "padded_tokens": float(sum(widths)),  # what the chunked text forward computes
         }
 
     return step
