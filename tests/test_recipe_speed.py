@@ -112,3 +112,33 @@ def test_length_sorted_text_chunks_give_the_one_pass_vectors() -> None:
     one = model.get_text_features(**text)
     for chunks in (2, 3, 7, 10):
         torch.testing.assert_close(model.get_text_features(**text, chunks=chunks), one, atol=1e-5, rtol=1e-5)
+
+
+def test_length_sorted_clip_text_features_equal_one_pass(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from uniretrieve.tiny.clip_baseline import (
+        ClipBaselineConfig,
+        _pooled,
+        _tokenize,
+        build_clip,
+        length_sorted,
+    )
+
+    proc = _processor()
+    proc.save_pretrained(tmp_path / "p")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "p")
+    cfg = ClipBaselineConfig(
+        data="x", tokenizer="x", output_dir="x", text_layers=1, text_hidden=32, projection_dim=16, base=SMALL
+    )
+    model = build_clip(cfg, tok)
+    texts = ["a red square", "a plain red square filling the picture " * 6, "blue", "a blue circle " * 3]
+    text = _tokenize(tok, texts, 77)
+
+    def fn(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return _pooled(model.get_text_features(input_ids=ids, attention_mask=mask))
+
+    one = fn(text["input_ids"], text["attention_mask"])
+    for chunks in (2, 4):
+        got = length_sorted(fn, text["input_ids"], text["attention_mask"], chunks)
+        torch.testing.assert_close(got, one, atol=1e-5, rtol=1e-5)

@@ -56,6 +56,8 @@ class ClipBaselineConfig:
     max_text_tokens: int = CLIP_TEXT_TOKENS
     precision: Literal["fp32", "bf16-autocast"] = "bf16-autocast"
     """bf16-autocast: bf16 forward, float32 weights and loss (uniretrieve/tiny/cpu.py); fp32 where unsupported."""
+    text_chunks: int = 4
+    """Length-sorted groups of the text forward (`length_sorted`): captions of 2 to 77 tokens share a batch."""
     base: TinyBaseConfig = field(default_factory=TinyBaseConfig)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=5e-4, weight_decay=0.1, warmup_steps=50)
@@ -86,6 +88,31 @@ def _pad_rows(rows: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def length_sorted(
+    fn: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, chunks: int
+) -> torch.Tensor:
+    """`fn(input_ids, attention_mask)` → [B, D] on the rows sorted by length in `chunks` groups, each cut to its own
+    longest row, then put back in order: right-padded rows do not depend on the padding after them (padding masked
+    out; CLIP's causal text tower pools at the eos), so this is the one-pass result up to float rounding with far
+    less compute on padding when short and long captions share a batch (tests/test_recipe_speed.py)."""
+    if chunks <= 1:
+        return fn(input_ids, attention_mask)
+    lengths = attention_mask.sum(1)
+    order = torch.argsort(lengths)
+    parts = []
+    for idx in order.tensor_split(chunks):
+        if len(idx):
+            width = int(lengths[idx].max())
+            parts.append(fn(input_ids[idx, :width], attention_mask[idx, :width]))
+    return torch.cat(parts)[torch.argsort(order)]
+
+
+def computed_tokens(attention_mask: torch.Tensor, chunks: int) -> float:
+    """Token positions `length_sorted` computes (real tokens plus each group's padding)."""
+    lengths = attention_mask.sum(1).sort().values
+    return float(sum(int(g.max()) * len(g) for g in lengths.tensor_split(max(1, chunks)) if len(g)))
+
+
 def _tokenize(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str, torch.Tensor]:
     return _pad_rows([_token_row(tokenizer, t, max_tokens) for t in texts], tokenizer.pad_token_id)
 
@@ -110,6 +137,11 @@ def build_clip(cfg: ClipBaselineConfig, tokenizer: Any) -> Any:
     )
     torch.manual_seed(cfg.seed)
     return CLIPModel(config)
+
+
+def _pooled(out: Any) -> torch.Tensor:
+    """CLIPModel.get_*_features returns the projected vectors (a model output holding them in transformers 5)."""
+    return getattr(out, "pooler_output", out)
 
 
 def clip_loss(text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -137,11 +169,19 @@ def make_step_fn(
         text = _pad_rows([rows[i] for i in batch_ids], tokenizer.pad_token_id)
         px = pixels([examples[i].image for i in batch_ids])
         with autocast(cfg.precision == "bf16-autocast"):
-            out = model(**text, pixel_values=px)
-        loss = clip_loss(out.text_embeds, out.image_embeds, model.logit_scale)
+            t = length_sorted(_text_features, text["input_ids"], text["attention_mask"], cfg.text_chunks)
+            v = _pooled(model.get_image_features(pixel_values=px))
+        loss = clip_loss(t, v, model.logit_scale)
         loss.backward()
         n = text["attention_mask"]
-        return {"loss": loss.detach(), "tokens": float(n.sum()), "padded_tokens": float(n.numel())}
+        return {
+            "loss": loss.detach(),
+            "tokens": float(n.sum()),
+            "padded_tokens": computed_tokens(n, cfg.text_chunks),
+        }
+
+    def _text_features(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return _pooled(model.get_text_features(input_ids=ids, attention_mask=mask))
 
     return step
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from uniretrieve.io import atomic_dir, atomic_write_text
+from uniretrieve.tiny.clip_baseline import length_sorted
 from uniretrieve.tiny.cpu import autocast
 from uniretrieve.tiny.pixels import PixelCache
 from uniretrieve.tiny.pretrain_data import CaptionExample, read_llava_pretrain
@@ -162,17 +163,7 @@ class DualEncoder(nn.Module):
         """Masked mean of the text tower. chunks > 1: the rows sorted by length and run in that many groups, each
         cut to its own longest row, so little compute goes to padding (captions of 80–200 words pad a random batch
         by ~25 %); the same vectors up to float rounding (tests/test_recipe_speed.py)."""
-        if chunks <= 1:
-            return self._text(input_ids, attention_mask)
-        lengths = attention_mask.sum(1)
-        order = torch.argsort(lengths)
-        parts = []
-        for idx in order.tensor_split(chunks):
-            if len(idx):
-                width = int(lengths[idx].max())
-                parts.append(self._text(input_ids[idx, :width], attention_mask[idx, :width]))
-        out = torch.cat(parts)
-        return out[torch.argsort(order)]
+        return length_sorted(self._text, input_ids, attention_mask, chunks)
 
     def _text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         n = self.sizes.max_positions
@@ -228,7 +219,7 @@ def make_step_fn(
     examples: list[CaptionExample],
     cfg: DualEncoderConfig,
 ) -> StepFn:
-    from uniretrieve.tiny.clip_baseline import _pad_rows, _token_row, clip_loss
+    from uniretrieve.tiny.clip_baseline import _pad_rows, _token_row, clip_loss, computed_tokens
 
     limit = cfg.max_text_tokens or model.sizes.max_positions
     rows: dict[int, list[int]] = {}
@@ -245,13 +236,12 @@ def make_step_fn(
         scale = model.scale()
         loss = clip_loss(t, v, scale.log())
         loss.backward()
-        lengths = text["attention_mask"].sum(1).sort().values
-        widths = [int(g.max()) * len(g) for g in lengths.tensor_split(max(1, cfg.text_chunks)) if len(g)]
+        mask = text["attention_mask"]
         return {
             "loss": loss.detach(),
             "logit_scale": scale.detach(),
-            "tokens": float(lengths.sum()),
-            "padded_tokens": float(sum(widths)),  # what the chunked text forward computes
+            "tokens": float(mask.sum()),
+            "padded_tokens": computed_tokens(mask, cfg.text_chunks),  # what the chunked forward computes
         }
 
     return step
