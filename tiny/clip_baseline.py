@@ -1,13 +1,14 @@
-"""The ablation's CLIP-style dual encoder: separate towers, pooled outputs, a 77-token text limit, trained with the
-CLIP contrastive loss on the same image–caption data and step × batch budget as the MLLM's pretraining.
+"""CLIP-style dual encoders: the recipe's ViT pre-alignment (a transformers `CLIPModel` with the tiny base's
+vision-tower sizes, so its ViT can become the MLLM's), and `ClipStyleEncoder`, the `uniretrieve.Encoder` interface over
+any trained dual encoder, so the same evaluation code scores it.
 
-It is the paper's foil (docs/benchmarks.md#published-numbers): a dual encoder whose text tower cannot read past 77
-tokens, so long captions lose their tail. It uses transformers' real `CLIPModel`, with the tiny base's vision-tower
-sizes and its tokenizer (shared vocabulary, so the comparison is about architecture, not tokenization).
+The ablation's CLIP-style row is the learnability gate's encoder (tiny/dual_encoder.py) with CLIP's 77-token text
+limit counted in the recipe tokenizer's tokens: the paper's foil (docs/benchmarks.md#published-numbers), a dual encoder
+whose text tower cannot read past 77 tokens, so long captions lose their tail. Both share the recipe's tokenizer, so
+the comparison is about architecture, not tokenization.
 
-`ClipStyleEncoder` offers the interface of `uniretrieve.Encoder`, so the same evaluation code scores both. An item
-with both text and image (instruction tasks) is embedded as the normalised sum of its image and text embeddings (a
-simple late fusion, our choice); an instruction is prepended to the text.
+An item with both text and image (instruction tasks) is embedded as the normalised sum of its image and text
+embeddings (a simple late fusion, our choice); an instruction is prepended to the text.
 """
 
 from __future__ import annotations
