@@ -96,3 +96,44 @@ def test_dual_encoder_encodes_and_cuts_at_its_token_limit(corpus: Path, tmp_path
     a, b, c = enc.encode_texts([head + " red", head + " blue", "square " * 3 + "blue"])
     np.testing.assert_allclose(a, b, atol=1e-6)  # the difference lies past the limit
     assert np.abs(a - c).max() > 1e-4
+
+
+def test_a_gate_vit_initialises_the_mllm_vision_tower(corpus: Path, tmp_path: Path) -> None:
+    import torch
+
+    from benchmarks.learnability import run_gate
+    from uniretrieve.tiny.base import TinyBaseConfig, build_base
+    from uniretrieve.tiny.pretrain import load_vision_tower
+
+    vit = {"image_tower": "vit", "vit_patch": 16, "vit_hidden": 32, "vit_layers": 1, "vit_heads": 2}
+    result = run_gate(
+        corpus,
+        tmp_path / "work",
+        steps=2,
+        eval_every=10,
+        overrides={"batch_size": 8, "sizes": {"image_size": 32, "text_hidden": 32, "text_heads": 2, **vit}},
+    )
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(result["model_dir"])
+    base = TinyBaseConfig(
+        vocab_size=400,
+        image_size=32,
+        patch_size=16,
+        vision_hidden=32,
+        vision_layers=1,
+        vision_heads=2,
+        text_hidden=32,
+        text_layers=1,
+        text_heads=2,
+        text_intermediate=64,
+    )
+    model, _ = build_base(base, tok)
+    load_vision_tower(model, Path(result["model_dir"]))
+    from uniretrieve.tiny.dual_encoder import load_dual_encoder
+
+    dual, _, _ = load_dual_encoder(Path(result["model_dir"]))
+    from uniretrieve.tiny.pretrain import _vit_body
+
+    got = _vit_body(model.model.vision_tower).embeddings.patch_embedding.weight
+    assert torch.equal(got, _vit_body(dual.vit).embeddings.patch_embedding.weight)

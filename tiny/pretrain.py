@@ -138,15 +138,30 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
 
 
 def load_vision_tower(model: Any, clip_dir: Path) -> None:
-    """Copy a CLIPModel's vision transformer into the LLaVA's vision tower (same CLIPVisionConfig sizes)."""
+    """Copy a dual encoder's vision transformer into the LLaVA's vision tower (same CLIPVisionConfig sizes): a
+    CLIPModel (the recipe's pre-alignment) or the gate's dual encoder with its ViT tower (tiny/dual_encoder.py)."""
     from transformers import CLIPModel
 
-    clip = CLIPModel.from_pretrained(clip_dir, dtype=torch.float32)
-    state = clip.vision_model.state_dict()
-    tower = model.model.vision_tower
-    target = tower.vision_model if hasattr(tower, "vision_model") else tower
+    from uniretrieve.tiny.dual_encoder import META_FILE, load_dual_encoder
+
+    meta = clip_dir / META_FILE
+    if meta.is_file() and json.loads(meta.read_text()).get("arch") == "dual_encoder":
+        dual, _, info = load_dual_encoder(clip_dir)
+        if info["sizes"]["image_tower"] != "vit":
+            raise ValueError(
+                f"{clip_dir}: a {info['sizes']['image_tower']} image tower cannot be a LLaVA's ViT"
+            )
+        state = _vit_body(dual.vit).state_dict()
+    else:
+        state = CLIPModel.from_pretrained(clip_dir, dtype=torch.float32).vision_model.state_dict()
+    target = _vit_body(model.model.vision_tower)
     missing, unexpected = target.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if "post_layernorm" not in k]:
         raise ValueError(
             f"{clip_dir}: vision weights do not fit the ViT (missing {missing}, unexpected {unexpected})"
         )
+
+
+def _vit_body(tower: Any) -> Any:
+    """The CLIP vision transformer inside a CLIPVisionModel wrapper (transformers versions differ) or itself."""
+    return tower.vision_model if hasattr(tower, "vision_model") else tower
