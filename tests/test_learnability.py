@@ -4,6 +4,7 @@ token limit."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -102,7 +103,8 @@ def test_a_gate_vit_initialises_the_mllm_vision_tower(corpus: Path, tmp_path: Pa
     import torch
 
     from benchmarks.learnability import run_gate
-    from uniretrieve.tiny.base import TinyBaseConfig, build_base
+    from tests.test_pretrain import SMALL
+    from uniretrieve.tiny.base import build_base
     from uniretrieve.tiny.pretrain import load_vision_tower
 
     vit = {"image_tower": "vit", "vit_patch": 16, "vit_hidden": 32, "vit_layers": 1, "vit_heads": 2}
@@ -116,18 +118,7 @@ def test_a_gate_vit_initialises_the_mllm_vision_tower(corpus: Path, tmp_path: Pa
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(result["model_dir"])
-    base = TinyBaseConfig(
-        vocab_size=400,
-        image_size=32,
-        patch_size=16,
-        vision_hidden=32,
-        vision_layers=1,
-        vision_heads=2,
-        text_hidden=32,
-        text_layers=1,
-        text_heads=2,
-        text_intermediate=64,
-    )
+    base = dataclasses.replace(SMALL, patch_size=16)  # the gate ViT's sizes
     model, _ = build_base(base, tok)
     load_vision_tower(model, Path(result["model_dir"]))
     from uniretrieve.tiny.dual_encoder import load_dual_encoder
