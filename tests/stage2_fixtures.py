@@ -53,6 +53,7 @@ def stage2_config(model_dir: Path, data: Path, out: Path, **overrides: Any) -> A
         "max_steps": 3,
         "log_every": 1,
         "device": "cpu",
+        "precision": "fp32",  # exact comparisons (ranks, chunks, resume); the preset's bf16 autocast rounds
         "data.image_size": 32,
         "loss.k": 3,
         "checkpoint.every_steps": 0,

@@ -71,6 +71,7 @@ def stage1_config(model_dir: Path, tmp: Path, data: Path, **overrides: Any) -> A
         "chunk_size": 3,
         "log_every": 100,
         "checkpoint.merge": False,
+        "precision": "fp32",  # exact comparisons (ranks, chunks, resume); the preset's bf16 autocast rounds
     }
     values.update(overrides)
     sets = ["epochs=null"] if "max_steps" in values else []

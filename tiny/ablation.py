@@ -4,8 +4,9 @@ docs/benchmarks.md#published-numbers).
     python -m uniretrieve.tiny.ablation --recipe runs/unime-tiny --out runs/ablation
 
 Rows (all scored on the recipe's held-out test split, a seed never used in training):
-  CLIP-style dual encoder   separate towers, pooled, 77-token text limit, CLIP loss on the same image–caption pairs,
-                            as many pairs as the MLLM's ViT pre-alignment, pretraining and stage 2 together
+  CLIP-style dual encoder   the learnability gate's encoder (benchmarks/learnability.py) with a 77-token text
+                            limit, CLIP loss on the same image–caption pairs, as many pairs as the MLLM's ViT
+                            pre-alignment, pretraining and stage 2 together
   base MLLM, prompted       the generatively pretrained base, E5-V prompts, no UniME training
   stage 1 only              base → stage 1
   stage 2 only              base → stage 2
@@ -29,10 +30,41 @@ if TYPE_CHECKING:
     from uniretrieve.tiny.config import TinyRecipeConfig
 
 
+def baseline_config(cfg: TinyRecipeConfig, pairs: Path, tokenizer: Path, out: Path) -> Any:
+    """The CLIP-style row: the learnability gate's dual encoder (tiny/dual_encoder.py) with CLIP's 77-token limit
+    in the recipe tokenizer's tokens, trained on the recipe's image–caption pairs at batch 128 for as many pairs as
+    the MLLM's ViT pre-alignment, pretraining and stage 2 together (also what benchmarks/recipe_throughput.py
+    times)."""
+    from uniretrieve.tiny.clip_baseline import CLIP_TEXT_TOKENS
+    from uniretrieve.tiny.config import PretrainConfig
+    from uniretrieve.tiny.dual_encoder import DualEncoderConfig
+    from uniretrieve.train.config import load_config
+    from uniretrieve.train.stage2 import Stage2Config
+
+    s2 = load_config(
+        Stage2Config, cfg.stage2_preset, cfg.stage2_overrides, model="x", output_dir="x", **{"data.root": "x"}
+    )
+    pairs_seen = (
+        cfg.align_steps * cfg.align_batch_size
+        + cfg.pretrain_steps * PretrainConfig.batch_size  # the recipe pretrains at the default batch
+        + (s2.max_steps or 0) * s2.batch_size
+    )
+    batch = 128
+    return DualEncoderConfig(
+        data=str(pairs),
+        tokenizer=str(tokenizer),
+        output_dir=str(out),
+        max_text_tokens=CLIP_TEXT_TOKENS,
+        batch_size=batch,
+        max_steps=max(1, pairs_seen // batch),
+        seed=cfg.seed,
+    )
+
+
 def train_rows(recipe: Path, out: Path, cfg: TinyRecipeConfig, console: Any) -> dict[str, Any]:
     """Train the rows the recipe does not make; returns row name → model path or encoder."""
-    from uniretrieve.tiny.clip_baseline import ClipBaselineConfig, ClipStyleEncoder, train_clip_baseline
-    from uniretrieve.tiny.config import PretrainConfig
+    from uniretrieve.tiny.clip_baseline import ClipStyleEncoder
+    from uniretrieve.tiny.dual_encoder import train_dual_encoder
     from uniretrieve.train.config import load_config
     from uniretrieve.train.stage2 import Stage2Config, run_stage2
 
@@ -56,29 +88,10 @@ def train_rows(recipe: Path, out: Path, cfg: TinyRecipeConfig, console: Any) -> 
 
     clip_dir = out / "clip" / "final"
     if not (clip_dir / "clip_baseline.json").exists():
-        s2_steps = load_config(
-            Stage2Config,
-            cfg.stage2_preset,
-            cfg.stage2_overrides,
-            model="x",
-            output_dir="x",
-            **{"data.root": "x"},
-        )
-        pairs = (
-            cfg.align_steps * cfg.align_batch_size
-            + cfg.pretrain_steps * PretrainConfig.batch_size  # the recipe pretrains at the default batch
-            + (s2_steps.max_steps or 0) * s2_steps.batch_size
-        )
-        clip_dir = train_clip_baseline(
-            ClipBaselineConfig(
-                data=str(data / "llava-pretrain"),
-                tokenizer=str(recipe / "base" / "processor"),
-                output_dir=str(out / "clip"),
-                batch_size=32,
-                max_steps=max(1, pairs // 32),
-                seed=cfg.seed,
-            ),
-            console=console,
+        pairs = data / "llava-pretrain"
+        tokenizer = recipe / "base" / "processor"
+        clip_dir, _ = train_dual_encoder(
+            baseline_config(cfg, pairs, tokenizer, out / "clip"), console=console
         )
     return {
         "CLIP-style dual encoder": ClipStyleEncoder.from_pretrained(clip_dir),

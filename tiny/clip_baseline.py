@@ -1,13 +1,14 @@
-"""The ablation's CLIP-style dual encoder: separate towers, pooled outputs, a 77-token text limit, trained with the
-CLIP contrastive loss on the same image–caption data and step × batch budget as the MLLM's pretraining.
+"""CLIP-style dual encoders: the recipe's ViT pre-alignment (a transformers `CLIPModel` with the tiny base's
+vision-tower sizes, so its ViT can become the MLLM's), and `ClipStyleEncoder`, the `uniretrieve.Encoder` interface over
+any trained dual encoder, so the same evaluation code scores it.
 
-It is the paper's foil (docs/benchmarks.md#published-numbers): a dual encoder whose text tower cannot read past 77
-tokens, so long captions lose their tail. It uses transformers' real `CLIPModel`, with the tiny base's vision-tower
-sizes and its tokenizer (shared vocabulary, so the comparison is about architecture, not tokenization).
+The ablation's CLIP-style row is the learnability gate's encoder (tiny/dual_encoder.py) with CLIP's 77-token text
+limit counted in the recipe tokenizer's tokens: the paper's foil (docs/benchmarks.md#published-numbers), a dual encoder
+whose text tower cannot read past 77 tokens, so long captions lose their tail. Both share the recipe's tokenizer, so
+the comparison is about architecture, not tokenization.
 
-`ClipStyleEncoder` offers the interface of `uniretrieve.Encoder`, so the same evaluation code scores both. An item
-with both text and image (instruction tasks) is embedded as the normalised sum of its image and text embeddings (a
-simple late fusion, our choice); an instruction is prepended to the text.
+An item with both text and image (instruction tasks) is embedded as the normalised sum of its image and text
+embeddings (a simple late fusion, our choice); an instruction is prepended to the text.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ from uniretrieve.io import atomic_dir, atomic_write_text
 from uniretrieve.models.backbones import MMEB_IMAGE_PLACEHOLDER
 from uniretrieve.models.images import load_image
 from uniretrieve.tiny.base import TinyBaseConfig, vision_config
+from uniretrieve.tiny.cpu import autocast
+from uniretrieve.tiny.pixels import PixelCache
 from uniretrieve.tiny.pretrain_data import CaptionExample, read_llava_pretrain
 from uniretrieve.train.batching import ShuffledEpochs
 from uniretrieve.train.config import ConfigError, OptimConfig, StepCheckpointConfig
@@ -52,6 +55,10 @@ class ClipBaselineConfig:
     text_hidden: int = 256
     projection_dim: int = 256
     max_text_tokens: int = CLIP_TEXT_TOKENS
+    precision: Literal["fp32", "bf16-autocast"] = "bf16-autocast"
+    """bf16-autocast: bf16 forward, float32 weights and loss (uniretrieve/tiny/cpu.py); fp32 where unsupported."""
+    text_chunks: int = 4
+    """Length-sorted groups of the text forward (`length_sorted`): captions of 2 to 77 tokens share a batch."""
     base: TinyBaseConfig = field(default_factory=TinyBaseConfig)
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=5e-4, weight_decay=0.1, warmup_steps=50)
@@ -65,19 +72,50 @@ class ClipBaselineConfig:
             raise ConfigError("batch_size must be >= 2 and max_steps >= 1")
 
 
-def _tokenize(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str, torch.Tensor]:
-    """`<s> text </s>` cut to `max_tokens` (the `</s>` always kept: CLIP pools at the first eos), right-padded."""
-    rows = []
-    for t in texts:
-        ids = tokenizer(t, add_special_tokens=False)["input_ids"][: max_tokens - 2]
-        rows.append([tokenizer.bos_token_id, *ids, tokenizer.eos_token_id])
+def _token_row(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
+    """`<s> text </s>` cut to `max_tokens` (the `</s>` always kept: CLIP pools at the first eos)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_tokens - 2]
+    return [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+
+
+def _pad_rows(rows: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded to the longest row of the batch (not to the limit: no compute on padding beyond it)."""
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def length_sorted(
+    fn: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, chunks: int
+) -> torch.Tensor:
+    """`fn(input_ids, attention_mask)` → [B, D] on the rows sorted by length in `chunks` groups, each cut to its own
+    longest row, then put back in order: right-padded rows do not depend on the padding after them (padding masked
+    out; CLIP's causal text tower pools at the eos), so this is the one-pass result up to float rounding with far
+    less compute on padding when short and long captions share a batch (tests/test_recipe_speed.py)."""
+    if chunks <= 1:
+        return fn(input_ids, attention_mask)
+    lengths = attention_mask.sum(1)
+    order = torch.argsort(lengths)
+    parts = []
+    for idx in order.tensor_split(chunks):
+        if len(idx):
+            width = int(lengths[idx].max())
+            parts.append(fn(input_ids[idx, :width], attention_mask[idx, :width]))
+    return torch.cat(parts)[torch.argsort(order)]
+
+
+def computed_tokens(attention_mask: torch.Tensor, chunks: int) -> float:
+    """Token positions `length_sorted` computes (real tokens plus each group's padding)."""
+    lengths = attention_mask.sum(1).sort().values
+    return float(sum(int(g.max()) * len(g) for g in lengths.tensor_split(max(1, chunks)) if len(g)))
+
+
+def _tokenize(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str, torch.Tensor]:
+    return _pad_rows([_token_row(tokenizer, t, max_tokens) for t in texts], tokenizer.pad_token_id)
 
 
 def build_clip(cfg: ClipBaselineConfig, tokenizer: Any) -> Any:
@@ -102,18 +140,49 @@ def build_clip(cfg: ClipBaselineConfig, tokenizer: Any) -> Any:
     return CLIPModel(config)
 
 
+def _pooled(out: Any) -> torch.Tensor:
+    """CLIPModel.get_*_features returns the projected vectors (a model output holding them in transformers 5)."""
+    return getattr(out, "pooler_output", out)
+
+
+def clip_loss(text: torch.Tensor, image: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """CLIPModel's symmetric InfoNCE, computed in float32 from the (autocast) embeddings."""
+    text, image = F.normalize(text.float(), dim=-1), F.normalize(image.float(), dim=-1)
+    logits = logit_scale.float().exp() * text @ image.t()
+    labels = torch.arange(len(text), device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+
+
 def make_step_fn(
     model: Any, tokenizer: Any, image_processor: Any, examples: list[CaptionExample], cfg: ClipBaselineConfig
 ) -> StepFn:
-    """The loop's step function: a batch of image–caption pairs → gradients of the CLIP loss (one process)."""
+    """The loop's step function: a batch of image–caption pairs → gradients of the CLIP loss (one process).
+
+    Captions are tokenized and images decoded and preprocessed once per run (PixelCache); the forward runs under
+    bf16 autocast when `cfg.precision` says so, the loss in float32."""
+    pixels = PixelCache(image_processor)
+    rows: dict[int, list[int]] = {}
 
     def step(step: int, batch_ids: list[int]) -> dict[str, torch.Tensor]:
-        ex = [examples[i] for i in batch_ids]
-        text = _tokenize(tokenizer, [e.caption for e in ex], cfg.max_text_tokens)
-        pixels = image_processor([load_image(e.image) for e in ex], return_tensors="pt")["pixel_values"]
-        loss = model(**text, pixel_values=pixels, return_loss=True).loss
+        for i in batch_ids:
+            if i not in rows:
+                rows[i] = _token_row(tokenizer, examples[i].caption, cfg.max_text_tokens)
+        text = _pad_rows([rows[i] for i in batch_ids], tokenizer.pad_token_id)
+        px = pixels([examples[i].image for i in batch_ids])
+        with autocast(cfg.precision == "bf16-autocast"):
+            t = length_sorted(_text_features, text["input_ids"], text["attention_mask"], cfg.text_chunks)
+            v = _pooled(model.get_image_features(pixel_values=px))
+        loss = clip_loss(t, v, model.logit_scale)
         loss.backward()
-        return {"loss": loss.detach()}
+        n = text["attention_mask"]
+        return {
+            "loss": loss.detach(),
+            "tokens": float(n.sum()),
+            "padded_tokens": computed_tokens(n, cfg.text_chunks),
+        }
+
+    def _text_features(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return _pooled(model.get_text_features(input_ids=ids, attention_mask=mask))
 
     return step
 
@@ -209,6 +278,12 @@ class ClipStyleEncoder:
 
         p = Path(path)
         meta = json.loads((p / "clip_baseline.json").read_text())
+        if meta.get("arch") == "dual_encoder":  # the gate's encoder (tiny/dual_encoder.py)
+            from uniretrieve.tiny.dual_encoder import image_processor_for, load_dual_encoder
+
+            model, tok, meta = load_dual_encoder(p)
+            limit = meta["max_text_tokens"] or model.sizes.max_positions
+            return cls(model, tok, image_processor_for(meta["image_size"]), limit, str(p))
         return cls(
             CLIPModel.from_pretrained(p, dtype=torch.float32),
             AutoTokenizer.from_pretrained(p),

@@ -61,6 +61,8 @@ class PretrainConfig:
     freezes its pretrained CLIP encoder. Measured (benchmarks/RESULTS.md): only a contrastively pre-aligned frozen ViT
     made the captioner read its images; trained jointly from scratch or frozen at random initialisation, the caption
     loss with a shuffled image stayed equal to the loss with the right one."""
+    precision: str = field(default="bf16-autocast", metadata=no_cli())
+    """bf16-autocast: bf16 forward, float32 weights (uniretrieve/tiny/cpu.py); fp32: float32 throughout."""
     base: TinyBaseConfig = field(default_factory=TinyBaseConfig, metadata=no_cli())
     optim: OptimConfig = field(
         default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01, warmup_steps=50, max_grad_norm=1.0),

@@ -22,10 +22,10 @@ import torch
 
 from uniretrieve.io import atomic_dir, atomic_write_text
 from uniretrieve.models.backbones import REGISTRY
-from uniretrieve.models.images import load_image
 from uniretrieve.tiny.base import TinyBaseConfig, build_base, save_llava, train_tokenizer
-from uniretrieve.tiny.captions import caption_batch, caption_loss, caption_prompt
+from uniretrieve.tiny.captions import CaptionBatcher, caption_loss, caption_prompt
 from uniretrieve.tiny.config import PretrainConfig
+from uniretrieve.tiny.cpu import autocast
 from uniretrieve.tiny.pretrain_data import CaptionExample, read_llava_pretrain
 from uniretrieve.train.batching import ShuffledEpochs
 from uniretrieve.train.config import ConfigError
@@ -88,21 +88,23 @@ def training_examples(cfg: PretrainConfig) -> list[CaptionExample]:
 
 
 def make_step_fn(model: Any, processor: Any, examples: list[CaptionExample], cfg: PretrainConfig) -> StepFn:
-    """The loop's step function: a batch of image–caption pairs → gradients of the caption loss (one process)."""
+    """The loop's step function: a batch of image–caption pairs → gradients of the caption loss (one process);
+    the forward under bf16 autocast when `cfg.precision` says so (float32 weights)."""
     template = REGISTRY["llava"].wrapper_for("mistral", frozenset()).template
+    batcher = CaptionBatcher(processor, max_length=cfg.max_caption_tokens)
 
-    def step(step: int, batch_ids: list[int]) -> dict[str, torch.Tensor]:
+    def step(step: int, batch_ids: list[int]) -> dict[str, torch.Tensor | float]:
         ex = [examples[i] for i in batch_ids]
-        batch = caption_batch(
-            processor,
+        batch = batcher(
             [caption_prompt(template, "<image>" if e.image else None, e.request) for e in ex],
-            [load_image(e.image) if e.image else None for e in ex],
+            [e.image for e in ex],
             [e.caption for e in ex],
-            max_length=cfg.max_caption_tokens,
         )
-        loss = caption_loss(model, batch)
+        with autocast(cfg.precision == "bf16-autocast"):
+            loss = caption_loss(model, batch)
         loss.backward()
-        return {"loss": loss.detach()}
+        mask = batch["attention_mask"]
+        return {"loss": loss.detach(), "tokens": float(mask.sum()), "padded_tokens": float(mask.numel())}
 
     return step
 
@@ -136,15 +138,30 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
 
 
 def load_vision_tower(model: Any, clip_dir: Path) -> None:
-    """Copy a CLIPModel's vision transformer into the LLaVA's vision tower (same CLIPVisionConfig sizes)."""
+    """Copy a dual encoder's vision transformer into the LLaVA's vision tower (same CLIPVisionConfig sizes): a
+    CLIPModel (the recipe's pre-alignment) or the gate's dual encoder with its ViT tower (tiny/dual_encoder.py)."""
     from transformers import CLIPModel
 
-    clip = CLIPModel.from_pretrained(clip_dir, dtype=torch.float32)
-    state = clip.vision_model.state_dict()
-    tower = model.model.vision_tower
-    target = tower.vision_model if hasattr(tower, "vision_model") else tower
+    from uniretrieve.tiny.dual_encoder import META_FILE, load_dual_encoder
+
+    meta = clip_dir / META_FILE
+    if meta.is_file() and json.loads(meta.read_text()).get("arch") == "dual_encoder":
+        dual, _, info = load_dual_encoder(clip_dir)
+        if info["sizes"]["image_tower"] != "vit":
+            raise ValueError(
+                f"{clip_dir}: a {info['sizes']['image_tower']} image tower cannot be a LLaVA's ViT"
+            )
+        state = _vit_body(dual.vit).state_dict()
+    else:
+        state = CLIPModel.from_pretrained(clip_dir, dtype=torch.float32).vision_model.state_dict()
+    target = _vit_body(model.model.vision_tower)
     missing, unexpected = target.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if "post_layernorm" not in k]:
         raise ValueError(
             f"{clip_dir}: vision weights do not fit the ViT (missing {missing}, unexpected {unexpected})"
         )
+
+
+def _vit_body(tower: Any) -> Any:
+    """The CLIP vision transformer inside a CLIPVisionModel wrapper (transformers versions differ) or itself."""
+    return tower.vision_model if hasattr(tower, "vision_model") else tower

@@ -57,9 +57,26 @@ def step_data(cfg: TinyRecipeConfig, console: Any) -> Path:
     return out
 
 
+def align_config(cfg: TinyRecipeConfig, pairs: Path, tokenizer: Path, out: Path) -> Any:
+    """The ClipBaselineConfig of the recipe's vision pre-alignment (also what benchmarks/recipe_throughput.py
+    times)."""
+    from uniretrieve.tiny.clip_baseline import ClipBaselineConfig
+
+    return ClipBaselineConfig(
+        data=str(pairs),
+        tokenizer=str(tokenizer),
+        output_dir=str(out),
+        batch_size=cfg.align_batch_size,
+        max_steps=cfg.align_steps,
+        seed=cfg.seed,
+        text_layers=2,
+        text_hidden=128,
+    )
+
+
 def step_align(cfg: TinyRecipeConfig, data: Path, console: Any) -> Path:
     """The tokenizer, then a contrastive (CLIP-style) run whose vision tower the captioner starts from."""
-    from uniretrieve.tiny.clip_baseline import ClipBaselineConfig, train_clip_baseline
+    from uniretrieve.tiny.clip_baseline import train_clip_baseline
 
     pairs = data / "llava-pretrain"
     make_processor(pairs, Path(cfg.out) / "base")
@@ -67,19 +84,8 @@ def step_align(cfg: TinyRecipeConfig, data: Path, console: Any) -> Path:
     console.rule("vision pre-alignment (CLIP-style contrastive)")
     if (out / "final" / "clip_baseline.json").exists():
         return out / "final"
-    return train_clip_baseline(
-        ClipBaselineConfig(
-            data=str(pairs),
-            tokenizer=str(Path(cfg.out) / "base" / "processor"),
-            output_dir=str(out),
-            batch_size=cfg.align_batch_size,
-            max_steps=cfg.align_steps,
-            seed=cfg.seed,
-            text_layers=2,
-            text_hidden=128,
-        ),
-        console=console,
-    )
+    tokenizer = Path(cfg.out) / "base" / "processor"
+    return train_clip_baseline(align_config(cfg, pairs, tokenizer, out), console=console)
 
 
 def step_pretrain(cfg: TinyRecipeConfig, data: Path, align: Path, console: Any) -> Path:

@@ -138,8 +138,8 @@ class TrainConfig:
     max_steps: int | None = None
     """Optimizer steps; when null, `epochs` decides."""
     epochs: float | None = None
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """auto: bf16 weights and autocast on CUDA, float32 on CPU."""
+    precision: Literal["auto", "bf16", "bf16-autocast", "fp32"] = "auto"
+    """auto: bf16 weights and autocast on CUDA, float32 on CPU; bf16-autocast: float32 weights, bf16 compute."""
     gradient_checkpointing: bool = False
     max_text_tokens: int | None = None
     """Truncate texts to this many tokens before prompting; null = the backbone default."""

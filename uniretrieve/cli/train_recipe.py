@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 @config_command("uniretrieve.tiny.config:PretrainConfig")
 def pretrain(cfg: PretrainConfig) -> None:
     """Generative (image → caption) pretraining of the tiny LLaVA base; the ViT stays frozen."""
+    from uniretrieve.tiny.cpu import passive_omp_wait
+
+    passive_omp_wait()  # before torch loads OpenMP
     from uniretrieve.tiny.pretrain import pretrain as run
 
     with user_errors():
@@ -33,6 +36,9 @@ def unime_tiny(
     ] = False,
 ) -> None:
     """Reproduce the built-in unime-tiny: scenes → ViT alignment → pretraining → stage 1 → stage 2 → scores."""
+    from uniretrieve.tiny.cpu import passive_omp_wait
+
+    passive_omp_wait()  # before torch loads OpenMP
     from uniretrieve.models.names import shipped_dir
     from uniretrieve.tiny.recipe import install as do_install
     from uniretrieve.tiny.recipe import run_recipe

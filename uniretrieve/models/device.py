@@ -32,13 +32,17 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
 
 
 def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:
-    """Training precision "auto" | "bf16" | "fp32" → (weight dtype, autocast dtype).
+    """Training precision "auto" | "bf16" | "bf16-autocast" | "fp32" → (weight dtype, autocast dtype).
 
     The paper trains in bf16 (stage 2) / fp16 (stage 1) on A100s; bf16 serves both here (fp16 needs loss scaling and
     gains nothing on A100/H100). "auto" is the inference default of `resolve_dtype`, with bf16 autocast on CUDA.
+    "bf16-autocast": float32 weights (fp32 master weights for AdamW) with bf16 compute, for CPUs with AVX512-BF16
+    (uniretrieve/tiny/cpu.py).
     """
+    if precision == "bf16-autocast":
+        return torch.float32, torch.bfloat16
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return torch.float32, None
     if precision in ("auto", "bf16"):
         return torch.bfloat16, torch.bfloat16
-    raise ValueError(f"precision must be auto, bf16 or fp32; got {precision!r}")
+    raise ValueError(f"precision must be auto, bf16, bf16-autocast or fp32; got {precision!r}")
