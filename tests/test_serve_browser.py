@@ -46,7 +46,9 @@ def corpus_index(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     root = tmp_path_factory.mktemp("serve-page")
     generate(
-        GenerateConfig(out=str(root / "corpus"), seed=7, train_scenes=0, test_scenes=SCENES, layouts=("urban1k",))
+        GenerateConfig(
+            out=str(root / "corpus"), seed=7, train_scenes=0, test_scenes=SCENES, layouts=("urban1k",)
+        )
     )
     images = root / "corpus" / "urban1k" / "image"
     captions = root / "captions.jsonl"
@@ -175,14 +177,35 @@ def test_page_searches_by_text_image_and_more_like_this(corpus_index, browser, t
         assert "ms server" in stats and "ms round trip" in stats, stats
         # image hits show their thumbnails, text hits their text
         wait(
-            lambda d: d.execute_script(
-                "return [...document.querySelectorAll('#results img')].filter(i => i.naturalWidth > 0).length"
-            )
-            >= 5,
+            lambda d: (
+                d.execute_script(
+                    "return [...document.querySelectorAll('#results img')].filter(i => i.naturalWidth > 0).length"
+                )
+                >= 5
+            ),
             "thumbnails to load",
         )
         snippets = browser.find_elements(By.CSS_SELECTOR, "#results .snippet")
         assert snippets and all(s.text.startswith("A simple drawing") for s in snippets)
+
+        # the CLI's weighted syntax, typed without shell quotes: the page shows the terms and sends them quoted
+        q = browser.find_element(By.ID, "q")
+        q.clear()
+        q.send_keys("2:a large dotted blue star + a red circle - a green square")
+        terms = browser.find_element(By.ID, "hint-terms")
+        assert [t.text for t in terms.find_elements(By.CSS_SELECTOR, ".term")] == [
+            "+ 2 × a large dotted blue star",
+            "+ 1 × a red circle",
+            "− 1 × a green square",
+        ]
+        q.send_keys(Keys.ENTER)
+        wait(lambda d: "2:a large" in d.find_element(By.ID, "stats").text, "the weighted query's results")
+        weighted = '"2:a large dotted blue star" + "a red circle" - "a green square"'
+        expected = api.post("/search", json={"query": weighted, "k": 20}).json()["hits"]
+        assert shown_ids(browser) == [h["internal_id"] for h in expected]
+        assert shown_ids(browser) != [
+            h["internal_id"] for h in api.post("/search", json={"text": query, "k": 20}).json()["hits"]
+        ]
 
         # an uploaded image (one of the corpus's own files) finds itself first
         image = sorted(corpus_index["images"].glob("*.jpg"))[5]
@@ -208,7 +231,9 @@ def test_page_searches_by_text_image_and_more_like_this(corpus_index, browser, t
         save_screenshot(browser, tmp_path, "serve_page.png")
 
 
-def test_page_asks_for_the_api_key_and_shows_the_servers_errors(corpus_index, browser, tmp_path: Path) -> None:
+def test_page_asks_for_the_api_key_and_shows_the_servers_errors(
+    corpus_index, browser, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 

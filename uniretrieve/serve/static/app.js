@@ -7,9 +7,11 @@
   const THUMB_SIZE = 256;
   const DETAIL_SIZE = 640;
   const LIKE_TYPE = "application/x-uniretrieve-like";
-  // A composed query has a leading weight ("2:dog") or a standalone + / - between terms (as the CLI's query syntax).
-  const WEIGHT = /^-?\d+(?:\.\d+)?:\S/;
+  // A composed query (the CLI's syntax, uniretrieve/search/query.py) has a leading weight ("2:dog") or a standalone
+  // + / - between terms. The server splits it like a shell (shlex); unquoted input is quoted term by term here.
+  const WEIGHT = /^"?-?\d+(?:\.\d+)?:\S/;
   const OPERATOR = /\s[+-]\s/;
+  const TERM_WEIGHT = /^(-?\d+(?:\.\d+)?):([\s\S]+)$/;
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -19,6 +21,8 @@
     file: $("file"),
     queryBox: $("query-box"),
     modeHint: $("mode-hint"),
+    hintDefault: $("hint-default"),
+    hintTerms: $("hint-terms"),
     instruction: $("instruction"),
     where: $("where"),
     whereHint: $("where-hint"),
@@ -305,9 +309,66 @@
     return WEIGHT.test(t) || OPERATOR.test(t);
   }
 
+  // Tokens of a composed query: as typed on a command line when it holds double quotes, else the terms between
+  // standalone operators (so `2:red car + on a beach` needs no quoting in the browser).
+  function queryTokens(text) {
+    const t = text.trim();
+    if (t.includes('"')) {
+      const out = [];
+      const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
+      let m;
+      while ((m = re.exec(t))) out.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, "$1") : m[2]);
+      return { tokens: out, wire: t };
+    }
+    const tokens = t.split(/\s+([+-])\s+/).map((part) => part.trim());
+    const wire = tokens
+      .map((tok, i) => (i % 2 ? tok : '"' + tok.replace(/[\\"]/g, "\\$&") + '"'))
+      .join(" ");
+    return { tokens, wire };
+  }
+
+  // The weighted terms the server will combine (sign × weight, text), or null when the syntax is off.
+  function queryTerms(tokens) {
+    const terms = [];
+    let sign = 1;
+    let expectTerm = true;
+    for (const tok of tokens) {
+      if ((tok === "+" || tok === "-") && !expectTerm) {
+        sign = tok === "+" ? 1 : -1;
+        expectTerm = true;
+        continue;
+      }
+      if (!expectTerm || !tok) return null;
+      const m = TERM_WEIGHT.exec(tok);
+      terms.push({ weight: sign * (m ? Number(m[1]) : 1), text: m ? m[2] : tok });
+      expectTerm = false;
+    }
+    return expectTerm ? null : terms;
+  }
+
   function updateModeHint() {
     const text = el.q.value.trim();
-    el.queryBox.classList.toggle("composed", !!text && !state.image && isComposed(text));
+    const composed = !!text && !state.image && isComposed(text);
+    el.queryBox.classList.toggle("composed", composed);
+    const terms = composed ? queryTerms(queryTokens(text).tokens) : null;
+    el.hintDefault.hidden = !!terms;
+    el.hintTerms.hidden = !terms;
+    if (!terms) return;
+    el.hintTerms.replaceChildren(
+      h("span", { class: "terms-label", text: "Weighted query:" }),
+      ...terms.map((t) =>
+        h(
+          "span",
+          { class: "term" + (t.weight < 0 ? " term-neg" : "") },
+          h("b", { text: (t.weight < 0 ? "− " : "+ ") + fmtWeight(Math.abs(t.weight)) + " ×" }),
+          " " + t.text,
+        ),
+      ),
+    );
+  }
+
+  function fmtWeight(w) {
+    return Number.isInteger(w) ? String(w) : String(Number(w.toFixed(3)));
   }
 
   function setImage(file) {
@@ -397,7 +458,7 @@
       return { form, label: text ? `image + “${text}”` : "image" };
     }
     if (!text) return null;
-    const body = isComposed(text) ? { query: text } : { text };
+    const body = isComposed(text) ? { query: queryTokens(text).wire } : { text };
     if (instruction) body.instruction = instruction;
     if (where) body.where = where;
     body.k = k;
@@ -448,6 +509,7 @@
       }
       showError(err.message);
       el.stats.textContent = "";
+      el.results.classList.add("stale"); // what is still shown answers an earlier query
     } finally {
       if (state.controller === controller) {
         state.controller = null;
@@ -488,6 +550,7 @@
     const hits = (data && Array.isArray(data.hits) && data.hits) || [];
     renderStats(hits.length, data && data.latency_ms, roundTrip, label);
     el.empty.hidden = true;
+    el.results.classList.remove("stale");
     if (!hits.length) {
       el.results.replaceChildren(
         h(
@@ -614,7 +677,8 @@
       const row = await api(hit.item_url || `/items/${encodeURIComponent(hit.internal_id)}`);
       if (state.dialogItem !== hit) return;
       for (const [k, v] of Object.entries(row || {})) {
-        if (k === "image_url" || k === "item_url") continue;
+        // the text is shown beside the fields already; URLs and the version are the API's, not the item's
+        if (["image_url", "item_url", "version", "text"].includes(k) || v === null) continue;
         if (v && typeof v === "object" && !Array.isArray(v)) {
           for (const [mk, mv] of Object.entries(v)) el.itemFields.append(h("dt", { text: `${k}.${mk}` }), h("dd", { text: fmtValue(mv) }));
         } else {
