@@ -32,6 +32,11 @@ pytestmark = [
 ]
 SCENES = 16
 CAPTIONS = 8
+HOSTILE = {
+    "text": '<img src=x onerror="window.pwned=1"> <b>bold?</b> & co',
+    "scene": "<script>window.pwned=2</script>",
+}
+"""A text item whose text and metadata are markup: the page must show it as text and run none of it."""
 WAIT_S = 30.0
 """Generous: the machine running the suite may be busy; each wait returns as soon as the page is ready."""
 
@@ -56,12 +61,13 @@ def corpus_index(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         for p in sorted((root / "corpus" / "urban1k" / "caption").glob("*.txt"))[:CAPTIONS]:
             text = p.read_text(encoding="utf-8")
             f.write(json.dumps({"text": text, "scene": p.stem, "words": len(text.split())}) + "\n")
+        f.write(json.dumps(HOSTILE) + "\n")
     encoder = Encoder.load("unime-tiny", device="cpu")
     encode_folder(images, root / "emb-images", Path("unime-tiny"), encoder)
     encode_folder(captions, root / "emb-captions", Path("unime-tiny"), encoder)
     index = build_flat(root / "emb-images", root / "index")
     add_shards(index, root / "emb-captions")
-    return {"index": index, "images": images, "encoder": encoder}
+    return {"index": index, "images": images, "encoder": encoder, "root": root}
 
 
 class LiveServer:
@@ -161,9 +167,10 @@ def test_page_searches_by_text_image_and_more_like_this(corpus_index, browser, t
     app = make_app(corpus_index["index"], corpus_index["encoder"])
     wait = waiter(browser)
     with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=WAIT_S) as api:
+        browser.get_log("browser")  # drop what earlier tests logged
         browser.get(live.url + "/")
         info = wait(lambda d: d.find_element(By.ID, "info").text, "the index info in the header")
-        assert "unime-tiny" in info and str(SCENES + CAPTIONS) in info
+        assert "unime-tiny" in info and str(SCENES + CAPTIONS + 1) in info
 
         # a text query, submitted with Enter: the page shows exactly the server's ranking
         query = "a large dotted blue star"
@@ -185,8 +192,16 @@ def test_page_searches_by_text_image_and_more_like_this(corpus_index, browser, t
             ),
             "thumbnails to load",
         )
-        snippets = browser.find_elements(By.CSS_SELECTOR, "#results .snippet")
-        assert snippets and all(s.text.startswith("A simple drawing") for s in snippets)
+        snippets = {
+            int(c.get_attribute("data-internal-id")): c.find_element(
+                By.CSS_SELECTOR, ".snippet"
+            ).get_attribute("textContent")
+            for c in cards(browser)
+            if c.find_elements(By.CSS_SELECTOR, ".snippet")
+        }
+        assert snippets and snippets == {
+            h["internal_id"]: h["text"] for h in expected if h["modality"] == "text"
+        }
 
         # the CLI's weighted syntax, typed without shell quotes: the page shows the terms and sends them quoted
         q = browser.find_element(By.ID, "q")
@@ -272,3 +287,77 @@ def test_page_asks_for_the_api_key_and_shows_the_servers_errors(
         wait(lambda d: d.find_element(By.ID, "error").is_displayed(), "the error banner")
         assert browser.find_element(By.ID, "error-text").text == message
         save_screenshot(browser, tmp_path, "serve_page_error.png")
+
+
+DROP_FILE = """
+const [b64, name, done] = arguments;
+const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+const data = new DataTransfer();
+data.items.add(new File([bytes], name, { type: "image/jpeg" }));
+for (const type of ["dragenter", "dragover", "drop"]) {
+  document.body.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true }));
+}
+done(true);
+"""
+
+
+def test_page_escapes_markup_takes_dropped_images_and_follows_a_live_index_add(
+    corpus_index, browser, tmp_path: Path
+) -> None:
+    import base64
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.serve_helpers import write_images
+
+    index = tmp_path / "index"  # a copy: the add below must not change the other tests' index
+    shutil.copytree(corpus_index["index"], index)
+    app = make_app(index, corpus_index["encoder"], watch_interval=0.2)
+    wait = waiter(browser)
+    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=WAIT_S) as api:
+        browser.get_log("browser")  # drop what earlier tests logged
+        browser.get(live.url + "/")
+        wait(lambda d: "unime-tiny" in d.find_element(By.ID, "info").text, "the index info")
+
+        # markup in an item's text and metadata is shown as text, and none of it runs
+        browser.find_element(By.ID, "q").send_keys(HOSTILE["text"], Keys.ENTER)
+        wait(lambda d: len(cards(d)) == 20, "20 result cards")
+        top = cards(browser)[0]
+        assert top.find_element(By.CSS_SELECTOR, ".snippet").text == HOSTILE["text"]
+        top.find_element(By.CSS_SELECTOR, ".meta summary").click()
+        assert HOSTILE["scene"] in top.find_element(By.CSS_SELECTOR, ".meta dl").text
+        assert not browser.find_elements(
+            By.CSS_SELECTOR, "#results b, #results script, #results img[src='x']"
+        )
+        assert browser.execute_script("return window.pwned") is None
+
+        # an image file dropped on the page searches with it
+        image = sorted(corpus_index["images"].glob("*.jpg"))[9]
+        own = api.get("/items", params={"id": image.name}).json()["internal_id"]
+        browser.execute_async_script(DROP_FILE, base64.b64encode(image.read_bytes()).decode(), image.name)
+        wait(lambda d: "for image" in d.find_element(By.ID, "stats").text, "the dropped image's results")
+        assert first_id(browser) == own
+        assert browser.find_element(By.ID, "image-name").text == image.name
+
+        # `index add` while the page is open: the next search sees the new version and the header follows it
+        before = api.get("/health").json()["version"]
+        new = write_images(tmp_path / "new-images", ["fresh/one.png", "fresh/two.png"], seed=50)
+        add_shards(
+            index, encode_folder(new, tmp_path / "emb-new", Path("unime-tiny"), corpus_index["encoder"])
+        )
+        wait(
+            lambda d: api.get("/health").json()["version"] != before, "the server to swap the new version in"
+        )
+        browser.find_element(By.ID, "image-clear").click()
+        browser.find_element(By.ID, "q").send_keys("a small plain pink star", Keys.ENTER)
+        size = str(SCENES + CAPTIONS + 1 + 2)
+        wait(
+            lambda d: d.find_element(By.CSS_SELECTOR, "[data-info=items] dd").text == size,
+            "the header's new size",
+        )
+        assert "changed" in browser.find_element(By.CSS_SELECTOR, "[data-info=version]").get_attribute(
+            "class"
+        )
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors

@@ -7,6 +7,7 @@
   const THUMB_SIZE = 256;
   const DETAIL_SIZE = 640;
   const LIKE_TYPE = "application/x-uniretrieve-like";
+  const HEALTH_EVERY_MS = 15000;
   // A composed query (the CLI's syntax, uniretrieve/search/query.py) has a leading weight ("2:dog") or a standalone
   // + / - between terms. The server splits it like a shell (shlex); unquoted input is quoted term by term here.
   const WEIGHT = /^"?-?\d+(?:\.\d+)?:\S/;
@@ -67,6 +68,7 @@
     thumbURLs: [], // object URLs of thumbnails fetched with the API key, revoked on the next render
     controller: null, // AbortController of the search in flight
     dialogItem: null,
+    shownInfo: new Map(), // header label -> value last shown
   };
 
   // ---------------------------------------------------------------- API
@@ -209,13 +211,21 @@
 
   // ---------------------------------------------------------------- API key
 
+  // Callers waiting for the dialog: resolved with true once a key is saved, false when it is dismissed (Escape).
   let keyWaiters = [];
+
+  function settleKey(saved) {
+    const waiters = keyWaiters;
+    keyWaiters = [];
+    waiters.forEach((resolve) => resolve(saved));
+  }
 
   function askForKey(message) {
     el.keyMessage.textContent = message;
     el.keyInput.value = memoryKey;
     if (!el.keyDialog.open) el.keyDialog.showModal();
     el.keyInput.focus();
+    el.keyInput.select();
     return new Promise((resolve) => keyWaiters.push(resolve));
   }
 
@@ -224,12 +234,11 @@
     const value = el.keyInput.value.trim();
     if (!value) return;
     storage.set(value);
-    el.keyButton.hidden = false;
     el.keyDialog.close();
-    const waiters = keyWaiters;
-    keyWaiters = [];
-    waiters.forEach((resolve) => resolve(true));
+    settleKey(true);
   });
+  // Escape dismisses the dialog ("cancel"; "close" would also fire, late, for a save followed by a new request).
+  el.keyDialog.addEventListener("cancel", () => settleKey(false));
 
   el.keyForget.addEventListener("click", () => {
     storage.set("");
@@ -237,14 +246,23 @@
     el.keyInput.focus();
   });
 
-  el.keyButton.addEventListener("click", () => {
-    askForKey("Change the API key kept in this browser.").then(() => loadInfo());
+  el.keyButton.addEventListener("click", async () => {
+    const message = memoryKey ? "Change the API key kept in this browser." : unauthorizedMessage();
+    if ((await askForKey(message)) && (await loadInfo()) && el.q.value.trim()) search();
   });
 
   function unauthorizedMessage() {
     return memoryKey
       ? "The server refused the stored API key. Enter the key it was started with."
       : "This server asks for an API key. It is kept in this browser only (local storage) and sent with each request.";
+  }
+
+  // After 401: ask for a key; true when one was entered (retry), false (with a message) when the user declined.
+  async function keyForRetry() {
+    if (await askForKey(unauthorizedMessage())) return true;
+    el.keyButton.hidden = false;
+    showError("This server needs an API key: choose “API key” at the top right to enter it.");
+    return false;
   }
 
   // ---------------------------------------------------------------- index info
@@ -256,10 +274,7 @@
       renderInfo(info);
       return true;
     } catch (err) {
-      if (err.status === 401) {
-        await askForKey(unauthorizedMessage());
-        return loadInfo();
-      }
+      if (err.status === 401) return (await keyForRetry()) ? loadInfo() : false;
       renderInfo(null);
       showError(err.message);
       return false;
@@ -280,12 +295,17 @@
       ["Items", typeof index.size === "number" ? fmtNumber(index.size) : index.size],
       ["Version", index.version],
     ];
+    const before = state.shownInfo;
+    state.shownInfo = new Map();
     for (const [label, value, title] of entries) {
       if (value === undefined || value === null || value === "") continue;
+      state.shownInfo.set(label, String(value));
+      // a value that moved since the last render (a live `index add` was swapped in) flashes once
+      const changed = before.has(label) && before.get(label) !== String(value);
       el.info.append(
         h(
           "div",
-          { class: "info-item" },
+          { class: "info-item" + (changed ? " changed" : ""), "data-info": label.toLowerCase() },
           h("dt", { text: label }),
           h("dd", { text: String(value), title: title || String(value) }),
         ),
@@ -299,7 +319,7 @@
     if (typeof maxK === "number") {
       for (const option of el.k.options) option.disabled = Number(option.value) > maxK;
     }
-    el.keyButton.hidden = !memoryKey;
+    if (memoryKey) el.keyButton.hidden = false;
   }
 
   // ---------------------------------------------------------------- query state
@@ -503,9 +523,11 @@
       if (err.name === "AbortError") return;
       if (err.status === 401) {
         setBusy(false);
-        await askForKey(unauthorizedMessage());
-        loadInfo();
-        return search();
+        if (await keyForRetry()) {
+          loadInfo();
+          return search();
+        }
+        return;
       }
       showError(err.message);
       el.stats.textContent = "";
@@ -784,6 +806,19 @@
       setImage(image);
     }
   });
+
+  // A live `index add` swaps a new version in: poll /health (cheap, no key) and refresh the header when it moves.
+  async function checkVersion() {
+    if (document.hidden || !state.info) return;
+    try {
+      const res = await fetch("/health");
+      const data = res.ok ? await res.json() : null;
+      if (data && data.version && data.version !== state.version) loadInfo();
+    } catch {
+      /* unreachable for now: the next search says so */
+    }
+  }
+  setInterval(checkVersion, HEALTH_EVERY_MS);
 
   // ---------------------------------------------------------------- start
 
