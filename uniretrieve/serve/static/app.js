@@ -633,7 +633,17 @@
     const bar = h("span", { class: "score-bar", "aria-hidden": "true" }, h("span"));
     bar.firstChild.style.width = `${Math.round(fraction * 100)}%`;
 
-    const details = h("details", { class: "meta" }, h("summary", { text: "Details" }));
+    // The id line is the toggle: it expands the item's fields and metadata in place.
+    const details = h(
+      "details",
+      { class: "meta" },
+      h(
+        "summary",
+        { title: `${hit.id}: show details` },
+        h("span", { class: "hit-id", text: String(hit.id) }),
+        h("span", { class: "visually-hidden", text: " details" }),
+      ),
+    );
     const fields = h("dl", { class: "fields" });
     const rows = [
       ["internal id", hit.internal_id],
@@ -659,22 +669,17 @@
           h("span", { class: "score", title: "similarity score", text: typeof hit.score === "number" ? hit.score.toFixed(3) : "" }),
         ),
         bar,
-        h("p", { class: "hit-id", title: String(hit.id), text: String(hit.id) }),
-        h(
-          "div",
-          { class: "card-actions" },
-          details,
-          h("button", {
-            type: "button",
-            class: "more",
-            text: "More like this",
-            "aria-label": `More like ${hit.id}`,
-            onclick: () => {
-              setLike(hit);
-              search();
-            },
-          }),
-        ),
+        details,
+        h("button", {
+          type: "button",
+          class: "more",
+          text: "More like this",
+          "aria-label": `More like ${hit.id}`,
+          onclick: () => {
+            setLike(hit);
+            search();
+          },
+        }),
       ),
     );
   }
