@@ -126,6 +126,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def save_screenshot(driver: Any, folder: Path, name: str) -> Path:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    ActionChains(driver).move_to_element(driver.find_element(By.CSS_SELECTOR, ".brand")).perform()  # no hover
     path = folder / name
     assert driver.save_screenshot(str(path)), f"no screenshot written to {path}"
     assert path.stat().st_size > 10_000
@@ -308,6 +312,7 @@ def test_page_escapes_markup_takes_dropped_images_and_follows_a_live_index_add(
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
 
     from tests.serve_helpers import write_images
 
@@ -331,6 +336,28 @@ def test_page_escapes_markup_takes_dropped_images_and_follows_a_live_index_add(
             By.CSS_SELECTOR, "#results b, #results script, #results img[src='x']"
         )
         assert browser.execute_script("return window.pwned") is None
+
+        # instruction, filter and k reach the server as typed; changing k searches again
+        instruction = "Find an image that matches the given caption."
+        browser.find_element(By.ID, "instruction").send_keys(instruction)
+        browser.find_element(By.ID, "where").send_keys("modality = 'image'")
+        q = browser.find_element(By.ID, "q")
+        q.clear()
+        q.send_keys("a small plain pink star", Keys.ENTER)
+        wait(lambda d: "pink star" in d.find_element(By.ID, "stats").text, "the filtered results")
+        Select(browser.find_element(By.ID, "k")).select_by_visible_text("10")
+        wait(lambda d: len(cards(d)) == 10, "10 result cards")
+        body = {
+            "text": "a small plain pink star",
+            "instruction": instruction,
+            "where": "modality = 'image'",
+            "k": 10,
+        }
+        expected = api.post("/search", json=body).json()["hits"]
+        assert shown_ids(browser) == [h["internal_id"] for h in expected]
+        assert {h["modality"] for h in expected} == {"image"}
+        for field in ("instruction", "where"):
+            browser.find_element(By.ID, field).clear()
 
         # an image file dropped on the page searches with it
         image = sorted(corpus_index["images"].glob("*.jpg"))[9]
