@@ -283,6 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     adds = extra_shards(work, args.model, args.swaps, args.swap_images) if args.swaps else []
     phases: list[LoadResult] = []
     common = ("--batch-wait-ms", str(args.batch_wait_ms), "--max-batch-size", str(args.max_batch_size))
+    common += ("--model-threads", str(args.model_threads), "--search-threads", "1")
     with Server(served, *common) as server:
         drive(server, "warm-up", min(args.clients, 4), 50, 5)
         phases.append(drive(server, "single client", 1, args.single_queries, args.seconds))
@@ -313,7 +314,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             final = drive(server, "after the adds", 1, 5, 5)
             res.extra = {"index_add_seconds": swapped, "version_after": final.versions}
             phases.append(res)
-    with Server(served, "--no-micro-batch") as server:
+    with Server(served, "--no-micro-batch", *common[4:]) as server:
         drive(server, "warm-up", min(args.clients, 4), 50, 5)
         phases.append(drive(server, "no micro-batching", args.clients, args.max_queries, args.seconds))
     cli_times = cli_search_seconds(served, args.cli_runs) if args.cli_runs else []
@@ -344,6 +345,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cli-runs", type=int, default=3, help="`uniretrieve search` runs timed (0: none).")
     p.add_argument("--batch-wait-ms", type=float, default=2.0)
     p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--model-threads", type=int, default=1, help="The server's --model-threads.")
     p.add_argument("--json-out", help="Write the results here.")
     return p
 

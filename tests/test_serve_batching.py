@@ -36,48 +36,66 @@ def mixed_queries() -> list:
     return qs
 
 
-def test_batched_vectors_equal_one_at_a_time(index: Path, tiny_encoder) -> None:
+def scores_of(hits: list) -> dict[int, float]:
+    return {iid: score for iid, score in hits}
+
+
+def test_batched_answers_equal_one_at_a_time(index: Path, tiny_encoder) -> None:
+    """Every item's score (k = all) for each of the mixed queries, encoded and searched together vs alone."""
     from uniretrieve.search.searcher import Searcher
     from uniretrieve.serve.batcher import MicroBatcher
+    from uniretrieve.serve.state import Served
 
     qs = mixed_queries()
+    n = len(IMAGE_NAMES)
     with Searcher.load(index, encoder=tiny_encoder) as s:
-        want = np.stack([s.encode([q])[0] for q in qs])
-        batcher = MicroBatcher(wait_ms=200, max_items=64)
+        want = [[(h.internal_id, h.score) for h in s.search(queries=[q], k=n)[0]] for q in qs]
+        served = Served(s)
+        batcher = MicroBatcher(lambda h, _v: (h.internal_id, h.score), wait_ms=200, max_items=64)
 
-        async def all_at_once() -> list[np.ndarray]:
-            return await asyncio.gather(*(batcher.encode(s, q) for q in qs))
+        async def all_at_once() -> list:
+            return await asyncio.gather(*(batcher.search(served, k=n, where=None, query=q) for q in qs))
 
         try:
-            got = np.stack(asyncio.run(all_at_once()))
+            got = asyncio.run(all_at_once())
         finally:
             batcher.close()
-    assert batcher.batches < len(qs)  # they really shared forward passes
-    np.testing.assert_allclose(got, want, atol=2e-5)
+    assert batcher.batches < len(qs) and batcher.searches < len(qs)  # they really shared passes and searches
+    for g, w in zip(got, want, strict=True):
+        assert len(g.hits) == n and g.encode_s >= 0 and g.search_s >= 0
+        gs, ws = scores_of(g.hits), scores_of(w)
+        assert gs.keys() == ws.keys()
+        np.testing.assert_allclose([gs[i] for i in ws], list(ws.values()), atol=2e-5)
 
 
 def test_a_failing_query_fails_alone(index: Path, tiny_encoder) -> None:
     from uniretrieve.search.query import Query, QueryError, Term
     from uniretrieve.search.searcher import Searcher
     from uniretrieve.serve.batcher import MicroBatcher
+    from uniretrieve.serve.state import Served
     from uniretrieve.types import Item
 
     cancel = Query([Term(1.0, Item(text="a")), Term(-1.0, Item(text="a"))], "zero")
     good = Query([Term(1.0, Item(text="a red circle"))], "good")
     with Searcher.load(index, encoder=tiny_encoder) as s:
-        batcher = MicroBatcher(wait_ms=200, max_items=64)
+        served = Served(s)
+        batcher = MicroBatcher(lambda h, _v: (h.internal_id, h.score), wait_ms=200, max_items=64)
 
         async def both() -> list:
             return await asyncio.gather(
-                batcher.encode(s, good), batcher.encode(s, cancel), return_exceptions=True
+                batcher.search(served, k=3, where=None, query=good),
+                batcher.search(served, k=3, where=None, query=cancel),
+                batcher.search(served, k=3, where="bad =", query=good),
+                return_exceptions=True,
             )
 
         try:
-            ok, bad = asyncio.run(both())
+            ok, bad, bad_filter = asyncio.run(both())
         finally:
             batcher.close()
-        assert isinstance(bad, QueryError)
-        np.testing.assert_allclose(ok, s.encode([good])[0], atol=2e-5)
+        assert isinstance(bad, QueryError) and isinstance(bad_filter, ValueError)
+        (want,) = s.search(queries=[good], k=3)
+        assert [i for i, _ in ok.hits] == [h.internal_id for h in want]
 
 
 def test_concurrent_requests_get_the_hits_of_single_requests(index: Path, tiny_encoder) -> None:
