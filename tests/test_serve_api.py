@@ -11,13 +11,11 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.conftest import make_image
 from tests.serve_helpers import IMAGE_NAMES, build_flat, encode_folder, make_app, write_images
-
-fastapi = pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
 
 KEY = "s3cret-key"
 

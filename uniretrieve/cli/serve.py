@@ -31,6 +31,14 @@ def serve(cfg: ServeConfig) -> None:
     from uniretrieve.search.searcher import Searcher
     from uniretrieve.serve.app import create_app
 
+    if cfg.model_threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.model_threads)
+    if cfg.search_threads is not None:
+        import faiss
+
+        faiss.omp_set_num_threads(cfg.search_threads)
     with user_errors():
         searcher = Searcher.load(
             cfg.index,

@@ -100,6 +100,17 @@ class ServeConfig:
     max_batch_size: int = field(
         default=32, metadata=opt("Most query items in one forward pass.", "--max-batch-size")
     )
+    model_threads: int | None = field(
+        default=None,
+        metadata=opt(
+            "Threads of a query forward pass on the CPU (default: torch's; 1 suits a small model on few cores).",
+            "--model-threads",
+        ),
+    )
+    search_threads: int | None = field(
+        default=None,
+        metadata=opt("FAISS (OpenMP) threads of a search (default: FAISS's).", "--search-threads"),
+    )
     watch_interval: float = field(
         default=1.0,
         metadata=opt("Seconds between checks for a new index version (0: never swap).", "--watch-interval"),
@@ -120,8 +131,13 @@ class ServeConfig:
             "--max-batch-size": self.max_batch_size,
         }
         bad = [f"{name} {value}" for name, value in positive.items() if value < 1]
-        if self.max_image_pixels is not None and self.max_image_pixels < 1:
-            bad.append(f"--max-image-pixels {self.max_image_pixels}")
+        for name, value in (
+            ("--max-image-pixels", self.max_image_pixels),
+            ("--model-threads", self.model_threads),
+            ("--search-threads", self.search_threads),
+        ):
+            if value is not None and value < 1:
+                bad.append(f"{name} {value}")
         if bad:
             raise ValueError(f"{', '.join(bad)}: must be positive")
         if self.batch_wait_ms < 0 or self.watch_interval < 0:
