@@ -223,6 +223,7 @@
   function askForKey(message) {
     el.keyMessage.textContent = message;
     el.keyInput.value = memoryKey;
+    el.keyForget.hidden = !memoryKey;
     if (!el.keyDialog.open) el.keyDialog.showModal();
     el.keyInput.focus();
     el.keyInput.select();
