@@ -306,7 +306,12 @@ def test_api_key_on_every_endpoint_but_health(keyed) -> None:
         assert_error(call(path, headers={"Authorization": f"Bearer {KEY}x"}, **kw), 401)
         assert call(path, headers={"X-API-Key": KEY}, **kw).status_code == 200, path
         assert call(path, headers={"Authorization": f"Bearer {KEY}"}, **kw).status_code == 200, path
-    assert keyed.get("/openapi.json").status_code == 200  # the documentation holds no index data
+    doc = keyed.get("/openapi.json")  # the documentation holds no index data
+    assert (
+        doc.status_code == 200
+        and doc.json()["components"]["securitySchemes"]["ApiKey"]["name"] == "X-API-Key"
+    )
+    assert "/search" in doc.json()["paths"] and "multipart/form-data" in str(doc.json()["paths"]["/search"])
     assert keyed.get("/docs").status_code == 200
 
 

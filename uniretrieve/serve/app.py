@@ -127,6 +127,8 @@ def create_app(config: ServeConfig, *, searcher: Any = None) -> FastAPI:
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
     _routes(app, svc)
+    if config.api_key:
+        _document_the_key(app)
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
@@ -281,6 +283,26 @@ def _routes(app: FastAPI, svc: Service) -> None:
             media_type=mime,
             headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"},
         )
+
+
+def _document_the_key(app: FastAPI) -> None:
+    """Name the API key in the OpenAPI schema, so /docs offers "Authorize" and sends it with every call."""
+    from fastapi.openapi.utils import get_openapi
+
+    def schema() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            doc.setdefault("components", {})["securitySchemes"] = {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+            }
+            doc["security"] = [{"ApiKey": []}]
+            doc["paths"].get("/health", {}).get("get", {})["security"] = []
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = schema  # type: ignore[method-assign]
 
 
 def _pixel_cap(cfg: ServeConfig) -> int:
