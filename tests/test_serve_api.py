@@ -355,9 +355,10 @@ def test_images_only_from_inside_the_corpus(served: dict, tmp_path: Path) -> Non
             target.symlink_to(served["root"] / "outside.png")
             assert_error(c.get(f"/items/{iid}/image"), 404)
             view = app.state.service.holder.current
-            view._sources[iid] = "../outside.png"  # a crafted id map: `..` is refused before any file access
+            cell = view._cell  # a crafted id map: `..` is refused before any file access
+            view._cell = lambda col, i: "../outside.png" if col == "source" else cell(col, i)
             assert_error(c.get(f"/items/{iid}/image"), 404)
-            view._sources[iid] = "z/last.jpg"
+            del view._cell
         finally:
             target.unlink(missing_ok=True)
             os.replace(kept, target)

@@ -268,7 +268,8 @@ def _routes(app: FastAPI, svc: Service) -> None:
     @app.get("/items", summary="Look an item up by its id (any string: URL-encode it).")
     async def item_by_id(id: str = Query(..., description="The item's id.")) -> JSONResponse:
         with holder.lease() as served:
-            return JSONResponse({**served.row(served.lookup(id)), "version": served.version})
+            iid = await run_in_threadpool(served.lookup, id)  # a scan of the id column
+            return JSONResponse({**served.row(iid), "version": served.version})
 
     @app.get("/items/{internal_id}/image", summary="A thumbnail (JPEG) of the item's image.")
     async def item_image(
