@@ -272,6 +272,7 @@ def cli_search_seconds(index: Path, runs: int) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_at_start = os.getloadavg()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     index = Path(args.index) if args.index else demo_index(work / "demo", args.scenes, args.model)
@@ -325,7 +326,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "phases": [asdict(p) for p in phases],
         "cli_search_seconds": cli_times,
         "cli_search_median_s": float(np.median(cli_times)) if cli_times else None,
-        "load_before": os.getloadavg()[0],
+        "load_average_at_start": [round(x, 2) for x in load_at_start],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus": os.cpu_count(),
     }
 
@@ -358,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{p['phase']:<34} {p['clients']:>3} clients  {p['qps']:>8.1f} q/s  p50 {p['p50_ms']:>7.2f}  "
             f"p95 {p['p95_ms']:>7.2f}  p99 {p['p99_ms']:>7.2f} ms  errors {p['errors']}  {','.join(p['versions'])}"
         )
+    print(f"load average at start {result['load_average_at_start']}, at end {result['load_average_at_end']}")
     if result["cli_search_seconds"]:
         print(f"uniretrieve search (CLI, one query): {result['cli_search_median_s']:.2f} s wall (median)")
     if args.json_out:

@@ -306,7 +306,12 @@ def test_api_key_on_every_endpoint_but_health(keyed) -> None:
         assert_error(call(path, headers={"Authorization": f"Bearer {KEY}x"}, **kw), 401)
         assert call(path, headers={"X-API-Key": KEY}, **kw).status_code == 200, path
         assert call(path, headers={"Authorization": f"Bearer {KEY}"}, **kw).status_code == 200, path
-    assert keyed.get("/openapi.json").status_code == 200  # the documentation holds no index data
+    doc = keyed.get("/openapi.json")  # the documentation holds no index data
+    assert (
+        doc.status_code == 200
+        and doc.json()["components"]["securitySchemes"]["ApiKey"]["name"] == "X-API-Key"
+    )
+    assert "/search" in doc.json()["paths"] and "multipart/form-data" in str(doc.json()["paths"]["/search"])
     assert keyed.get("/docs").status_code == 200
 
 
@@ -350,9 +355,10 @@ def test_images_only_from_inside_the_corpus(served: dict, tmp_path: Path) -> Non
             target.symlink_to(served["root"] / "outside.png")
             assert_error(c.get(f"/items/{iid}/image"), 404)
             view = app.state.service.holder.current
-            view._sources[iid] = "../outside.png"  # a crafted id map: `..` is refused before any file access
+            cell = view._cell  # a crafted id map: `..` is refused before any file access
+            view._cell = lambda col, i: "../outside.png" if col == "source" else cell(col, i)
             assert_error(c.get(f"/items/{iid}/image"), 404)
-            view._sources[iid] = "z/last.jpg"
+            del view._cell
         finally:
             target.unlink(missing_ok=True)
             os.replace(kept, target)

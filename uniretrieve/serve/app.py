@@ -127,6 +127,8 @@ def create_app(config: ServeConfig, *, searcher: Any = None) -> FastAPI:
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
     _routes(app, svc)
+    if config.api_key:
+        _document_the_key(app)
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
@@ -266,7 +268,8 @@ def _routes(app: FastAPI, svc: Service) -> None:
     @app.get("/items", summary="Look an item up by its id (any string: URL-encode it).")
     async def item_by_id(id: str = Query(..., description="The item's id.")) -> JSONResponse:
         with holder.lease() as served:
-            return JSONResponse({**served.row(served.lookup(id)), "version": served.version})
+            iid = await run_in_threadpool(served.lookup, id)  # a scan of the id column
+            return JSONResponse({**served.row(iid), "version": served.version})
 
     @app.get("/items/{internal_id}/image", summary="A thumbnail (JPEG) of the item's image.")
     async def item_image(
@@ -281,6 +284,26 @@ def _routes(app: FastAPI, svc: Service) -> None:
             media_type=mime,
             headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"},
         )
+
+
+def _document_the_key(app: FastAPI) -> None:
+    """Name the API key in the OpenAPI schema, so /docs offers "Authorize" and sends it with every call."""
+    from fastapi.openapi.utils import get_openapi
+
+    def schema() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            doc.setdefault("components", {})["securitySchemes"] = {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+            }
+            doc["security"] = [{"ApiKey": []}]
+            doc["paths"].get("/health", {}).get("get", {})["security"] = []
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = schema  # type: ignore[method-assign]
 
 
 def _pixel_cap(cfg: ServeConfig) -> int:

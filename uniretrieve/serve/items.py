@@ -68,22 +68,13 @@ class ItemView:
         held = getattr(searcher, "version", None)
         self.version = version_name(held.version.number) if held is not None else "v-000000"
         names = self.idmap.column_names
-        self._shards = (
-            self.idmap.column("shard").to_numpy(zero_copy_only=False)
-            if "shard" in names
-            else np.full(self.size, None, object)
-        )
-        self._sources = (
-            self.idmap.column("source").to_numpy(zero_copy_only=False)
-            if "source" in names
-            else np.full(self.size, None, object)
-        )
         self.live = searcher.live if searcher.live is not None else np.ones(self.size, dtype=bool)
         self._corpora: dict[str, Corpus | None] = {}
-        for shard in set(self._shards.tolist()) - {None, ""}:
-            d = str(Path(shard).parent)
-            if d not in self._corpora:
-                self._corpora[d] = corpus_of(Path(d))
+        """Shard file → the image-folder corpus its directory was encoded from (None: none)."""
+        if "shard" in names:
+            for shard in pc.unique(self.idmap.column("shard")).to_pylist():
+                if shard:
+                    self._corpora[shard] = corpus_of(Path(shard).parent)
         self.has_image = self._image_mask()
         self._shard_sets: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -95,18 +86,22 @@ class ItemView:
 
     def _image_mask(self) -> np.ndarray:
         """Rows whose item is an image of an image-folder corpus (whether the file is still there is checked when
-        it is asked for)."""
-        if "modality" not in self.idmap.column_names or not any(self._corpora.values()):
+        it is asked for). Columnar: no Python object per row, whatever the index size."""
+        folders = [shard for shard, corpus in self._corpora.items() if corpus is not None]
+        if not folders or not {"modality", "source"} <= set(self.idmap.column_names):
             return np.zeros(self.size, dtype=bool)
-        modal = pc.is_in(self.idmap.column("modality"), pa.array(IMAGE_MODALITIES)).to_numpy(
-            zero_copy_only=False
+        t = self.idmap
+        mask = pc.and_(
+            pc.and_(
+                pc.is_in(t.column("modality"), pa.array(IMAGE_MODALITIES)),
+                pc.is_in(t.column("shard"), pa.array(folders, pa.string())),
+            ),
+            pc.greater(pc.utf8_length(t.column("source")), 0),
         )
-        folders = {d for d, c in self._corpora.items() if c is not None}
-        in_folder = np.array(
-            [s is not None and s != "" and str(Path(s).parent) in folders for s in self._shards.tolist()],
-            dtype=bool,
-        )
-        return modal & in_folder & np.array([bool(s) for s in self._sources.tolist()], dtype=bool)
+        return pc.fill_null(mask, False).to_numpy(zero_copy_only=False).astype(bool)
+
+    def _cell(self, column: str, internal_id: int) -> Any:
+        return self.idmap.column(column)[internal_id].as_py()
 
     # --- rows --------------------------------------------------------------------------------------------------
     def check(self, internal_id: int) -> None:
@@ -150,9 +145,9 @@ class ItemView:
         self.check(internal_id)
         if not self.has_image[internal_id]:
             raise ApiError(404, f"item {internal_id} has no image in the indexed corpus")
-        corpus = self._corpora[str(Path(self._shards[internal_id]).parent)]
+        corpus = self._corpora[self._cell("shard", internal_id)]
         assert corpus is not None
-        path = inside(corpus.root, str(self._sources[internal_id]))
+        path = inside(corpus.root, self._cell("source", internal_id))
         if path is None:
             raise ApiError(
                 404,
@@ -182,9 +177,9 @@ class ItemView:
         from uniretrieve.embed.manifest import ManifestError
 
         self.check(internal_id)
-        shard = self._shards[internal_id]
-        rows = self.idmap.slice(internal_id, 1).select(["row", "id"]).to_pylist()[0]
-        if not shard or rows["row"] is None:
+        rows = self.idmap.slice(internal_id, 1).to_pylist()[0]
+        shard = rows.get("shard")
+        if not shard or rows.get("row") is None:
             raise ApiError(
                 400, f"item {internal_id} was indexed from an in-memory array: no shard stores its vector"
             )
