@@ -8,11 +8,13 @@ from importlib.resources import files
 
 import pytest
 
-PAGE_FILES = ("index.html", "app.js", "style.css")
+STATIC = files("uniretrieve").joinpath("serve", "static")
+SCRIPTS = sorted(f.name for f in STATIC.iterdir() if f.name.endswith(".js"))
+PAGE_FILES = ("index.html", "style.css", *SCRIPTS)
 
 
 def static_text(name: str) -> str:
-    return files("uniretrieve").joinpath("serve", "static", name).read_text(encoding="utf-8")
+    return STATIC.joinpath(name).read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("name", PAGE_FILES)
@@ -27,6 +29,7 @@ def test_every_asset_the_page_names_is_shipped_and_local() -> None:
     assets = re.findall(r'(?:src|href)="([^"]+)"', html)
     static = [a for a in assets if a.startswith("/static/")]
     assert sorted(static) == ["/static/app.js", "/static/style.css"]
+    assert '<script type="module" src="/static/app.js">' in html
     for asset in assets:
         assert asset.startswith(("/static/", "/", "data:")), f"index.html loads {asset} from elsewhere"
     for name in PAGE_FILES:
@@ -37,15 +40,27 @@ def test_every_asset_the_page_names_is_shipped_and_local() -> None:
         assert "@import" not in text
 
 
-def test_script_never_parses_data_as_html() -> None:
-    js = static_text("app.js")
-    code = "\n".join(line for line in js.splitlines() if not line.lstrip().startswith("//"))
+def test_every_module_the_page_imports_is_shipped_and_used() -> None:
+    imported = {"app.js"}
+    for name in SCRIPTS:
+        for target in re.findall(r'^import .* from "\./([\w-]+\.js)";$', static_text(name), re.M):
+            assert target in SCRIPTS, f"{name} imports {target}, which is not shipped"
+            imported.add(target)
+        assert not re.search(r"\bimport\s*\(|from \"(?!\./)", static_text(name)), (
+            f"{name}: a non-local import"
+        )
+    assert imported == set(SCRIPTS), f"shipped but never imported: {set(SCRIPTS) - imported}"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_scripts_never_parse_data_as_html(name: str) -> None:
+    code = "\n".join(line for line in static_text(name).splitlines() if not line.lstrip().startswith("//"))
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
-        assert sink not in code, f"app.js uses {sink}"
+        assert sink not in code, f"{name} uses {sink}"
 
 
-def test_every_element_the_script_looks_up_exists_once() -> None:
-    js = static_text("app.js")
+def test_every_element_the_scripts_look_up_exists_once() -> None:
+    js = "\n".join(static_text(name) for name in SCRIPTS)
     html = static_text("index.html")
     wanted = set(re.findall(r'\$\("([\w-]+)"\)', js))
     assert len(wanted) > 20
