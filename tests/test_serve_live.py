@@ -118,3 +118,31 @@ def test_live_swap_under_concurrent_requests(dirs: dict, tiny_encoder, tmp_path:
     # every version but the current one was released, so the next writer could delete it
     folders = sorted(p.name for p in index.iterdir() if p.name.startswith("v-"))
     assert folders[-1] == max(expected) and len(folders) <= 2, folders
+
+
+def test_a_replaced_item_points_to_its_new_row(tmp_path: Path, tiny_model_dir: Path, tiny_encoder) -> None:
+    """Re-encoding a changed image and adding the shard folder again replaces its row: the old internal id answers
+    404 (naming the way to the new one), the id finds the new row, and search never returns the old one."""
+    from tests.conftest import make_image
+
+    corpus = write_images(tmp_path / "corpus", IMAGE_NAMES)
+    shards = encode_folder(corpus, tmp_path / "shards", tiny_model_dir, tiny_encoder)
+    index = build_flat(shards, tmp_path / "idx")
+    app = make_app(index, tiny_encoder, watch_interval=0.05)
+    with TestClient(app) as c:
+        old = c.get("/items", params={"id": "top.png"}).json()["internal_id"]
+        make_image(999, (50, 50)).save(corpus / "top.png")
+        encode_folder(corpus, shards, tiny_model_dir, tiny_encoder)
+        add_shards(index, shards)
+        deadline = time.monotonic() + 20
+        while c.get("/health").json()["version"] == "v-000001":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        res = c.get(f"/items/{old}")
+        assert res.status_code == 404 and "/items?id=" in res.json()["error"]["message"]
+        assert c.post("/search", json={"like": old}).status_code == 404
+        new = c.get("/items", params={"id": "top.png"}).json()["internal_id"]
+        assert new != old
+        hits = c.post("/search", json={"text": "anything", "k": 100}).json()["hits"]
+        assert old not in {h["internal_id"] for h in hits} and new in {h["internal_id"] for h in hits}
+        assert c.post("/search", json={"like": new, "k": 1}).json()["hits"][0]["internal_id"] == new

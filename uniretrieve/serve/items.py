@@ -108,14 +108,17 @@ class ItemView:
         if not 0 <= internal_id < self.size:
             raise ApiError(404, f"no item {internal_id}: this index holds internal ids 0 to {self.size - 1}")
 
-    def row(self, internal_id: int) -> dict[str, Any]:
-        """The id-map row of an item as JSON (404 for an unknown or replaced one)."""
+    def check_live(self, internal_id: int) -> None:
         self.check(internal_id)
         if not self.live[internal_id]:
             raise ApiError(
                 404,
                 f"item {internal_id} was replaced by an update of the same id; look it up with /items?id=",
             )
+
+    def row(self, internal_id: int) -> dict[str, Any]:
+        """The id-map row of an item as JSON (404 for an unknown or replaced one)."""
+        self.check_live(internal_id)
         row = self.idmap.slice(internal_id, 1).to_pylist()[0]
         for name in HIDDEN_COLUMNS:
             row.pop(name, None)
@@ -176,7 +179,7 @@ class ItemView:
         """The item's vector exactly as its shard stores it (float32 [D]); IVF-PQ codes cannot give it back."""
         from uniretrieve.embed.manifest import ManifestError
 
-        self.check(internal_id)
+        self.check_live(internal_id)
         rows = self.idmap.slice(internal_id, 1).to_pylist()[0]
         shard = rows.get("shard")
         if not shard or rows.get("row") is None:
