@@ -21,6 +21,7 @@ from uniretrieve.embed.config import EncodeConfig
 from uniretrieve.eval.config import EvalConfig
 from uniretrieve.index.meta import BuildConfig
 from uniretrieve.scenes.config import GenerateConfig
+from uniretrieve.serve.config import ServeConfig
 from uniretrieve.tiny.config import PretrainConfig, TinyRecipeConfig
 
 runner = CliRunner()
@@ -33,6 +34,7 @@ CONFIG_COMMANDS: dict[str, tuple[type, set[str]]] = {
     "index build": (BuildConfig, {"shards", "output", "tune_queries", "overwrite"}),
     "eval": (EvalConfig, {"json_out", "cache_dir", "no_cache", "paper_row", "quiet"}),
     "demo": (DemoConfig, set()),
+    "serve": (ServeConfig, set()),
     "scenes generate": (GenerateConfig, {"quiet"}),
     "train pretrain": (PretrainConfig, set()),
     "train unime-tiny": (TinyRecipeConfig, {"install"}),
@@ -159,6 +161,9 @@ BAD_INPUT = {
     "eval": ["eval", "flickr8k", "--data", "{tmp}", "-m", "unime-tiny"],
     "eval subsets": ["eval", "coco", "--data", "{tmp}", "-m", "unime-tiny", "--subsets", "a"],
     "demo": ["demo", "-o", "{tmp}/d", "--scenes", "0"],
+    "serve": ["serve", "--index", "{tmp}/nothing"],
+    "serve on all addresses without a key": ["serve", "--index", "{tmp}", "--host", "0.0.0.0"],
+    "serve, not a size": ["serve", "--index", "{tmp}", "--max-upload-bytes", "huge"],
     "scenes generate": ["scenes", "generate", "-o", "{tmp}/s", "--layout", "nope"],
     "train stage1": ["train", "stage1", "-m", "m", "-o", "{tmp}/r", "--set", "optim.lr=fast"],
     "train stage2": ["train", "stage2", "-o", "{tmp}/r", "--set", "no_such_key=1"],

@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from uniretrieve.cli.app import app
-from uniretrieve.demo import DemoConfig, run_demo
+from uniretrieve.demo import DemoConfig, run_demo, serve_command
 
 
 def test_demo_pipeline_reports_ranks_and_reuses_its_work(tiny_model_dir, tmp_path: Path) -> None:
@@ -24,4 +24,6 @@ def test_demo_pipeline_reports_ranks_and_reuses_its_work(tiny_model_dir, tmp_pat
     )
     assert res.exit_code == 0, res.output
     assert "already built" in res.output and "UniME-LLaVA-OneVision-7B" in res.output
+    # it ends with the one command that serves its index
+    assert res.output.strip().splitlines()[-1].strip() == serve_command(Path(cfg.work) / "index")
     assert shard.stat().st_mtime_ns == mtime  # nothing re-encoded

@@ -204,4 +204,17 @@ def run_demo(cfg: DemoConfig, *, console: Any | None = None) -> list[dict[str, A
         "  uniretrieve index build emb/photos --output idx/photos\n"
         '  uniretrieve search "a dog catching a frisbee" --index idx/photos'
     )
+    console.print(
+        "\nServe this index (search API and web page at http://127.0.0.1:8000/):\n  "
+        + serve_command(index_dir),
+        markup=False,
+        soft_wrap=True,
+    )
     return report
+
+
+def serve_command(index_dir: Path) -> str:
+    """The one command that serves the demo's index."""
+    import shlex
+
+    return f"uniretrieve serve --index {shlex.quote(str(index_dir))}"

@@ -18,6 +18,7 @@ from uniretrieve.cli import index as index_cmd
 from uniretrieve.cli import models as models_cmd
 from uniretrieve.cli import scenes as scenes_cmd
 from uniretrieve.cli import search as search_cmd
+from uniretrieve.cli import serve as serve_cmd
 from uniretrieve.cli import train as train_cmd
 from uniretrieve.cli.options import register
 
@@ -54,6 +55,7 @@ register(app, "models", models_cmd.models)
 app.add_typer(scenes_cmd.app, name="scenes")
 app.add_typer(index_cmd.app, name="index")
 register(app, "search", search_cmd.search)
+register(app, "serve", serve_cmd.serve)
 register(app, "encode", encode_cmd.encode)
 register(app, "eval", eval_cmd.eval_command, {"--out": "--json-out"})
 app.add_typer(train_cmd.app, name="train")
