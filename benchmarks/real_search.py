@@ -9,7 +9,7 @@ database), or with --synthetic a small clustered matrix (tests). Rows, each meas
 one, search in another, so the search RSS is what a service would hold):
 
 - uniretrieve: `build_index` with its defaults (auto, target recall 0.95) at each --budgets value, plus the types of
-  --types at the first budget; searched through `Searcher.search_vectors` (hits included).
+  --types at the first budget; searched through `Searcher.search_arrays` (ids, scores, id-map rows) where it exists.
 - peers (benchmarks/peers.py, in --peers-python's environment): autofaiss at each budget, LanceDB default and
   tuned IVF_PQ, and the oracle (raw FAISS, the best index kind within the budget tuned on the measured queries).
 
@@ -78,18 +78,32 @@ def build_child(data: Path, index_dir: Path, index_type: str, budget: int, targe
 
 
 def search_child(data: Path, index_dir: Path, k: int) -> dict[str, Any]:
+    """Searcher's columnar path where it has one (`search_arrays`: ids, scores and the id-map rows, taken as one
+    Arrow take), else `search_vectors`; the batch through `search_vectors` (one `Hit` object per hit) beside it."""
     from uniretrieve.search.searcher import Searcher
 
     d = load_data(data)
     base = rss_now()
     searcher = Searcher.load(index_dir)
 
-    def search(q: np.ndarray, k: int) -> np.ndarray:
+    def hit_lists(q: np.ndarray, k: int) -> np.ndarray:
         hits = searcher.search_vectors(q, k=k)
         return np.array([[h.internal_id for h in r] + [-1] * (k - len(r)) for r in hits])
 
-    row = measure(search, d, k, base)
-    return row | {"disk_bytes": sum(p.stat().st_size for p in index_dir.rglob("*") if p.is_file())}
+    def arrays(q: np.ndarray, k: int) -> np.ndarray:
+        table = searcher.search_arrays(q, k=k)
+        _ = table.rows  # the id-map rows of the hits are part of the answer
+        return table.ids
+
+    columnar = hasattr(searcher, "search_arrays")
+    row = measure(arrays if columnar else hit_lists, d, k, base)
+    t0 = time.perf_counter()
+    hit_lists(d["queries"], k)
+    return row | {
+        "api": "search_arrays" if columnar else "search_vectors",
+        "qps_batch_hit_objects": round(len(d["queries"]) / (time.perf_counter() - t0), 1),
+        "disk_bytes": sum(p.stat().st_size for p in index_dir.rglob("*") if p.is_file()),
+    }
 
 
 def run_ours(data: Path, work: Path, index_type: str, budget: int, k: int, target: float) -> dict[str, Any]:
@@ -173,8 +187,11 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {name} | {budget} | **{r['error']}** | | | | | | |")
             continue
         promised = f" (promised {r['promised_recall']:.3f})" if r.get("promised_recall") is not None else ""
+        hit_lists = (
+            f" ({r['qps_batch_hit_objects']:,.0f} as Hit lists)" if r.get("qps_batch_hit_objects") else ""
+        )
         lines.append(
-            f"| {name} | {budget} | {r.get('config', '')} | {r['recall@10']:.3f}{promised} | {r['qps_batch']:,.0f} | "
+            f"| {name} | {budget} | {r.get('config', '')} | {r['recall@10']:.3f}{promised} | {r['qps_batch']:,.0f}{hit_lists} | "
             f"{r['qps_single']:,.0f} | {r.get('build_s', 0):.1f} | {r['search_rss_peak_bytes'] / MiB:.0f} "
             f"({r['search_rss_over_base_bytes'] / MiB:.0f}) | {r.get('disk_bytes', 0) / MiB:.1f} |"
         )
