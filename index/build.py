@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from uniretrieve.index import auto
 from uniretrieve.index import gpu as gpu_mod
 from uniretrieve.index.factory import (
     MAX_TRAIN_PER_CENTROID,
@@ -28,7 +29,14 @@ from uniretrieve.index.idmap import IDMAP_NAME, IdMapWriter
 from uniretrieve.index.kinds import PQ_TRAIN_ROWS, kind_of
 from uniretrieve.index.meta import INDEX_NAME, META_NAME, BuildConfig, IndexMeta, write_meta
 from uniretrieve.index.source import VectorSource
-from uniretrieve.index.tune import TuneQueries, TuneResult, make_tune_queries, set_param, tune
+from uniretrieve.index.tune import (
+    TuneQueries,
+    TuneResult,
+    make_tune_queries,
+    set_param,
+    stand_in_queries,
+    tune,
+)
 
 Log = Callable[[str], None]
 
@@ -174,8 +182,9 @@ def reserve_rows(index: Any, rows: int) -> None:
 def tuning_queries(
     source: VectorSource, config: BuildConfig, tune_source: VectorSource | None
 ) -> TuneQueries:
-    """Real queries from `tune_source` when given (up to `tune_queries` of them, sampled), else held-out database
-    vectors searched leave-one-out. Ground truth is exact search over the whole corpus (torch on CUDA if present)."""
+    """Real queries from `tune_source` when given (up to `tune_queries` of them, sampled), else stand-ins made from
+    held-out database vectors (tune.py `stand_in_queries`). Ground truth is exact search over the whole corpus (torch
+    on CUDA if present)."""
     rng = np.random.default_rng(config.seed + 1)
     exact = None
     if gpu_mod.cuda_device_count() > 0:
@@ -192,14 +201,8 @@ def tuning_queries(
         )
     nq = min(config.tune_queries, source.num_rows)
     rows = np.sort(rng.choice(source.num_rows, size=nq, replace=False))
-    q = source.take(rows)
-    return make_tune_queries(
-        blocks,
-        q,
-        config.k,
-        kind="held-out database vectors (leave-one-out)",
-        exclude=rows.astype(np.int64),
-        exact=exact,
+    return stand_in_queries(
+        blocks, source.take(rows), rows.astype(np.int64), config.k, seed=config.seed, exact=exact
     )
 
 
@@ -224,7 +227,7 @@ def tune_to_target(
         latency_ms=config.latency_ms,
         search=search,
     )
-    log(_tune_line(result))
+    log(tune_line(result))
     return result
 
 
@@ -275,6 +278,8 @@ def _build(
     t_start = time.perf_counter()
     on_gpu = gpu_mod.resolve_gpu(config.gpu)
     n, d = source.num_rows, source.dim
+    if config.index_type == "auto" and auto.measures(n, d, gpu=on_gpu):
+        return auto.build_measured(source, out, config, tune_source, train_source, source_info, log, t_start)
     choice = resolve_choice(n, d, config, gpu=on_gpu, train_n=(train_source or source).num_rows)
     log(
         f"index: {choice.type} ({choice.factory}) for {n} × {d}; expected memory {format_bytes(choice.expected_bytes)}"
@@ -311,27 +316,75 @@ def _build(
         log=log,
         search=lambda q, kk: gpu_mod.search_index(work, q, kk, on_gpu=gpu_ok, cpu_index=cpu_copy),
     )
+    log_unreachable(choice, result, source, config, train_source, log)
     t_tune = time.perf_counter() - t0
     if gpu_ok:
         index = cpu_copy
     _write_index(index, out / INDEX_NAME)
     idmap.close()
+    seconds = {"train": t_train, "add": t_add, "tune": t_tune}
+    return write_build_meta(
+        out, index, choice.to_dict(), result, source, config, source_info, seconds, t_start, gpu_ok
+    )
+
+
+def log_unreachable(
+    choice: IndexChoice,
+    result: TuneResult,
+    source: VectorSource,
+    config: BuildConfig,
+    train_source: VectorSource | None,
+    log: Log,
+) -> None:
+    if result.reached or not result.param:
+        return
+    train_n = min((train_source or source).num_rows, config.train_rows or PQ_TRAIN_ROWS, PQ_TRAIN_ROWS)
+    log(
+        auto.unreachable_line(
+            choice,
+            result,
+            n=source.num_rows,
+            d=source.dim,
+            budget=config.memory_budget,
+            storage=config.storage,
+            train_n=train_n,
+        )
+    )
+
+
+def write_build_meta(
+    out: Path,
+    index: Any,
+    choice: dict[str, Any],
+    result: TuneResult,
+    source: VectorSource,
+    config: BuildConfig,
+    source_info: dict[str, Any] | None,
+    seconds: dict[str, float],
+    t_start: float,
+    gpu_ok: bool,
+) -> IndexMeta:
     meta = IndexMeta(
-        dim=d,
+        dim=source.dim,
         num_vectors=int(index.ntotal),
-        type=choice.type,
-        factory=choice.factory,
+        type=choice["type"],
+        factory=choice["factory"],
         model=dict(source.spec_settings),
         encoder=dict(source.model_info),
-        sources=[{**(source_info or {}), "manifest_hash": source.fingerprint, "rows": n, "first_id": 0}],
-        search_params={**choice.params, **result.search_params()},
+        sources=[
+            {
+                **(source_info or {}),
+                "manifest_hash": source.fingerprint,
+                "rows": source.num_rows,
+                "first_id": 0,
+            }
+        ],
+        search_params={**choice.get("params", {}), **result.search_params()},
         tuning=result.to_dict(),
-        choice=choice.to_dict(),
+        choice=choice,
         config=config.to_dict(),
         build_seconds={
-            "train": round(t_train, 3),
-            "add": round(t_add, 3),
-            "tune": round(t_tune, 3),
+            **{name: round(v, 3) for name, v in seconds.items()},
             "total": round(time.perf_counter() - t_start, 3),
         },
         built_on="gpu" if gpu_ok else "cpu",
@@ -340,7 +393,7 @@ def _build(
     return meta
 
 
-def _tune_line(r: TuneResult) -> str:
+def tune_line(r: TuneResult) -> str:
     if not r.param:
         return f"exact index: recall@{r.k} {r.recall:.4f} on {r.queries} {r.query_kind}, {r.latency_ms:.2f} ms/query"
     status = "reached" if r.reached else "NOT reached"

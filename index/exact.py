@@ -73,20 +73,24 @@ def recall_at_k(found: np.ndarray, gt_ids: np.ndarray, gt_scores: np.ndarray, k:
     id whose exact score equals the k-th true score within TIE_EPS is as good as the one it replaced, the rule of
     faiss contrib/evaluation.py's range-based checks).
     """
+    return float(recall_per_query(found, gt_ids, gt_scores, k).mean())
+
+
+def recall_per_query(found: np.ndarray, gt_ids: np.ndarray, gt_scores: np.ndarray, k: int) -> np.ndarray:
+    """`recall_at_k` of each query (float64 [q]): what a confidence bound over the queries needs."""
     if k <= 0:
         raise ValueError("k must be positive")
     found = found[:, :k]
     kth = gt_scores[:, k - 1]
-    total = 0.0
+    out = np.ones(found.shape[0])
     for qi in range(found.shape[0]):
         valid_true = int(np.sum(gt_ids[qi, :k] >= 0))
         if valid_true == 0:
-            total += 1.0
             continue
         good = set(gt_ids[qi, :k].tolist())
         good.update(
             int(i) for i, s in zip(gt_ids[qi, k:], gt_scores[qi, k:], strict=True) if s >= kth[qi] - TIE_EPS
         )
         hits = sum(1 for i in found[qi].tolist() if i >= 0 and i in good)
-        total += min(hits, valid_true) / valid_true
-    return total / found.shape[0]
+        out[qi] = min(hits, valid_true) / valid_true
+    return out

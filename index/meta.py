@@ -45,15 +45,20 @@ class BuildConfig:
     )
     """Bytes the finished index may take (and the bound `auto` chooses under)."""
     target_recall: float = field(
-        default=0.95, metadata=opt("recall@10 vs exact search to tune to.", "--target-recall")
+        default=0.95,
+        metadata=opt(
+            "recall@k vs exact search to tune to (its 95 % lower bound must reach it).", "--target-recall"
+        ),
     )
-    """recall@10 against exact search that nprobe / efSearch are tuned to reach."""
+    """recall@k against exact search whose lower confidence bound nprobe / efSearch are tuned to reach."""
     latency_ms: float | None = field(
         default=None, metadata=opt("Per-query latency budget (ms).", "--latency-ms")
     )
     """Optional per-query latency budget (single query, this machine) for the tuned parameter."""
-    k: int = field(default=10, metadata=no_cli())
-    """The k of the recall target."""
+    k: int = field(
+        default=10, metadata=opt("Hits per query the recall target is for (search with this k).", "--k")
+    )
+    """The k of the recall target: tuned for recall@k, the promise holds for searches of k hits."""
     nlist: int | None = field(
         default=None, metadata=opt("IVF lists (default 4·√N, a power of two).", "--nlist")
     )

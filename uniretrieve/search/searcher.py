@@ -22,7 +22,8 @@ import pyarrow as pa
 
 from uniretrieve.search.filtered import FilteredSearch
 from uniretrieve.search.filters import FILTER_COLUMNS, WhereFilter
-from uniretrieve.search.hits import Hit, hits_of, one_chunk
+from uniretrieve.search.flat import FlatMatmul
+from uniretrieve.search.hits import Hit, HitTable, hit_columns, one_chunk
 from uniretrieve.search.query import Query, Term, combine
 from uniretrieve.types import ImageLike, Item
 
@@ -69,6 +70,7 @@ class Searcher(FilteredSearch):
         self._encoder = None
         self.timings: dict[str, float] = {}
         self.filter_columns = [c for c in (*FILTER_COLUMNS, "metadata") if c in idmap.column_names]
+        self.hit_columns = hit_columns(self.idmap)
         self.version: Any = None
         dead = deleted_mask(idmap)
         self.live: np.ndarray | None = ~dead if dead.any() else None
@@ -78,6 +80,7 @@ class Searcher(FilteredSearch):
         self.on_gpu = False
         self.work = index
         self.torch_exact = None
+        self.flat_matmul = FlatMatmul.of(index)
         use_gpu = gpu_mod.resolve_gpu(gpu) if gpu is not False else False
         if use_gpu and self.kind.gpu:
             try:
@@ -195,8 +198,9 @@ class Searcher(FilteredSearch):
     def encode(self, queries: Sequence[Query]) -> np.ndarray:
         """Embed queries (all terms in one encode call), combining weighted terms → float32 [n, D]."""
         items = [t.item for q in queries for t in q.terms]
+        encoder = self.encoder  # loads the model on first use, timed apart as "model_load"
         t0 = time.perf_counter()
-        vecs = self.encoder.encode(items)
+        vecs = encoder.encode(items)
         out = np.empty((len(queries), self.meta.dim), np.float32)
         pos = 0
         for i, q in enumerate(queries):
@@ -237,6 +241,12 @@ class Searcher(FilteredSearch):
     def search_vectors(
         self, vectors: np.ndarray, *, k: int = 10, where: str | None = None
     ) -> list[list[Hit]]:
+        """Hits of float32 [n, D] query vectors: `search_arrays(...).hits()`."""
+        return self.search_arrays(vectors, k=k, where=where).hits()
+
+    def search_arrays(self, vectors: np.ndarray, *, k: int = 10, where: str | None = None) -> HitTable:
+        """The hits of float32 [n, D] query vectors as arrays (scores, internal ids, id-map rows on first use): no
+        per-hit Python work, for callers that serialise columns or need only ids and scores."""
         if k <= 0:
             raise ValueError("k must be positive")
         q = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -249,7 +259,7 @@ class Searcher(FilteredSearch):
         else:
             scores, ids = self._raw_search(q, min(k, self.cpu_index.ntotal))
         self.timings["search"] = self.timings.get("search", 0.0) + time.perf_counter() - t0
-        return hits_of(self.idmap, scores, ids)
+        return HitTable(scores, ids, self.idmap, self.hit_columns)
 
     def where_mask(self, where: str) -> np.ndarray:
         """Boolean mask over internal ids of the rows passing `where`."""
@@ -263,6 +273,8 @@ class Searcher(FilteredSearch):
 
         if self.torch_exact is not None:
             return self.torch_exact.search(q, k)
+        if self.flat_matmul is not None and self.work is self.cpu_index and self.flat_matmul.faster(len(q)):
+            return self.flat_matmul.search(q, k)
         return gpu_mod.search_index(self.work, q, k, on_gpu=self.on_gpu, cpu_index=self.cpu_index)
 
 
