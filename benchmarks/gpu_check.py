@@ -1,13 +1,13 @@
 """The GPU check, one step at a time, each step's record merged into one JSON file (benchmarks/gpu_check.sh runs
 every step under its own time limit, so a step that overruns costs only its own rows).
 
-    python -m benchmarks.gpu_check --step env|encode|exact|tests --out gpu_check.json
+    python -m benchmarks.gpu_check --step env|encode:<preset>|exact|tests --out gpu_check.json
     python -m benchmarks.gpu_check --step all --cpu-smoke --out /tmp/smoke.json   # the CPU paths, tiny, seconds
 
 Steps:
 - env: torch / CUDA / GPU / transformers versions, whether FAISS (and FAISS GPUs) can be imported.
-- encode: benchmarks/encode_throughput.py's `bench_preset` for LLaVA-OneVision-7B and Qwen2-VL-7B (random
-  weights, bf16, sdpa): the reference loop, the Encoder in-process and with workers, items/s, tokens/s, MFU
+- encode:<preset>: benchmarks/encode_throughput.py's `bench_preset` for LLaVA-OneVision-7B and Qwen2-VL-7B (random
+  weights, bf16, sdpa; one step each): the reference loop, the Encoder in-process and with workers, items/s, tokens/s, MFU
   against the measured bf16 matmul rate, cosine to the reference.
 - exact: torch exact search (index/gpu.py TorchExactIndex, fp16 database on the GPU) at 1M × 1024 and 1M × 3584
   against the same search on the CPU (float32 torch matmul, all cores), and FAISS IndexFlatIP on the CPU where
@@ -70,7 +70,8 @@ def env_step(smoke: bool) -> dict[str, Any]:
     return info
 
 
-def encode_step(smoke: bool, work: Path) -> dict[str, Any]:
+def encode_step(smoke: bool, work: Path, name: str) -> dict[str, Any]:
+    """One preset (its own step, so that an overrun of one 7B model keeps the other's rows)."""
     import shutil
 
     import torch
@@ -80,35 +81,29 @@ def encode_step(smoke: bool, work: Path) -> dict[str, Any]:
 
     device = "cpu" if smoke else "cuda"
     n_img, n_txt = (2, 4) if smoke else QUICK_COUNTS["cuda"]
-    records = []
-    for name in ENCODE_PRESETS:
-        preset = shrunk(PRESETS[name]) if smoke else PRESETS[name]
-        cache = work / f"encode-{preset.name}"
-        t0 = time.perf_counter()
-        try:
-            rec = bench_preset(
-                preset,
-                device=device,
-                cache=cache,
-                n_images=n_img,
-                n_texts=n_txt,
-                batch_size=16,
-                workers=0 if smoke else min(8, (os.cpu_count() or 2) // 2),
-                ref_text_batch=3,
-                repeats=1 if smoke else 2,
-                mfu=True,
-                attn="sdpa",
-                seed=0,
-            )
-        except Exception as exc:  # one preset's failure must not lose the other's rows
-            rec = {"preset": preset.name, "error": f"{type(exc).__name__}: {exc}"[:500]}
-        rec["step_seconds"] = round(time.perf_counter() - t0, 1)
-        records.append(rec)
+    preset = shrunk(PRESETS[name]) if smoke else PRESETS[name]
+    cache = work / f"encode-{preset.name}"
+    try:
+        rec = bench_preset(
+            preset,
+            device=device,
+            cache=cache,
+            n_images=n_img,
+            n_texts=n_txt,
+            batch_size=16,
+            workers=0 if smoke else min(8, (os.cpu_count() or 2) // 2),
+            ref_text_batch=3,
+            repeats=1 if smoke else 2,
+            mfu=True,
+            attn="sdpa",
+            seed=0,
+        )
+    finally:
         shutil.rmtree(cache, ignore_errors=True)  # a 16 GB checkpoint: the disk holds 64 GiB
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return {"device": device, "images": n_img, "texts": n_txt, "presets": records}
+    return {"device": device, "images": n_img, "texts": n_txt} | rec
 
 
 def _unit_rows(n: int, d: int, device: str, seed: int) -> np.ndarray:
@@ -211,7 +206,7 @@ def merge_into(out: Path, step: str, record: dict[str, Any]) -> None:
     atomic_write_json(out, data)
 
 
-STEPS = ("env", "encode", "exact", "tests")
+STEPS = ("env", *(f"encode:{p}" for p in ENCODE_PRESETS), "exact", "tests")
 
 
 def run_step(step: str, smoke: bool, work: Path) -> dict[str, Any]:
@@ -219,13 +214,15 @@ def run_step(step: str, smoke: bool, work: Path) -> dict[str, Any]:
     try:
         if step == "env":
             rec = env_step(smoke)
-        elif step == "encode":
-            rec = encode_step(smoke, work)
+        elif step.startswith("encode:"):
+            rec = encode_step(smoke, work, step.split(":", 1)[1])
         elif step == "exact":
             rec = exact_step(smoke)
-        else:
+        elif step == "tests":
             rec = tests_step(smoke)
-    except Exception as exc:
+        else:
+            raise ValueError(f"unknown step {step!r} (known: {', '.join(STEPS)})")
+    except Exception as exc:  # recorded, so the other steps' rows are kept
         rec = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     return rec | {"seconds": round(time.perf_counter() - t0, 1), "cpu_smoke": smoke}
 

@@ -6,11 +6,11 @@
 #
 #   bash benchmarks/gpu_check.sh --fetch-wheels   # here, with pip and a network: faiss-cpu + setuptools into .whl/ (git-ignored)
 #   bash benchmarks/gpu_check.sh                  # on the GPU machine (carry .whl); the JSON lands in $OUT
-#   bash benchmarks/gpu_check.sh --cpu-smoke      # the same steps on the CPU at toy sizes (tests/ runs parts of it)
+#   PYTHON=.venv/bin/python bash benchmarks/gpu_check.sh --cpu-smoke   # the same steps on the CPU at toy sizes
 #
 # The GPU image has torch, transformers, peft, pyarrow (and typer, rich, pyyaml, pytest) but no FAISS; faiss-gpu
 # wheels (135 MB) do not fit the 64 MiB a call carries, faiss-cpu (19 MB) does and gives the FAISS CPU rows and the
-# FAISS-dependent tests. uniretrieve is installed editable into a throw-away venv over the system packages.
+# FAISS-dependent tests. uniretrieve is installed editable into the machine's Python (bare, given back after).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -29,11 +29,14 @@ SMOKE=()
 OUTDIR="${OUT:-$ROOT}"
 JSON="$OUTDIR/gpu_check.json"
 rm -f "$JSON"
-PY=python3
+# checkpoints (16 GB each, written and read back once) in memory where /dev/shm is large enough
+WORK=/tmp/uniretrieve-gpu-check
+[[ $(df --output=avail -B1G /dev/shm 2>/dev/null | tail -1) -gt 40 ]] && WORK=/dev/shm/uniretrieve-gpu-check
+PY="${PYTHON:-python3}"  # the smoke run uses the caller's environment (PYTHON=.venv/bin/python)
 if [[ ${#SMOKE[@]} -eq 0 ]]; then
+    # The GPU machine is bare and given back afterwards: install into its own Python (itself a venv, so a nested
+    # --system-site-packages venv would not see its torch).
     export PYTHONUNBUFFERED=1
-    VENV=/tmp/uniretrieve-venv
-    python3 -m venv --system-site-packages "$VENV" && PY="$VENV/bin/python"
     if compgen -G "$WHEELS/*.whl" > /dev/null; then
         "$PY" -m pip install -q --no-index --no-deps --no-compile "$WHEELS"/*.whl || echo "wheel install failed"
     fi
@@ -43,7 +46,7 @@ fi
 
 step() {  # step NAME SECONDS
     echo "== $1 (limit $2 s) $(date -u +%T)"
-    timeout --kill-after=10 "$2" "$PY" -m benchmarks.gpu_check --step "$1" --out "$JSON" "${SMOKE[@]}" \
+    timeout --kill-after=5 "$2" "$PY" -m benchmarks.gpu_check --step "$1" --out "$JSON" --work "$WORK" "${SMOKE[@]}" \
         2>&1 | tee -a "$OUTDIR/gpu_check.log" | cut -c1-400
     rc=${PIPESTATUS[0]}
     if [[ $rc -ne 0 ]]; then  # killed at its limit or crashed: say so in the JSON
@@ -58,8 +61,9 @@ EOF
     fi
 }
 
-step env 60
-step encode 210
-step exact 100
-step tests 60
+step env 40
+step encode:llava-onevision-7b 110
+step encode:qwen2-vl-7b 110
+step exact 90
+step tests 50
 echo "== done $(date -u +%T): $JSON"
