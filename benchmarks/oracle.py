@@ -24,24 +24,20 @@ def layouts(n: int, d: int, budget: int) -> list[tuple[str, Any]]:
     """(kind name, Layout) of every candidate that fits `budget` bytes."""
     from uniretrieve.index.kinds import HNSW_M, INDEX_KINDS, Layout
 
+    # the build's default lists (BuildConfig.nlist); PQ codes of at least 2 dimensions per byte
     default_nlist = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n))))
-    nlists = sorted({max(16, default_nlist // 4), default_nlist})
-    pq_ms = [m for m in (384, 192, 128, 96, 64, 48, 32, 16, 8) if d % m == 0 and m <= d]
+    pq_ms = [m for m in (192, 128, 96, 64, 48, 32, 16, 8) if d % m == 0 and 2 * m <= d]
     out: list[tuple[str, Any]] = []
     for storage in ("fp32", "fp16"):
         out.append(("flat", Layout(storage=storage)))
         out.append(("hnsw", Layout(storage=storage, hnsw_m=HNSW_M)))
-        out += [("ivf", Layout(storage=storage, nlist=c)) for c in nlists]
-    for refine in (False, True):
-        for c in nlists[-1:]:
-            fits = [
-                m
-                for m in pq_ms
-                if INDEX_KINDS["ivfpq"].memory(n, d, Layout(nlist=c, pq_m=m, pq_nbits=8, refine=refine))
-                <= budget
-            ]
-            if fits:
-                out.append(("ivfpq", Layout(nlist=c, pq_m=fits[0], pq_nbits=8, refine=refine)))
+        out.append(("ivf", Layout(storage=storage, nlist=default_nlist)))
+    for refine in (True, False):  # re-ranked codes where they fit, else plain ones
+        lays = [Layout(nlist=default_nlist, pq_m=m, pq_nbits=8, refine=refine) for m in pq_ms]
+        fits = [lay for lay in lays if INDEX_KINDS["ivfpq"].memory(n, d, lay) <= budget]
+        if fits:
+            out.append(("ivfpq", fits[0]))
+            break
     fitting = [(k, lay) for k, lay in out if INDEX_KINDS[k].memory(n, d, lay) <= budget]
     # fp16 storage only where fp32 does not fit (it is never faster on the CPU)
     fp32 = {(k, lay.nlist) for k, lay in fitting if lay.storage == "fp32" and k != "ivfpq"}
