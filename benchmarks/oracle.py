@@ -24,16 +24,18 @@ def layouts(n: int, d: int, budget: int) -> list[tuple[str, Any]]:
     """(kind name, Layout) of every candidate that fits `budget` bytes."""
     from uniretrieve.index.kinds import HNSW_M, INDEX_KINDS, Layout
 
-    # the build's default lists (BuildConfig.nlist); PQ codes of at least 2 dimensions per byte
+    # the build's default lists (BuildConfig.nlist); PQ codes of at least 4 dimensions per byte where SQ8
+    # re-ranking fits (it restores the precision), else of at least 2
     default_nlist = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n))))
-    pq_ms = [m for m in (192, 128, 96, 64, 48, 32, 16, 8) if d % m == 0 and 2 * m <= d]
+    pq_ms = [m for m in (192, 128, 96, 64, 48, 32, 16, 8) if d % m == 0]
     out: list[tuple[str, Any]] = []
     for storage in ("fp32", "fp16"):
         out.append(("flat", Layout(storage=storage)))
         out.append(("hnsw", Layout(storage=storage, hnsw_m=HNSW_M)))
         out.append(("ivf", Layout(storage=storage, nlist=default_nlist)))
     for refine in (True, False):  # re-ranked codes where they fit, else plain ones
-        lays = [Layout(nlist=default_nlist, pq_m=m, pq_nbits=8, refine=refine) for m in pq_ms]
+        ms = [m for m in pq_ms if (4 if refine else 2) * m <= d]
+        lays = [Layout(nlist=default_nlist, pq_m=m, pq_nbits=8, refine=refine) for m in ms]
         fits = [lay for lay in lays if INDEX_KINDS["ivfpq"].memory(n, d, lay) <= budget]
         if fits:
             out.append(("ivfpq", fits[0]))
@@ -49,10 +51,23 @@ def layouts(n: int, d: int, budget: int) -> list[tuple[str, Any]]:
 def build(kind_name: str, lay: Any, db: np.ndarray) -> Any:
     import faiss
 
-    from uniretrieve.index.kinds import INDEX_KINDS, PQ_TRAIN_ROWS
-    from uniretrieve.index.meta import BuildConfig
+    from uniretrieve.index.kinds import INDEX_KINDS
 
     kind = INDEX_KINDS[kind_name]
+    # one thread while building: FAISS's many short parallel regions (PQ training) crawl on a loaded 2-core machine;
+    # build time is not what the oracle is compared on
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return _build(faiss, kind, lay, db)
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def _build(faiss: Any, kind: Any, lay: Any, db: np.ndarray) -> Any:
+    from uniretrieve.index.kinds import PQ_TRAIN_ROWS
+    from uniretrieve.index.meta import BuildConfig
+
     index = faiss.index_factory(db.shape[1], kind.factory(lay), faiss.METRIC_INNER_PRODUCT)
     if kind.setup:
         kind.setup(index, BuildConfig().ef_construction)
