@@ -8,10 +8,11 @@ db.npy / queries.npy: float32 unit rows, the queries fresh (not database rows). 
 database (and once more without the held-out rows, for the "removed" reference); each candidate's recall@k is
 measured at every value of the knob's ladder, next to the fresh queries' recall at the same value, and the value each
 candidate would tune to (smallest whose lower bound reaches the target, index/tune.py) is reported with the recall the
-fresh queries get there. Candidates (docs/tuning.md#stand-in-queries):
+fresh queries get there. Held-out vectors are the database's last rows. Candidates (docs/tuning.md#stand-in-queries):
 
 - loo: held-out database vectors, their own row excluded from both exact and ANN results (the old rule);
-- removed: held-out vectors taken out of the index (and out of the exact ground truth): the true held-out set;
+- removed: held-out vectors taken out of the index (and out of the exact ground truth): the true held-out set, what
+  the build does (index/build.py `HeldTail`: the last rows, added after tuning);
 - iso: held-out vectors turned away from themselves by the angle to their nearest other database vector, in a random
   direction; their own row stays in (a fresh query has a nearest neighbour at that distance): tune.py's
   `stand_in_queries`, what the build uses;
@@ -98,8 +99,8 @@ def run(db: np.ndarray, fresh: np.ndarray, args: argparse.Namespace) -> dict[str
 
     faiss.omp_set_num_threads(args.threads)
     k, n = args.k, len(db)
-    rng = np.random.default_rng(args.seed)
-    held = np.sort(rng.choice(n, args.held, replace=False)).astype(np.int64)
+    # the last rows, as the build holds out (a random sample where the database's order is random, as here)
+    held = np.arange(n - args.held, n, dtype=np.int64)
     keep = np.ones(n, bool)
     keep[held] = False
     sets = stand_ins(db, held, k, args.seed)

@@ -154,7 +154,7 @@ def build_candidates(
 ) -> tuple[Candidate, list[Candidate], float, float]:
     """Build, tune and time every candidate; returns (chosen, all, its train seconds, its add seconds). Only the best
     index so far is kept in memory besides the one being built."""
-    from uniretrieve.index.build import add_blocks, new_index, train
+    from uniretrieve.index.build import HeldTail, add_blocks, new_index, train
     from uniretrieve.index.tune import set_param, tune
 
     n, d = source.num_rows, source.dim
@@ -175,12 +175,16 @@ def build_candidates(
         for name, value in choice.params.items():
             set_param(index, name, value)
         t_train = train(index, choice, train_source, config, on_gpu=False, log=log)
-        t_add = add_blocks(index, source, CountingIdMap(), config, log=lambda m: None)
+        counter = CountingIdMap()
+        held = HeldTail(tq.hold_from) if tq.hold_from is not None else None
+        t_add = add_blocks(index, source, counter, config, log=lambda m: None, hold=held)
         result = tune(
             index, choice.type, tq, target=config.target_recall, k=config.k, nlist=choice.nlist,
             latency_ms=config.latency_ms,
         )  # fmt: skip
         qps = time_batch(lambda q, kk, ix=index: ix.search(q, kk), tq.vectors, config.k)
+        if held is not None:
+            held.add_to(index, counter)
         cand = Candidate(choice, result, qps, config.memory_budget, index)
         cands.append(cand)
         seconds[id(cand)] = (t_train, t_add)
@@ -217,7 +221,7 @@ def build_measured(
     from uniretrieve.index.meta import INDEX_NAME
 
     t0 = time.perf_counter()
-    tq = tuning_queries(source, config, tune_source)
+    tq = tuning_queries(source, config, tune_source, hold_tail=True)
     chosen, cands, t_train, t_add = build_candidates(
         source, config, tq, train_source=train_source or source, log=log
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,22 @@ def train(
     return time.perf_counter() - t0
 
 
+@dataclass
+class HeldTail:
+    """The last rows of the corpus, kept out of the index while it is tuned on them (they are then fresh queries to
+    it) and added after, in order, so internal ids stay the rows' order."""
+
+    start: int
+    """First held row."""
+    blocks: list[tuple[np.ndarray, pa.Table]] = field(default_factory=list)
+
+    def add_to(self, index: Any, idmap: Any) -> None:
+        for vectors, rows in self.blocks:
+            index.add(vectors)
+            idmap.write(rows)
+        self.blocks = []
+
+
 def add_blocks(
     index: Any,
     source: VectorSource,
@@ -135,9 +152,11 @@ def add_blocks(
     *,
     log: Log,
     keep: np.ndarray | None = None,
+    hold: HeldTail | None = None,
 ) -> float:
     """Add vectors block by block, writing the id-map rows of each block in the same step; returns seconds.
-    keep: bool per source row, the rows to add (an add skips rows already in the index). On any failure the id
+    keep: bool per source row, the rows to add (an add skips rows already in the index). hold: rows from
+    `hold.start` on are collected into it instead of added (`HeldTail.add_to` adds them). On any failure the id
     map's partial file is dropped (`idmap.abort()`), so no half-written id map is left."""
     t0 = time.perf_counter()
     done = pos = 0
@@ -146,9 +165,14 @@ def add_blocks(
         for vectors, rows in source.blocks(config.block_rows):
             if len(vectors) != len(rows):
                 raise RuntimeError(f"block of {len(vectors)} vectors came with {len(rows)} id-map rows")
+            start, pos = pos, pos + len(rows)
             if keep is not None:
-                mask, pos = keep[pos : pos + len(rows)], pos + len(rows)
+                mask = keep[start:pos]
                 vectors, rows = vectors[mask], rows.filter(pa.array(mask))
+            elif hold is not None and pos > hold.start:
+                cut = max(0, hold.start - start)
+                hold.blocks.append((np.array(vectors[cut:], np.float32), rows.slice(cut)))
+                vectors, rows = vectors[:cut], rows.slice(0, cut)
             index.add(vectors)
             idmap.write(rows)
             done += len(vectors)
@@ -180,11 +204,19 @@ def reserve_rows(index: Any, rows: int) -> None:
 
 
 def tuning_queries(
-    source: VectorSource, config: BuildConfig, tune_source: VectorSource | None
+    source: VectorSource,
+    config: BuildConfig,
+    tune_source: VectorSource | None,
+    *,
+    hold_tail: bool = False,
 ) -> TuneQueries:
-    """Real queries from `tune_source` when given (up to `tune_queries` of them, sampled), else stand-ins made from
-    held-out database vectors (tune.py `stand_in_queries`). Ground truth is exact search over the whole corpus (torch
-    on CUDA if present)."""
+    """Real queries from `tune_source` when given (up to `tune_queries` of them, sampled). Else, with `hold_tail`
+    (a build, which can tune before the last rows are added): the last `tune_queries` rows (at most a quarter of
+    the corpus), held out of the index while it is tuned (`HeldTail`, `TuneQueries.hold_from`), with ground truth
+    over the rows before them — queries the index has never seen, as a user's are. Else (an index that already
+    holds every row): stand-ins made from held-out database vectors (tune.py `stand_in_queries`).
+    docs/tuning.md#stand-in-queries compares these choices on real embeddings. Ground truth is exact search
+    over the corpus (torch on CUDA if present)."""
     rng = np.random.default_rng(config.seed + 1)
     exact = None
     if gpu_mod.cuda_device_count() > 0:
@@ -199,11 +231,33 @@ def tuning_queries(
         return make_tune_queries(
             blocks, q, config.k, kind="cross-modal queries (--tune-queries)", exact=exact
         )
-    nq = min(config.tune_queries, source.num_rows)
-    rows = np.sort(rng.choice(source.num_rows, size=nq, replace=False))
+    n = source.num_rows
+    if hold_tail and n >= 4 * MIN_HELD and n - min(config.tune_queries, n // 4) >= config.k:
+        start = n - min(config.tune_queries, n // 4)
+        q = source.take(np.arange(start, n, dtype=np.int64))
+        head = lambda: _head_blocks(source, config.block_rows, start)  # noqa: E731
+        tq = make_tune_queries(head, q, config.k, kind=HELD_KIND, exact=exact)
+        tq.hold_from = start
+        return tq
+    nq = min(config.tune_queries, n)
+    rows = np.sort(rng.choice(n, size=nq, replace=False))
     return stand_in_queries(
         blocks, source.take(rows), rows.astype(np.int64), config.k, seed=config.seed, exact=exact
     )
+
+
+MIN_HELD = 20  # fewer held-out rows than this say nothing about recall: stand-ins instead
+HELD_KIND = "the corpus's last rows, held out of the index while tuning"
+
+
+def _head_blocks(source: VectorSource, block_rows: int, stop: int) -> Any:
+    """The vectors of rows [0, stop), block by block (reading stops there)."""
+    start = 0
+    for vectors, _ in source.blocks(block_rows):
+        if start >= stop:
+            return
+        yield vectors[: stop - start]
+        start += len(vectors)
 
 
 def tune_to_target(
@@ -302,10 +356,13 @@ def _build(
         except RuntimeError as exc:  # e.g. a PQ layout the classic GPU IVF-PQ does not implement
             log(f"GPU copy of {choice.factory} failed ({exc}); building on the CPU")
             gpu_ok = False
-    idmap = IdMapWriter(out / IDMAP_NAME)
-    t_add = add_blocks(work, source, idmap, config, log=log)
     t0 = time.perf_counter()
-    tq = tuning_queries(source, config, tune_source)
+    tq = tuning_queries(source, config, tune_source, hold_tail=True)
+    t_gt = time.perf_counter() - t0
+    idmap = IdMapWriter(out / IDMAP_NAME)
+    held = HeldTail(tq.hold_from) if tq.hold_from is not None else None
+    t_add = add_blocks(work, source, idmap, config, log=log, hold=held)
+    t0 = time.perf_counter() - t_gt
     cpu_copy = gpu_mod.index_to_cpu(work) if gpu_ok else index
     result = tune_to_target(
         work,
@@ -318,8 +375,14 @@ def _build(
     )
     log_unreachable(choice, result, source, config, train_source, log)
     t_tune = time.perf_counter() - t0
+    if held is not None:
+        try:
+            held.add_to(work, idmap)
+        except BaseException:
+            idmap.abort()
+            raise
     if gpu_ok:
-        index = cpu_copy
+        index = gpu_mod.index_to_cpu(work) if held is not None else cpu_copy
     _write_index(index, out / INDEX_NAME)
     idmap.close()
     seconds = {"train": t_train, "add": t_add, "tune": t_tune}

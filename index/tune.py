@@ -42,6 +42,8 @@ class TuneQueries:
     """"cross-modal queries from <dirs>" or "held-out database vectors (leave-one-out)"."""
     exclude: np.ndarray | None = None
     """Per query the internal id to drop from the ANN results (leave-one-out), or None."""
+    hold_from: int | None = None
+    """The queries are the corpus's rows from here on: the index is tuned before they are added (build.HeldTail)."""
 
 
 @dataclass
