@@ -174,7 +174,8 @@ def goal_ratios(rows: list[dict[str, Any]], target: float) -> list[dict[str, Any
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"rows {result['rows']} × {result['dim']}, {result['queries']} fresh queries, k = {result['k']}, "
-        f"target {result['target']}; {result['when']}; load before: {result['load']}",
+        f"target {result['target']}; {result['when']}, {result['seconds']} s; load before {result['load']}, after "
+        f"{result['load_after']}; OMP_NUM_THREADS={result['omp_threads']}",
         "",
         "| system | budget | index as built / tuned | recall@10 | QPS batch | QPS single | build s | search RSS MiB "
         "(over base) | on disk MiB |",
@@ -221,7 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from benchmarks.real_vectors import prepare
 
         data = prepare(args.rows, args.queries, args.cache)
-    load = os.getloadavg()
+    load, started = os.getloadavg(), time.time()
     rows = [run_ours(data, work, "auto", b, args.k, args.target_recall) for b in budgets]
     rows += [
         run_ours(data, work, t, budgets[0], args.k, args.target_recall) for t in args.types.split(",") if t
@@ -236,8 +237,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "k": args.k,
         "target": args.target_recall,
         "data": str(data),
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         "load": " ".join(f"{x:.2f}" for x in load),
+        "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "seconds": round(time.time() - started),
         "omp_threads": os.environ.get("OMP_NUM_THREADS"),
         "table": rows,
         "goals": goal_ratios(rows, args.target_recall),
