@@ -25,6 +25,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -123,21 +125,25 @@ def run_ours(data: Path, work: Path, index_type: str, budget: int, k: int, targe
 
 
 # --- the run ----------------------------------------------------------------------------------------------------
-def peer_rows(
-    data: Path, work: Path, budgets: list[int], python: str | None, k: int, target: float
-) -> list[dict]:
-    rows = [run_peer("oracle", data, b, work, k=k, target=target) for b in budgets]
+def jobs(args: argparse.Namespace, data: Path, budgets: list[int]) -> list[Callable[[], dict[str, Any]]]:
+    """Every row of the run, in order: uniretrieve's, then the oracle's and the peers'."""
+    work, k, target = args.workdir, args.k, args.target_recall
+    out: list[Callable[[], dict[str, Any]]] = [
+        partial(run_ours, data, work, "auto", b, k, target) for b in budgets
+    ]
+    out += [partial(run_ours, data, work, t, budgets[0], k, target) for t in args.types.split(",") if t]
+    out += [partial(run_peer, "oracle", data, b, work, k=k, target=target) for b in budgets]
+    python = None if args.no_peers else args.peers_python
     if python is None or not Path(python).exists():
-        return rows + [
-            {"system": p, "budget_bytes": budgets[0], "error": "not installed"}
+        return out + [
+            partial(dict, system=p, budget_bytes=budgets[0], error="not installed")
             for p in ("autofaiss", "lancedb-default", "lancedb-tuned")
         ]
-    rows += [run_peer("autofaiss", data, b, work, python=python, k=k, target=target) for b in budgets]
-    rows += [
-        run_peer(p, data, budgets[0], work, python=python, k=k, target=target)
+    out += [partial(run_peer, "autofaiss", data, b, work, python=python, k=k, target=target) for b in budgets]
+    return out + [
+        partial(run_peer, p, data, budgets[0], work, python=python, k=k, target=target)
         for p in ("lancedb-default", "lancedb-tuned")
     ]
-    return rows
 
 
 def goal_ratios(rows: list[dict[str, Any]], target: float) -> list[dict[str, Any]]:
@@ -223,32 +229,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         data = prepare(args.rows, args.queries, args.cache)
     load, started = os.getloadavg(), time.time()
-    rows = [run_ours(data, work, "auto", b, args.k, args.target_recall) for b in budgets]
-    rows += [
-        run_ours(data, work, t, budgets[0], args.k, args.target_recall) for t in args.types.split(",") if t
-    ]
-    python = None if args.no_peers else args.peers_python
-    rows += peer_rows(data, work, budgets, python, args.k, args.target_recall)
     db_shape = np.load(data / "db.npy", mmap_mode="r").shape
-    result = {
-        "rows": db_shape[0],
-        "dim": db_shape[1],
-        "queries": args.queries,
-        "k": args.k,
-        "target": args.target_recall,
-        "data": str(data),
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-        "load": " ".join(f"{x:.2f}" for x in load),
-        "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "seconds": round(time.time() - started),
-        "omp_threads": os.environ.get("OMP_NUM_THREADS"),
-        "table": rows,
-        "goals": goal_ratios(rows, args.target_recall),
-    }
-    if args.json_out:
-        atomic_write_json(args.json_out, result)
-    if args.md_out:
-        atomic_write_text(args.md_out, markdown(result))
+    rows: list[dict[str, Any]] = []
+    for job in jobs(
+        args, data, budgets
+    ):  # the files are rewritten after every row: a stopped run keeps its rows
+        rows.append(job())
+        result = {
+            "rows": db_shape[0],
+            "dim": db_shape[1],
+            "queries": args.queries,
+            "k": args.k,
+            "target": args.target_recall,
+            "data": str(data),
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+            "load": " ".join(f"{x:.2f}" for x in load),
+            "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "seconds": round(time.time() - started),
+            "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+            "table": rows,
+            "goals": goal_ratios(rows, args.target_recall),
+        }
+        if args.json_out:
+            atomic_write_json(args.json_out, result)
+        if args.md_out:
+            atomic_write_text(args.md_out, markdown(result))
+        print(json.dumps(rows[-1], default=str)[:600], flush=True)
     print(markdown(result))
     return result
 
