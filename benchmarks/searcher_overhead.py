@@ -39,24 +39,29 @@ def best_of(fn: Any, repeats: int) -> float:
     return best
 
 
-def time_paths(s: Any, q: np.ndarray, single: int, k: int, reps: int = 3) -> dict[str, float]:
-    """µs per query: raw FAISS, search_vectors (Hit objects), search_arrays + its id-map rows; batch and single."""
+def time_paths(s: Any, q: np.ndarray, single: int, k: int, reps: int = 5) -> dict[str, float]:
+    """µs per query: raw FAISS, search_vectors (Hit objects), search_arrays + its id-map rows; batch (best of `reps`
+    whole-batch calls) and single (median of `single` one-query calls). The paths take turns call by call, so a
+    load spike on the shared machine hits them alike."""
     idx, qs = s.cpu_index, q[:single]
-    batch = {
-        "raw": lambda: idx.search(q, k),
-        "search_vectors": lambda: s.search_vectors(q, k=k),
-        "search_arrays": lambda: s.search_arrays(q, k=k).rows,
-    }
-    one = {
-        "raw": lambda: [idx.search(v[None], k) for v in qs],
-        "search_vectors": lambda: [s.search_vectors(v[None], k=k) for v in qs],
-        "search_arrays": lambda: [s.search_arrays(v[None], k=k).rows for v in qs],
+    paths = {
+        "raw": lambda v: idx.search(v, k),
+        "search_vectors": lambda v: s.search_vectors(v, k=k),
+        "search_arrays": lambda v: s.search_arrays(v, k=k).rows,
     }
     if not hasattr(s, "search_arrays"):  # the code before the columnar path: time what it has
-        del batch["search_arrays"], one["search_arrays"]
+        del paths["search_arrays"]
+    batch: dict[str, list[float]] = {name: [] for name in paths}
+    one: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(reps):
+        for name, fn in paths.items():
+            batch[name].append(best_of(lambda fn=fn: fn(q), 1))
+    for v in qs:
+        for name, fn in paths.items():
+            one[name].append(best_of(lambda fn=fn, v=v: fn(v[None]), 1))
     out: dict[str, float] = {"batch_queries": len(q)}
-    out |= {f"{name}_batch_us": best_of(fn, reps) / len(q) * 1e6 for name, fn in batch.items()}
-    out |= {f"{name}_single_us": best_of(fn, reps) / len(qs) * 1e6 for name, fn in one.items()}
+    out |= {f"{name}_batch_us": min(t) / len(q) * 1e6 for name, t in batch.items()}
+    out |= {f"{name}_single_us": float(np.median(t)) * 1e6 for name, t in one.items()}
     return out
 
 

@@ -125,9 +125,16 @@ def test_hits_equal_the_row_by_row_version(indexes, index_type: str) -> None:
 
 @pytest.mark.parametrize("nq", [1, 3, 32])
 @pytest.mark.parametrize("k", [1, 10, N + 5])
+@pytest.mark.parametrize("blocks", ["one", "many"])
 @pytest.mark.usefixtures("faiss_one_thread")
-def test_flat_matmul_matches_faiss(nq: int, k: int) -> None:
+def test_flat_matmul_matches_faiss(nq: int, k: int, blocks: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import faiss
+
+    from uniretrieve.search import flat
+
+    if blocks == "many":  # the database in blocks of 300 rows, merged top-k
+        monkeypatch.setattr(flat, "MIN_BLOCK_ROWS", 300)
+        monkeypatch.setattr(flat, "SCORE_FLOATS", 1)
 
     x = clustered_vectors(N, D, seed=3)
     x[100] = x[7]  # an exact tie: either order is right

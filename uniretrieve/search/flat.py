@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-BLOCK_ROWS = (
-    262144  # database rows per matmul: bounds the [nq, block] score matrix (32 × 262,144 floats = 34 MB)
-)
-MATMUL_MAX_QUERIES = 32  # the matmul answers up to this many queries per call, FAISS more
+SCORE_FLOATS = 1 << 24  # scores per matmul block ([nq, rows], 64 MB): bounds the extra memory of a call
+# The matmul answers up to this many queries per call, FAISS more (measured crossover: between 512 and 2,000
+# queries at 90,000 × 384, benchmarks/RESULTS.md#searcher-overhead).
+MATMUL_MAX_QUERIES = 256
+MIN_BLOCK_ROWS = 4096
 
 
 class FlatMatmul:
@@ -46,4 +47,5 @@ class FlatMatmul:
         from uniretrieve.index.exact import exact_search
 
         x = self.vectors
-        return exact_search((x[s : s + BLOCK_ROWS] for s in range(0, len(x), BLOCK_ROWS)), q, k)
+        rows = max(MIN_BLOCK_ROWS, SCORE_FLOATS // max(1, len(q)))
+        return exact_search((x[s : s + rows] for s in range(0, len(x), rows)), q, k)
