@@ -276,7 +276,7 @@ def run_peer(
     python: str = sys.executable,
     k: int = 10,
     target: float = 0.95,
-    timeout_s: float = 3600,
+    timeout_s: float = 900,
 ) -> dict[str, Any]:
     """Build (one process) then search (a fresh one) with `python`; one row, `error` set if a stage failed."""
     import subprocess

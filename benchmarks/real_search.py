@@ -115,7 +115,12 @@ def run_ours(data: Path, work: Path, index_type: str, budget: int, k: int, targe
         cmd = [sys.executable, "-m", "benchmarks.real_search", "--child", stage, "--data", str(data)]
         cmd += ["--index-dir", str(index_dir), "--type", index_type, "--budget", str(budget)]
         cmd += ["--k", str(k), "--target-recall", str(target)]
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+        try:
+            res = subprocess.run(
+                cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=900
+            )
+        except subprocess.TimeoutExpired:
+            return row | {"error": f"{stage}: no result within 900 s"}
         lines = res.stdout.strip().splitlines()
         if res.returncode != 0 or not lines:
             tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit {res.returncode}"]
