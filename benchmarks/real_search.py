@@ -131,24 +131,22 @@ def run_ours(data: Path, work: Path, index_type: str, budget: int, k: int, targe
 
 # --- the run ----------------------------------------------------------------------------------------------------
 def jobs(args: argparse.Namespace, data: Path, budgets: list[int]) -> list[Callable[[], dict[str, Any]]]:
-    """Every row of the run, in order: uniretrieve's, then the oracle's and the peers'."""
+    """Every row of the run, budget by budget (uniretrieve's auto, the oracle, autofaiss; LanceDB, which has no
+    memory budget, after the first), then the forced types: the comparisons first, should a run be cut short."""
     work, k, target = args.workdir, args.k, args.target_recall
-    out: list[Callable[[], dict[str, Any]]] = [
-        partial(run_ours, data, work, "auto", b, k, target) for b in budgets
-    ]
-    out += [partial(run_ours, data, work, t, budgets[0], k, target) for t in args.types.split(",") if t]
-    out += [partial(run_peer, "oracle", data, b, work, k=k, target=target) for b in budgets]
     python = None if args.no_peers else args.peers_python
-    if python is None or not Path(python).exists():
-        return out + [
-            partial(dict, system=p, budget_bytes=budgets[0], error="not installed")
-            for p in ("autofaiss", "lancedb-default", "lancedb-tuned")
-        ]
-    out += [partial(run_peer, "autofaiss", data, b, work, python=python, k=k, target=target) for b in budgets]
-    return out + [
-        partial(run_peer, p, data, budgets[0], work, python=python, k=k, target=target)
-        for p in ("lancedb-default", "lancedb-tuned")
-    ]
+    installed = python is not None and Path(python).exists()
+    out: list[Callable[[], dict[str, Any]]] = []
+    for i, b in enumerate(budgets):
+        out += [partial(run_ours, data, work, "auto", b, k, target)]
+        out += [partial(run_peer, "oracle", data, b, work, k=k, target=target)]
+        peers = ["autofaiss"] + (["lancedb-default", "lancedb-tuned"] if i == 0 else [])
+        for p in peers:
+            if installed:
+                out.append(partial(run_peer, p, data, b, work, python=python, k=k, target=target))
+            else:
+                out.append(partial(dict, system=p, budget_bytes=b, error="not installed"))
+    return out + [partial(run_ours, data, work, t, budgets[0], k, target) for t in args.types.split(",") if t]
 
 
 def goal_ratios(rows: list[dict[str, Any]], target: float) -> list[dict[str, Any]]:
