@@ -157,29 +157,25 @@ def llava_next_mistral_7b(tok: Any) -> tuple[str, Any, Any]:
     return "LlavaNextForConditionalGeneration", cfg, proc
 
 
-def qwen2_vl_2b(tok: Any) -> tuple[str, Any, Any]:
-    """Qwen2-VL-2B (2.2B parameters, tied embeddings), images capped at 336×336 pixels as UniME-V2 trains it."""
+def _qwen2_vl(tok: Any, text_size: dict[str, int], tied: bool) -> tuple[str, Any, Any]:
+    """Qwen2-VL with the given language-model size (the vision tower is the same 675M ViT in every size), images
+    capped at 336×336 pixels as UniME-V2 trains it."""
     import transformers
 
     ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>")}
     rope = {"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1000000.0}
     text = {
-        "vocab_size": 151936,
-        "hidden_size": 1536,
-        "intermediate_size": 8960,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 12,
-        "num_key_value_heads": 2,
+        **text_size,
         "max_position_embeddings": 32768,
         "rope_parameters": rope,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": tied,
         "rms_norm_eps": 1e-6,
         **_ids(tok),
     }
     vision = {
         "depth": 32,
         "embed_dim": 1280,
-        "hidden_size": 1536,
+        "hidden_size": text_size["hidden_size"],
         "num_heads": 16,
         "mlp_ratio": 4,
         "patch_size": 14,
@@ -193,7 +189,7 @@ def qwen2_vl_2b(tok: Any) -> tuple[str, Any, Any]:
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
-        tie_word_embeddings=True,
+        tie_word_embeddings=tied,
     )
     pix = {
         "patch_size": 14,
@@ -208,6 +204,18 @@ def qwen2_vl_2b(tok: Any) -> tuple[str, Any, Any]:
         video_processor=transformers.Qwen2VLVideoProcessor(**pix),
     )
     return "Qwen2VLForConditionalGeneration", cfg, proc
+
+
+def qwen2_vl_2b(tok: Any) -> tuple[str, Any, Any]:
+    """Qwen2-VL-2B (2.2B parameters, tied embeddings)."""
+    size = {"vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28}
+    return _qwen2_vl(tok, size | {"num_attention_heads": 12, "num_key_value_heads": 2}, tied=True)
+
+
+def qwen2_vl_7b(tok: Any) -> tuple[str, Any, Any]:
+    """Qwen2-VL-7B (8.3B parameters; Qwen/Qwen2-VL-7B-Instruct config.json): the UniME-V2 Qwen2-VL backbone."""
+    size = {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28}
+    return _qwen2_vl(tok, size | {"num_attention_heads": 28, "num_key_value_heads": 4}, tied=False)
 
 
 # llava-hf/llava-onevision-qwen2-7b-ov-hf config.json: SigLIP-so400m (26 layers kept) at 384 px + Qwen2-7B.
@@ -286,6 +294,7 @@ PRESETS: dict[str, Preset] = {
             "LLaVA-1.6-Mistral-7B, 336-px images",
         ),
         Preset("qwen2-vl-2b", qwen2_vl_2b, "cuda", "bfloat16", (336, 336), "Qwen2-VL-2B, 336-px images"),
+        Preset("qwen2-vl-7b", qwen2_vl_7b, "cuda", "bfloat16", (336, 336), "Qwen2-VL-7B, 336-px images"),
         Preset(
             "llava-onevision-7b",
             llava_onevision_7b,

@@ -104,8 +104,13 @@ def test_flop_count_is_the_base_forward_without_lm_head(tiny) -> None:
 @pytest.mark.parametrize(
     ("name", "published"),
     # hub model cards: llava-hf/llava-v1.6-mistral-7b-hf 7.57B, Qwen/Qwen2-VL-2B-Instruct 2.21B,
-    # llava-hf/llava-onevision-qwen2-7b-ov-hf 8.03B
-    [("llava-next-mistral-7b", 7.57e9), ("qwen2-vl-2b", 2.21e9), ("llava-onevision-7b", 8.03e9)],
+    # llava-hf/llava-onevision-qwen2-7b-ov-hf 8.03B, Qwen/Qwen2-VL-7B-Instruct 8.29B
+    [
+        ("llava-next-mistral-7b", 7.57e9),
+        ("qwen2-vl-2b", 2.21e9),
+        ("llava-onevision-7b", 8.03e9),
+        ("qwen2-vl-7b", 8.29e9),
+    ],
 )
 def test_gpu_presets_have_the_real_sizes(name: str, published: float) -> None:
     assert PRESETS[name].device == "cuda" and PRESETS[name].dtype == "bfloat16"
