@@ -113,6 +113,14 @@ class Server:
     def connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used (all its threads), from /proc."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def output(self) -> str:
         self.log.flush()
         return Path(self.log.name).read_text(errors="replace")[-2000:]
@@ -158,6 +166,7 @@ def drive(
     versions: set[str] = set()
     counter = iter(range(max_queries))
     lock = threading.Lock()
+    cpu0, client0 = server.cpu_seconds(), time.process_time()
     start = time.perf_counter()
     deadline = start + seconds
 
@@ -199,8 +208,13 @@ def drive(
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
+    server_cpu, client_cpu = server.cpu_seconds() - cpu0, time.process_time() - client0
     lat = np.array(latencies) * 1000 if latencies else np.zeros(1)
     done = len(latencies) - len(errors)
+    per_query = {
+        "server_cpu_ms_per_query": round(server_cpu * 1000 / max(done, 1), 3),
+        "client_cpu_ms_per_query": round(client_cpu * 1000 / max(done, 1), 3),
+    }
     return LoadResult(
         phase=phase,
         clients=clients,
@@ -214,6 +228,7 @@ def drive(
         max_ms=round(float(lat.max()), 2),
         versions=sorted(versions),
         error_samples=errors[:5],
+        extra=per_query,
     )
 
 
@@ -313,7 +328,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             th.join()
             final = drive(server, "after the adds", 1, 5, 5)
-            res.extra = {"index_add_seconds": swapped, "version_after": final.versions}
+            res.extra.update(index_add_seconds=swapped, version_after=final.versions)
             phases.append(res)
     with Server(served, "--no-micro-batch", *common[4:]) as server:
         drive(server, "warm-up", min(args.clients, 4), 50, 5)
@@ -359,7 +374,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for p in result["phases"]:
         print(
             f"{p['phase']:<34} {p['clients']:>3} clients  {p['qps']:>8.1f} q/s  p50 {p['p50_ms']:>7.2f}  "
-            f"p95 {p['p95_ms']:>7.2f}  p99 {p['p99_ms']:>7.2f} ms  errors {p['errors']}  {','.join(p['versions'])}"
+            f"p95 {p['p95_ms']:>7.2f}  p99 {p['p99_ms']:>7.2f} ms  errors {p['errors']}  "
+            f"CPU ms/query server {p['extra']['server_cpu_ms_per_query']:.2f} clients "
+            f"{p['extra']['client_cpu_ms_per_query']:.2f}  {','.join(p['versions'])}"
         )
     print(f"load average at start {result['load_average_at_start']}, at end {result['load_average_at_end']}")
     if result["cli_search_seconds"]:

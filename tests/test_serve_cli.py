@@ -3,6 +3,7 @@ environment), the model check as `search` does it, and what it hands uvicorn."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ def test_model_check_and_what_uvicorn_gets(
     import uvicorn
 
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append({"app": app, **kw}))
+    monkeypatch.setattr(sys, "setswitchinterval", lambda _s: None)  # process-wide: not in the test process
     res = runner.invoke(app, [*args, "--force", "--port", "8123", "--no-micro-batch"])
     assert res.exit_code == 0, res.output
     (call,) = calls

@@ -30,7 +30,7 @@ def serve(cfg: ServeConfig) -> None:
     import uvicorn
 
     from uniretrieve.search.searcher import Searcher
-    from uniretrieve.serve.app import create_app
+    from uniretrieve.serve.app import create_app, warm_up
 
     # the encoder thread runs Python between torch ops; hand the GIL to the event loop every 0.5 ms, not every
     # 5 ms (measured with benchmarks/serve_load.py: ~20% more queries/s at 16 clients, a shorter tail)
@@ -52,7 +52,7 @@ def serve(cfg: ServeConfig) -> None:
             gpu=False,
             trust_remote_code=cfg.trust_remote_code,
         )
-        searcher.encoder  # noqa: B018 - load the model before accepting requests
+        warm_up(searcher)  # loads the model and runs it once before accepting requests
         app = create_app(cfg, searcher=searcher)
     meta = searcher.meta
     typer.echo(

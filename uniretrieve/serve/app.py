@@ -93,6 +93,18 @@ class Service:
         return answer.hits, {"encode": ms(answer.encode_s), "search": ms(answer.search_s)}
 
 
+def warm_up(searcher: Any) -> None:
+    """One text and one image query through the encoder and the index before the first request: torch's first
+    calls (and the image processor's) are far slower than the rest."""
+    from PIL import Image
+
+    from uniretrieve.serve.requests import text_query
+
+    image = Image.new("RGB", (32, 32), (128, 128, 128))
+    vectors = searcher.encode([text_query("warm-up", None), text_query(None, None, image=image)])
+    searcher.search_vectors(vectors, k=1)
+
+
 def create_app(config: ServeConfig, *, searcher: Any = None) -> FastAPI:
     """The service over `config.index` (or over `searcher`, an open Searcher whose encoder is loaded or loadable).
 

@@ -121,7 +121,7 @@ def spec_of(body: SearchBody, upload: bytes | None, cfg: ServeConfig) -> SearchS
     return spec
 
 
-def text_query(text: str, instruction: str | None, image: Any = None) -> Any:
+def text_query(text: str | None, instruction: str | None, image: Any = None) -> Any:
     from uniretrieve.search.query import Query, Term
     from uniretrieve.types import Item
 
