@@ -300,6 +300,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     phases: list[LoadResult] = []
     common = ("--batch-wait-ms", str(args.batch_wait_ms), "--max-batch-size", str(args.max_batch_size))
     common += ("--model-threads", str(args.model_threads), "--search-threads", "1")
+    if args.model_dtype:
+        common += ("--model-dtype", args.model_dtype)
     with Server(served, *common) as server:
         drive(server, "warm-up", min(args.clients, 4), 50, 5)
         phases.append(drive(server, "single client", 1, args.single_queries, args.seconds))
@@ -364,6 +366,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait-ms", type=float, default=2.0)
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--model-threads", type=int, default=1, help="The server's --model-threads.")
+    p.add_argument("--model-dtype", default=None, help="The server's --model-dtype (e.g. bfloat16).")
     p.add_argument("--json-out", help="Write the results here.")
     return p
 

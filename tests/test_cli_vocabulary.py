@@ -164,6 +164,7 @@ BAD_INPUT = {
     "serve": ["serve", "--index", "{tmp}/nothing"],
     "serve on all addresses without a key": ["serve", "--index", "{tmp}", "--host", "0.0.0.0"],
     "serve, not a size": ["serve", "--index", "{tmp}", "--max-upload-bytes", "huge"],
+    "serve, not a dtype": ["serve", "--index", "{tmp}", "--model-dtype", "half"],
     "scenes generate": ["scenes", "generate", "-o", "{tmp}/s", "--layout", "nope"],
     "train stage1": ["train", "stage1", "-m", "m", "-o", "{tmp}/r", "--set", "optim.lr=fast"],
     "train stage2": ["train", "stage2", "-o", "{tmp}/r", "--set", "no_such_key=1"],

@@ -215,3 +215,23 @@ def test_encode_timer_excludes_the_model_load(indexes, monkeypatch: pytest.Monke
     assert len(hits[0]) == 3
     assert s.timings["model_load"] >= 0.3
     assert s.timings["encode"] < 0.25  # before the fix the load's 0.3 s was counted here too
+
+
+def test_model_dtype_reaches_the_query_model(indexes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Searcher.load(model_dtype=...)` (serve's --model-dtype) is the dtype the query model loads in."""
+    import uniretrieve.models.encoder as encoder_mod
+
+    seen: dict[str, Any] = {}
+
+    class Recording(SlowLoadingEncoder):
+        @classmethod
+        def from_pretrained(cls, name: str, **kw: Any) -> Any:
+            seen.update(kw)
+            return cls(D)
+
+    root, _ = indexes
+    monkeypatch.setattr(encoder_mod, "Encoder", Recording)
+    s = Searcher.load(root / "flat", model="test-model", model_dtype="bfloat16")
+    s.meta.model["model_id"] = "test-model"
+    s.search(texts=["a query"], k=1)
+    assert seen["dtype"] == "bfloat16"

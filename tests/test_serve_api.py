@@ -315,6 +315,18 @@ def test_api_key_on_every_endpoint_but_health(keyed) -> None:
     assert keyed.get("/docs").status_code == 200
 
 
+def test_api_docs_work_offline(client) -> None:
+    """/docs names only this server's copy of Swagger UI (no CDN: the page must work with no network)."""
+    page = client.get("/docs")
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    assets = [a for a in ("swagger-ui-bundle.js", "swagger-ui.css") if f"/docs-assets/{a}" in page.text]
+    assert assets == ["swagger-ui-bundle.js", "swagger-ui.css"], page.text
+    assert "cdn" not in page.text.lower() and "https://" not in page.text
+    for asset in assets:
+        res = client.get(f"/docs-assets/{asset}")
+        assert res.status_code == 200 and len(res.content) > 10_000
+
+
 def test_cors_is_off_unless_asked(client, served: dict) -> None:
     pre = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
     res = client.options("/search", headers=pre)

@@ -51,6 +51,7 @@ def serve(cfg: ServeConfig) -> None:
             device=cfg.device,
             gpu=False,
             trust_remote_code=cfg.trust_remote_code,
+            model_dtype=cfg.model_dtype,
         )
         warm_up(searcher)  # loads the model and runs it once before accepting requests
         app = create_app(cfg, searcher=searcher)

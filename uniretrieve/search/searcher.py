@@ -48,6 +48,7 @@ class Searcher(FilteredSearch):
         device: str | None = None,
         gpu: bool | None = None,
         trust_remote_code: bool = False,
+        model_dtype: str | None = None,
     ) -> None:
         from uniretrieve.index import gpu as gpu_mod
         from uniretrieve.index.idmap import deleted_mask
@@ -67,6 +68,7 @@ class Searcher(FilteredSearch):
         self.force = force
         self._model_override = model
         self.trust_remote_code = trust_remote_code  # the caller's, never index.json's
+        self.model_dtype = model_dtype
         self._encoder = None
         self.timings: dict[str, float] = {}
         self.filter_columns = [c for c in (*FILTER_COLUMNS, "metadata") if c in idmap.column_names]
@@ -107,6 +109,7 @@ class Searcher(FilteredSearch):
         encoder: Any = None,
         gpu: bool | None = False,
         trust_remote_code: bool = False,
+        model_dtype: str | None = None,
     ) -> Searcher:
         """Open the current version of `index_dir` (index.faiss, idmap.parquet, index.json), checking they agree.
         An `index add` meanwhile does not disturb it: this searcher answers from the version it opened.
@@ -115,6 +118,7 @@ class Searcher(FilteredSearch):
         differ from the index's unless `force`. encoder: an already loaded Encoder (same check).
         gpu: None = FAISS GPUs when present; False = CPU (the default for the Python API); True = require a GPU.
         trust_remote_code: allow the query model (the recorded one too) to run its checkpoint's own Python code.
+        model_dtype: the query model's compute dtype (bfloat16, float16, float32; None: bf16 on GPU, fp32 on CPU).
         """
         import faiss
 
@@ -145,6 +149,7 @@ class Searcher(FilteredSearch):
                 device=device,
                 gpu=gpu,
                 trust_remote_code=trust_remote_code,
+                model_dtype=model_dtype,
             )
         except BaseException:
             held.close()
@@ -186,6 +191,7 @@ class Searcher(FilteredSearch):
                 prompt_regime=rec.get("prompt_regime") or "e5v",
                 max_text_tokens=rec.get("max_text_tokens"),
                 trust_remote_code=self.trust_remote_code,
+                dtype=self.model_dtype,
             )
             self.timings["model_load"] = time.perf_counter() - t0
             self._set_encoder(enc)

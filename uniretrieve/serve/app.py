@@ -125,6 +125,7 @@ def create_app(config: ServeConfig, *, searcher: Any = None) -> FastAPI:
         version=__version__,
         description="Search a uniretrieve index: texts, images, composed and weighted queries, filters.",
         lifespan=lifespan,
+        docs_url=None,  # our own /docs below: FastAPI's loads Swagger UI from a CDN, blank offline
     )
     app.state.service = svc
     install_handlers(app)
@@ -143,7 +144,33 @@ def create_app(config: ServeConfig, *, searcher: Any = None) -> FastAPI:
         _document_the_key(app)
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _offline_docs(app)
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """/docs from the swagger-ui-bundle package's copy of Swagger UI (the serve extra), so the API docs work with
+    no network; without that package, FastAPI's page (Swagger UI from its CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        swagger_ui_path = None
+    kwargs: dict[str, str] = {}
+    if swagger_ui_path is not None:
+        app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+        kwargs = {
+            "swagger_js_url": "/docs-assets/swagger-ui-bundle.js",
+            "swagger_css_url": "/docs-assets/swagger-ui.css",
+            "swagger_favicon_url": "/docs-assets/favicon-32x32.png",
+        }
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Any:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title="uniretrieve API", **kwargs
+        )
 
 
 SEARCH_BODY = {

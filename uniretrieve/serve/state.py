@@ -78,6 +78,7 @@ class IndexHolder:
             encoder=encoder,
             gpu=False,
             trust_remote_code=cfg.trust_remote_code,
+            model_dtype=cfg.model_dtype,
         )
         try:
             searcher.encoder  # noqa: B018 - load the model now, not on the first query
