@@ -141,10 +141,16 @@ def save_screenshot(driver: Any, folder: Path, name: str) -> Path:
 
 
 def waiter(driver: Any) -> Callable[[Callable[[Any], Any], str], Any]:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # the page re-renders its header and grid: an element read while it is replaced is simply read again
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+
     def wait(condition: Callable[[Any], Any], what: str) -> Any:
-        return WebDriverWait(driver, WAIT_S).until(condition, message=f"timed out waiting for {what}")
+        return WebDriverWait(driver, WAIT_S, ignored_exceptions=ignored).until(
+            condition, message=f"timed out waiting for {what}"
+        )
 
     return wait
 
