@@ -279,8 +279,6 @@ def run_peer(
     timeout_s: float = 900,
 ) -> dict[str, Any]:
     """Build (one process) then search (a fresh one) with `python`; one row, `error` set if a stage failed."""
-    import subprocess
-
     work = workdir / f"{peer.split('-')[0]}-{budget}"
     row: dict[str, Any] = {"system": peer, "budget_bytes": budget}
     stages = ["build", "search"]
@@ -295,18 +293,27 @@ def run_peer(
         launch = ["-m", "benchmarks.peers"] if peer == "oracle" else [__file__]
         cmd = [python, *launch, peer, "--stage", stage, "--data", str(data), "--budget", str(budget)]
         cmd += ["--workdir", str(work), "--k", str(k), "--target", str(target)]
-        try:
-            res = subprocess.run(
-                cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=timeout_s
-            )
-        except subprocess.TimeoutExpired:
-            return row | {"error": f"{stage}: no result within {timeout_s:.0f} s"}
-        lines = res.stdout.strip().splitlines()
-        if res.returncode != 0 or not lines:
-            tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit {res.returncode}"]
-            return row | {"error": f"{stage}: {tail[0][:300]}"}
-        row |= json.loads(lines[-1])
+        row |= child_row(cmd, stage, timeout_s)
+        if "error" in row:
+            return row
     return row
+
+
+def child_row(cmd: list[str], stage: str, timeout_s: float) -> dict[str, Any]:
+    """Run one benchmark child process; its last stdout line (JSON) or {"error": one line saying why not}."""
+    import subprocess
+
+    try:
+        res = subprocess.run(
+            cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"{stage}: no result within {timeout_s:.0f} s"}
+    lines = res.stdout.strip().splitlines()
+    if res.returncode != 0 or not lines:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit {res.returncode}"]
+        return {"error": f"{stage}: {tail[0][:300]}"}
+    return json.loads(lines[-1])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.peers import load_data, measure, reset_peak, rss_now, rss_peak, run_peer
+from benchmarks.peers import child_row, load_data, measure, reset_peak, rss_now, rss_peak, run_peer
 
 PEERS_PYTHON = "/work/venvs/peers/bin/python"
 GOALS = {"oracle": 0.8, "autofaiss": 5.0, "lancedb-tuned": 10.0}
@@ -115,17 +114,9 @@ def run_ours(data: Path, work: Path, index_type: str, budget: int, k: int, targe
         cmd = [sys.executable, "-m", "benchmarks.real_search", "--child", stage, "--data", str(data)]
         cmd += ["--index-dir", str(index_dir), "--type", index_type, "--budget", str(budget)]
         cmd += ["--k", str(k), "--target-recall", str(target)]
-        try:
-            res = subprocess.run(
-                cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=900
-            )
-        except subprocess.TimeoutExpired:
-            return row | {"error": f"{stage}: no result within 900 s"}
-        lines = res.stdout.strip().splitlines()
-        if res.returncode != 0 or not lines:
-            tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit {res.returncode}"]
-            return row | {"error": f"{stage}: {tail[0][:300]}"}
-        row |= json.loads(lines[-1])
+        row |= child_row(cmd, stage, 900)
+        if "error" in row:
+            return row
     return row
 
 

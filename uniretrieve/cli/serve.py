@@ -29,8 +29,8 @@ def serve(cfg: ServeConfig) -> None:
         fail(f"uniretrieve serve needs {', '.join(missing)}: pip install 'uniretrieve[serve]'")
     import uvicorn
 
-    from uniretrieve.search.searcher import Searcher
     from uniretrieve.serve.app import create_app, warm_up
+    from uniretrieve.serve.state import open_searcher
 
     # the encoder thread runs Python between torch ops; hand the GIL to the event loop every 0.5 ms, not every
     # 5 ms (measured with benchmarks/serve_load.py: ~20% more queries/s at 16 clients, a shorter tail)
@@ -44,15 +44,7 @@ def serve(cfg: ServeConfig) -> None:
 
         faiss.omp_set_num_threads(cfg.search_threads)
     with user_errors():
-        searcher = Searcher.load(
-            cfg.index,
-            model=cfg.model,
-            force=cfg.force,
-            device=cfg.device,
-            gpu=False,
-            trust_remote_code=cfg.trust_remote_code,
-            model_dtype=cfg.model_dtype,
-        )
+        searcher = open_searcher(cfg)
         warm_up(searcher)  # loads the model and runs it once before accepting requests
         app = create_app(cfg, searcher=searcher)
     meta = searcher.meta

@@ -22,6 +22,28 @@ from uniretrieve.serve.items import ItemView
 log = logging.getLogger("uniretrieve.serve")
 
 
+def open_searcher(cfg: ServeConfig, encoder: Any = None) -> Any:
+    """The current version of `cfg.index` as a Searcher with its query model loaded (`encoder`: reuse that one)."""
+    from uniretrieve.search.searcher import Searcher
+
+    searcher = Searcher.load(
+        cfg.index,
+        model=cfg.model,
+        force=cfg.force,
+        device=cfg.device,
+        encoder=encoder,
+        gpu=False,
+        trust_remote_code=cfg.trust_remote_code,
+        model_dtype=cfg.model_dtype,
+    )
+    try:
+        searcher.encoder  # noqa: B018 - load the model now, not on the first query
+    except BaseException:
+        searcher.close()
+        raise
+    return searcher
+
+
 class Served(ItemView):
     """One open index version and how many requests are using it."""
 
@@ -66,27 +88,6 @@ class IndexHolder:
                 served.searcher.close()
 
     # --- versions ----------------------------------------------------------------------------------------------
-    def _load(self, encoder: Any) -> Any:
-        from uniretrieve.search.searcher import Searcher
-
-        cfg = self.cfg
-        searcher = Searcher.load(
-            self.root,
-            model=cfg.model,
-            force=cfg.force,
-            device=cfg.device,
-            encoder=encoder,
-            gpu=False,
-            trust_remote_code=cfg.trust_remote_code,
-            model_dtype=cfg.model_dtype,
-        )
-        try:
-            searcher.encoder  # noqa: B018 - load the model now, not on the first query
-        except BaseException:
-            searcher.close()
-            raise
-        return searcher
-
     def refresh(self) -> bool:
         """Swap in the index's current version if it is not the one served; True when it swapped. A version that
         cannot be opened leaves the served one in place (and is tried again at the next check)."""
@@ -96,7 +97,7 @@ class IndexHolder:
         try:
             if cur is not None and version_name(current_version(self.root).number) == cur.version:
                 return False
-            searcher = self._load(cur.searcher.encoder if cur is not None else None)
+            searcher = open_searcher(self.cfg, cur.searcher.encoder if cur is not None else None)
         except Exception as exc:  # a torn or removed version, a bad pointer: keep serving what we have
             self.problem = " ".join(str(exc).split()) or type(exc).__name__
             log.warning("index %s: cannot open its current version: %s", self.root, self.problem)
