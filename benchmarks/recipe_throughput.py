@@ -90,14 +90,11 @@ def run_kind(kind: str, data: Path, work: Path, steps: int, precision: str | Non
         cfg.max_steps, cfg.checkpoint = steps, no_ckpt
         if precision:
             cfg.precision = precision
-        if kind == "align":
-            from uniretrieve.tiny.clip_baseline import train_clip_baseline
+        # Both are the gate's dual encoder now (align: with the MLLM's ViT as its image tower); a transformers
+        # CLIPModel (tiny/clip_baseline.py) before the throughput work and the 64-px recipe.
+        from uniretrieve.tiny.dual_encoder import train_dual_encoder
 
-            train_clip_baseline(cfg, console=console)
-        else:  # the gate's encoder since the throughput work (a transformers CLIPModel before)
-            from uniretrieve.tiny.dual_encoder import train_dual_encoder
-
-            train_dual_encoder(cfg, console=console)
+        train_dual_encoder(cfg, console=console)
         per_step = cfg.batch_size
     elif kind == "pretrain":
         from uniretrieve.tiny.pretrain import pretrain

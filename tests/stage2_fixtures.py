@@ -9,7 +9,8 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), 
 
 
 def write_mmeb_train(root: Path, rows: int = 8) -> Path:
-    """Two subsets: image→text (`Cls`: image query, label target) and text→image (`T2I`)."""
+    """Two subsets: image→text (`Cls`: image query, label target; even rows carry a `neg_text`, a wrong label) and
+    text→image (`T2I`, without negative columns)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from PIL import Image
@@ -25,7 +26,7 @@ def write_mmeb_train(root: Path, rows: int = 8) -> Path:
         "qry_image_path": [f"images/im{i}.png" for i in range(rows)],
         "pos_text": [f"{names[i % 4]} picture {i}" for i in range(rows)],
         "pos_image_path": [""] * rows,
-        "neg_text": [""] * rows,
+        "neg_text": [f"{names[(i + 1) % 4]} picture {i}" if i % 2 == 0 else "" for i in range(rows)],
         "neg_image_path": [""] * rows,
     }
     t2i = {

@@ -117,6 +117,11 @@ def test_two_sides_with_shared_and_separate_encoders() -> None:
     gradcache_step([enc_q, enc_t], [xq, xt], _info_nce, chunk_size=4, loss_scale=1.0)
     for g, p in zip(want, params, strict=True):
         torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12)
+    for p in params:  # one chunk per side: the single pass, same gradients
+        p.grad = None
+    gradcache_step([enc_q, enc_t], [xq, xt], _info_nce, chunk_size=10)
+    for g, p in zip(want, params, strict=True):
+        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12)
 
     # loss_scale multiplies the gradients (DDP's average is undone by scaling with the world size).
     for p in params:
@@ -126,21 +131,22 @@ def test_two_sides_with_shared_and_separate_encoders() -> None:
         torch.testing.assert_close(p.grad, 2 * g, rtol=1e-10, atol=1e-12)
 
 
-def test_missing_gradient_is_an_error_not_a_silent_zero() -> None:
+@pytest.mark.parametrize("chunk", [2, 6])  # 6: one chunk per side, the single-pass path
+def test_missing_gradient_is_an_error_not_a_silent_zero(chunk: int) -> None:
     enc = torch.nn.Linear(4, 3)
     x = torch.randn(6, 4)
     # A loss that detaches its input, as the official UniME gather effectively does, trains nothing.
     with pytest.raises(ValueError, match="no gradient"):
         gradcache_step(
-            [enc], [x], lambda r: {"loss": (r.detach() ** 2).sum() + enc.bias.sum() * 0}, chunk_size=2
+            [enc], [x], lambda r: {"loss": (r.detach() ** 2).sum() + enc.bias.sum() * 0}, chunk_size=chunk
         )
     with pytest.raises(ValueError, match="side 1"):
-        gradcache_step([enc, enc], [x, x], lambda a, b: {"loss": (a**2).sum()}, chunk_size=2)
+        gradcache_step([enc, enc], [x, x], lambda a, b: {"loss": (a**2).sum()}, chunk_size=chunk)
     with pytest.raises(ValueError, match="'loss'"):
-        gradcache_step([enc], [x], lambda r: {"total": r.sum()}, chunk_size=2)
+        gradcache_step([enc], [x], lambda r: {"total": r.sum()}, chunk_size=chunk)
     frozen = torch.nn.Linear(4, 3).requires_grad_(False)
     with pytest.raises(ValueError, match="without grad"):
-        gradcache_step([frozen], [x], lambda r: {"loss": (r**2).sum()}, chunk_size=2)
+        gradcache_step([frozen], [x], lambda r: {"loss": (r**2).sum()}, chunk_size=chunk)
 
 
 def test_split_batch_shapes_and_errors() -> None:

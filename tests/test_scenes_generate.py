@@ -19,7 +19,7 @@ from uniretrieve.scenes.claims import holds, parse_claim
 from uniretrieve.scenes.generate import LAYOUTS, GenerateConfig, generate, retrieval_caption
 from uniretrieve.scenes.negatives import CATEGORIES
 from uniretrieve.scenes.spec import Scene
-from uniretrieve.scenes.tasks import TASKS
+from uniretrieve.scenes.tasks import TASKS, TRAIN_ONLY_TASKS
 
 Corpus = tuple[GenerateConfig, Path]
 SMALL = {"train_scenes": 40, "test_scenes": 30, "mmeb_eval_rows": 12, "mmeb_eval_candidates": 8}
@@ -200,6 +200,22 @@ def test_mmeb_train_nli_and_pretrain_layouts(corpus: Corpus) -> None:
             for p in (r["qry_image_path"], r["pos_image_path"]):
                 assert p == "" or (p.startswith("images/") and (root / p).is_file())
             assert ("<|image_1|>" in r["qry"]) == bool(r["qry_image_path"])
+    train = {s.scene_id: s for s in _scenes(out, "train")}
+    t2i, i2t, compose = (
+        pq.read_table(root / name / "original-00000-of-00001.parquet").to_pylist()
+        for name in TRAIN_ONLY_TASKS
+    )
+    assert len(t2i) == len(i2t) == len(train) and 0.9 * len(train) <= len(compose) <= len(train)
+    for r in compose:  # a bare image, a true claim about it and a false edit of that claim
+        scene = train[Path(r["qry_image_path"]).stem]
+        assert not r["qry"] and holds(parse_claim(r["pos_text"]), scene)
+        assert not holds(parse_claim(r["neg_text"]), scene)
+    assert len({r["qry_image_path"] for r in compose}) == len(compose)
+    for a, b in zip(t2i, i2t, strict=True):  # a bare long caption and a bare image, both ways, same scene
+        assert a["qry"] == b["pos_text"] and not a["pos_text"] and not b["qry"]
+        assert a["pos_image_path"] == b["qry_image_path"] and (root / a["pos_image_path"]).is_file()
+        assert len(a["qry"].split()) >= 40 and b["neg_text"] and b["neg_text"] != b["pos_text"]
+        assert Path(a["pos_image_path"]).stem in train
     with open(out / "nli" / "nli_for_simcse.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 80 and list(rows[0]) == ["sent0", "sent1", "hard_neg"]

@@ -135,3 +135,29 @@ def official_row(s: torch.Tensor, i: int, *, k: int, beta: float, tau: float) ->
     negs = (negs * k)[:k] if negs else []
     logits = torch.stack([s[i, i], *negs]) / tau
     return -torch.log_softmax(logits, 0)[0]
+
+
+def test_labelled_negative_is_one_more_unfiltered_logit_of_its_query() -> None:
+    q, t = _unit(12, 8, 1), _unit(12, 8, 2)
+    t = F.normalize(t + 1.5 * q, dim=-1)
+    # Above the positive + beta: the filter would drop it as a false negative; a labelled one stays.
+    neg = F.normalize(q + 0.05 * _unit(12, 8, 3), dim=-1)
+    mask = torch.arange(12) % 3 != 0
+    got = hard_negative_infonce(q, t, k=4, beta=0.1, temperature=0.05, negative=neg, negative_mask=mask)
+    s = q @ t.T
+    losses = []
+    for i in range(12):
+        cand = [j for j in range(12) if j != i and s[i, j] <= s[i, i] + 0.1]
+        hard = sorted(cand, key=lambda j: -s[i, j].item())[:4]
+        logits = [s[i, i], *[s[i, j] for j in hard]] + ([q[i] @ neg[i]] if mask[i] else [])
+        losses.append(-torch.log_softmax(torch.stack(logits) / 0.05, 0)[0])
+    torch.testing.assert_close(got["loss"], torch.stack(losses).mean())
+    assert got["labelled_negative_sim"].item() == pytest.approx((q * neg).sum(1)[mask].mean().item())
+    in_batch = hard_negative_infonce(q, t, temperature=0.05, in_batch=True, negative=neg, negative_mask=mask)
+    extra = ((q * neg).sum(1, keepdim=True) / 0.05).masked_fill(~mask[:, None], float("-inf"))
+    want = F.cross_entropy(torch.cat([s / 0.05, extra], 1), torch.arange(12))
+    torch.testing.assert_close(in_batch["loss"], want)
+    plain = hard_negative_infonce(q, t, k=4, beta=0.1, temperature=0.05)
+    assert "labelled_negative_sim" not in plain and plain["loss"] < got["loss"]
+    with pytest.raises(ValueError, match="negative must be"):
+        hard_negative_infonce(q, t, negative=neg[:3])

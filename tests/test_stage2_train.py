@@ -17,6 +17,7 @@ from uniretrieve import Encoder
 from uniretrieve.cli.app import app
 from uniretrieve.train.config import LoraConfig, config_to_dict
 from uniretrieve.train.gradcache import gradcache_step
+from uniretrieve.train.losses import hard_negative_infonce
 from uniretrieve.train.stage2 import HardNegConfig, hn_loss_fn, prepare_groups, run_stage2
 from uniretrieve.train.stage2_data import Stage2DataConfig, Stage2DataError, load_stage2_data
 from uniretrieve.train.student import build_student
@@ -47,16 +48,16 @@ def test_subsets_caps_weights_and_prompts(tmp_path: Path) -> None:
         load_stage2_data(Stage2DataConfig(root=str(tmp_path / "missing")))
 
 
+def _student(model: Path) -> Any:
+    torch.manual_seed(0)
+    lora = LoraConfig(r=4, alpha=8, dropout=0.0, init="random")
+    return build_student(str(model), lora, device="cpu", precision="fp32")
+
+
 def test_chunked_step_equals_plain_full_batch_step(tiny_model_dir: Path, tmp_path: Path) -> None:
     root = write_mmeb_train(tmp_path / "mmeb", rows=4)
     data = load_stage2_data(Stage2DataConfig(root=str(root), image_size=32))
-    torch.manual_seed(0)
-    student = build_student(
-        str(tiny_model_dir),
-        LoraConfig(r=4, alpha=8, dropout=0.0, init="random"),
-        device="cpu",
-        precision="fp32",
-    )
+    student = _student(tiny_model_dir)
     batch = list(range(len(data.pool)))  # queries and targets each mix image and text-only items
     groups, n = prepare_groups(student, data, batch, "e5v")
     assert len(groups) == 4
@@ -76,6 +77,46 @@ def test_chunked_step_equals_plain_full_batch_step(tiny_model_dir: Path, tmp_pat
             torch.testing.assert_close(
                 p.grad, want[k], rtol=1e-4, atol=1e-5 * want[k].abs().max().item(), msg=k
             )
+
+
+def test_labelled_negatives_join_their_query_and_chunking_keeps_the_step(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    root = write_mmeb_train(tmp_path / "mmeb", rows=4)
+    assert not any(p.has_negative for p in load_stage2_data(Stage2DataConfig(root=str(root))).pairs)
+    data = load_stage2_data(Stage2DataConfig(root=str(root), image_size=32, negatives=True))
+    assert [p.negative for p in data.pairs] == ["green picture 0", "", "yellow picture 2", "", "", "", "", ""]
+    student = _student(tiny_model_dir)
+    batch = list(range(len(data.pool)))
+    groups, n = prepare_groups(student, data, batch, "e5v")
+    neg = [g for g in groups if g[0] == "n"]
+    assert len(neg) == 1 and neg[0][1].tolist() == sorted([data.pool.index(0), data.pool.index(2)])
+    loss_cfg = HardNegConfig(k=3, temperature=0.05)
+    loss_fn = hn_loss_fn(groups, n, loss_cfg)
+    reps = [student.embed(g[2]) for g in groups]
+    plain = loss_fn(*reps)
+    # The reference: the same loss with the negatives' rows assembled by hand.
+    side = {s: torch.zeros(n, reps[0].shape[1]) for s in "qtn"}
+    for (s, rows, _), r in zip(groups, reps, strict=True):
+        side[s][rows] = r.detach()
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[neg[0][1]] = True
+    ref = hard_negative_infonce(
+        side["q"], side["t"], k=3, temperature=0.05, negative=side["n"], negative_mask=mask
+    )
+    assert plain["loss"].item() == pytest.approx(ref["loss"].item(), rel=1e-6)
+    assert (
+        plain["loss"].item()
+        > hard_negative_infonce(side["q"], side["t"], k=3, temperature=0.05)["loss"].item()
+    )
+    plain["loss"].backward()
+    want = {k: p.grad.clone() for k, p in student.trainable_parameters()}
+    for _, p in student.trainable_parameters():
+        p.grad = None
+    out = gradcache_step([student.embed] * len(groups), [g[2] for g in groups], loss_fn, chunk_size=2)
+    assert out["loss"].item() == pytest.approx(plain["loss"].item(), rel=1e-5)
+    for k, p in student.trainable_parameters():
+        torch.testing.assert_close(p.grad, want[k], rtol=1e-4, atol=1e-5 * want[k].abs().max().item(), msg=k)
 
 
 def _cli_stage2(model: Path, data: Path, out: Path, *args: str) -> Any:
@@ -140,7 +181,9 @@ def test_stage2_presets_parse(preset: str) -> None:
     cfg = load_config(Stage2Config, preset, [], model="m", output_dir="o", **{"data.root": "d"})
     assert cfg.loss.k == 8 and cfg.loss.beta == pytest.approx(0.1)
     if preset == "stage2-tiny":  # scaled to the tiny model, each value measured (see the preset's header)
-        assert cfg.loss.temperature == pytest.approx(0.05) and cfg.loss.in_batch_warmup_steps == 50
-        assert cfg.prompt_regime == "e5v" and cfg.lora.vision
+        assert cfg.loss.temperature == pytest.approx(0.05) and cfg.loss.in_batch_warmup_steps == 100
+        assert cfg.prompt_regime == "e5v" and cfg.lora.vision and cfg.data.negatives
+        assert cfg.data.image_size == 64 and cfg.max_text_tokens == 320
     else:  # the paper's values (docs/method.md#stage-2-settings; τ from the official loss.py)
         assert cfg.loss.temperature == pytest.approx(0.02) and cfg.loss.in_batch_warmup_steps == 0
+        assert not cfg.data.negatives  # UniME mines its negatives from the batch only

@@ -46,7 +46,7 @@ def baseline_config(cfg: TinyRecipeConfig, pairs: Path, tokenizer: Path, out: Pa
     )
     pairs_seen = (
         cfg.align_steps * cfg.align_batch_size
-        + cfg.pretrain_steps * PretrainConfig.batch_size  # the recipe pretrains at the default batch
+        + (cfg.pretrain_steps + cfg.pretrain_long_steps) * PretrainConfig.batch_size  # at the default batch
         + (s2.max_steps or 0) * s2.batch_size
     )
     batch = 128
@@ -61,6 +61,12 @@ def baseline_config(cfg: TinyRecipeConfig, pairs: Path, tokenizer: Path, out: Pa
     )
 
 
+def recipe_base(recipe: Path) -> Path:
+    """The recipe's "no UniME training" model: the second pretraining phase's, else the first's."""
+    long = recipe / "base-long" / "final"
+    return long if (long / "config.json").exists() else recipe / "base" / "final"
+
+
 def train_rows(recipe: Path, out: Path, cfg: TinyRecipeConfig, console: Any) -> dict[str, Any]:
     """Train the rows the recipe does not make; returns row name → model path or encoder."""
     from uniretrieve.tiny.clip_baseline import ClipStyleEncoder
@@ -69,7 +75,7 @@ def train_rows(recipe: Path, out: Path, cfg: TinyRecipeConfig, console: Any) -> 
     from uniretrieve.train.stage2 import Stage2Config, run_stage2
 
     data = recipe / "data"
-    base, stage1 = recipe / "base" / "final", recipe / "stage1" / "merged"
+    base, stage1 = recipe_base(recipe), recipe / "stage1" / "merged"
 
     def stage2(name: str, start: Path, overrides: list[str]) -> Path:
         run = out / name

@@ -3,7 +3,7 @@
 It builds the untrained `unime-tiny` base (sized for a 2-core CPU and ≤ 25 MB), and, with other sizes, the test
 suite's tiny checkpoints (tests/tiny_models.py) and the benchmarks' `tiny` preset (benchmarks/model_configs.py).
 
-unime-tiny's architecture (the defaults of `TinyBaseConfig`): a CLIP ViT (112 px, patch 16 → 49 image tokens) and a 2-layer MLP
+unime-tiny's architecture (the defaults of `TinyBaseConfig`): a CLIP ViT (64 px, patch 16 → 16 image tokens) and a 2-layer MLP
 projector into a Mistral-architecture language model (Mistral rather than Llama so the registry picks the short
 `[INST] … [/INST]` wrapper of LLaVA-1.6-Mistral, the backbone of UniME's main results). The tokenizer is a byte-level
 BPE trained with `tokenizers` on the generated caption corpus: it covers any text (bytes) and is compact on the
@@ -54,7 +54,9 @@ any family share one tokenizer layout: `<pad>`, `<s>`, `</s>` are ids 0, 1, 2)."
 @dataclass(frozen=True)
 class TinyBaseConfig:
     vocab_size: int = 4096
-    image_size: int = 112
+    image_size: int = 64
+    """64 px, patch 16: 16 image tokens (a third of 112 px's 49), and the learnability gate's ViT at this size reads
+    the scenes (benchmarks/RESULTS.md, the learnability gate)."""
     patch_size: int = 16
     vision_hidden: int = 192
     vision_layers: int = 4

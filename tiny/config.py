@@ -48,6 +48,15 @@ class PretrainConfig:
     )
     """A trained CLIP-style dual encoder (tiny/clip_baseline.py, same vision sizes) whose vision tower initialises
     the ViT: contrastive pre-alignment, so the captioner starts from image-dependent features."""
+    init: str | None = field(
+        default=None,
+        metadata=opt(
+            "A pretrained base (a pretraining run's final/) to continue from instead of a new model.",
+            type=Path | None,
+        ),
+    )
+    """Continue from this base (weights and processor) instead of building a new one: LLaVA's second phase, the
+    detailed captions after the short ones. `vision_init` is then ignored (the base holds its ViT)."""
     max_caption_words: int | None = field(
         default=None,
         metadata=opt("Train only on captions of at most this many words (LLaVA-style alignment)."),
@@ -94,12 +103,18 @@ class TinyRecipeConfig:
     test_seed: int = field(default=1, metadata=no_cli())
     train_scenes: int = field(default=5000, metadata=opt("Training scenes to generate."))
     test_scenes: int = field(default=1000, metadata=no_cli())
-    align_steps: int = field(default=250, metadata=no_cli())
-    align_batch_size: int = field(default=64, metadata=no_cli())
+    base: TinyBaseConfig = field(default_factory=TinyBaseConfig, metadata=no_cli())
+    """unime-tiny's architecture (tiny/base.py); the pre-alignment's image tower is its ViT."""
+    align_steps: int = field(default=520, metadata=no_cli())
+    """Steps of the vision pre-alignment at `align_batch_size` (the learnability gate's run: ≥ 80 % long-caption
+    R@1 with this ViT by step 390, benchmarks/RESULTS.md)."""
+    align_batch_size: int = field(default=128, metadata=no_cli())
     pretrain_steps: int = field(
         default=PretrainConfig.max_steps, metadata=opt("Generative pretraining steps.")
     )
     """The one default of the pretraining steps: PretrainConfig's."""
+    pretrain_long_steps: int = field(default=300, metadata=no_cli())
+    """Steps of the pretraining's second phase on every caption (recipe.step_pretrain_long); 0 = none."""
     pretrain_max_caption_words: int | None = field(default=20, metadata=no_cli())
     """LLaVA-style feature alignment on the short captions (≤ 15 words); see PretrainConfig.max_caption_words."""
     stage1_preset: str = field(default="stage1-tiny", metadata=no_cli())
@@ -109,6 +124,10 @@ class TinyRecipeConfig:
     stage2_preset: str = field(default="stage2-tiny", metadata=no_cli())
     stage2_overrides: list[str] = field(default_factory=list, metadata=no_cli())
     eval_batch_size: int = field(default=32, metadata=no_cli())
+
+    def __post_init__(self) -> None:
+        if isinstance(self.base, dict):  # read back from recipe.json
+            self.base = TinyBaseConfig(**self.base)
 
 
 RECIPE_EXTRA_KEYS = ("seconds",)

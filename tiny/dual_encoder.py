@@ -48,6 +48,8 @@ class DualEncoderSizes:
     vit_hidden: int = 192
     vit_layers: int = 4
     vit_heads: int = 3
+    vit_intermediate: int | None = None
+    """The ViT's MLP width; None = 4 × vit_hidden (TinyBaseConfig's convention)."""
     text_hidden: int = 128
     text_layers: int = 2
     text_heads: int = 4
@@ -120,6 +122,7 @@ class DualEncoder(nn.Module):
                 vision_hidden=sizes.vit_hidden,
                 vision_layers=sizes.vit_layers,
                 vision_heads=sizes.vit_heads,
+                vision_intermediate=sizes.vit_intermediate,
             )
             self.vit = CLIPVisionModel(vision_config(base))
             self.image_proj = nn.Linear(sizes.vit_hidden, sizes.embed_dim)

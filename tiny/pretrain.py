@@ -118,11 +118,17 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    processor = make_processor(cfg.data, out, cfg.base)
     examples = training_examples(cfg)
-    model, _ = build_base(cfg.base, processor.tokenizer)
-    if cfg.vision_init is not None and resume is None:  # a checkpoint already holds the copied ViT
-        load_vision_tower(model, Path(cfg.vision_init))
+    if cfg.init is not None:
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        processor = AutoProcessor.from_pretrained(cfg.init)
+        model = LlavaForConditionalGeneration.from_pretrained(cfg.init, dtype=torch.float32)
+    else:
+        processor = make_processor(cfg.data, out, cfg.base)
+        model, _ = build_base(cfg.base, processor.tokenizer)
+        if cfg.vision_init is not None and resume is None:  # a checkpoint already holds the copied ViT
+            load_vision_tower(model, Path(cfg.vision_init))
     if cfg.freeze_vision:
         model.model.vision_tower.requires_grad_(False)
     plan = LengthGroupedEpochs([len(e.caption) for e in examples], cfg.batch_size, seed=cfg.seed)

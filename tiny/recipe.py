@@ -5,10 +5,13 @@ its own folder under `out` and is skipped when its result is already there, so a
 (the training steps also resume mid-run from their checkpoints).
 
     out/data/      `uniretrieve scenes generate` (train seed 0; the test split from `test_seed`, never trained on)
-    out/align/     a CLIP-style dual encoder (tiny/clip_baseline.py) on the image–caption pairs: its ViT, frozen,
-                   is the captioner's vision tower (LLaVA starts from a contrastively trained CLIP ViT too)
+    out/align/     a dual encoder (tiny/dual_encoder.py, the learnability gate's) on the long image–caption pairs,
+                   with the MLLM's ViT as its image tower: that ViT, frozen, is the captioner's vision tower (LLaVA
+                   starts from a contrastively trained CLIP ViT too)
     out/base/      generative pretraining on the short captions (tiny/pretrain.py; tokenizer in
-                   base/processor) → base/final: the "no UniME training" model
+                   base/processor) → base/final
+    out/base-long/ its second phase on every caption, long ones too → base-long/final: the "no UniME training"
+                   model
     out/stage1/    `train stage1` (preset stage1-tiny, teacher all-MiniLM-L6-v2) → stage1/merged
     out/stage2/    `train stage2` (preset stage2-tiny, hard negatives) → stage2/merged
     out/model/     stage2/merged in float16 + MODEL_CARD.md + scores.json: what ships as `unime-tiny`
@@ -58,51 +61,86 @@ def step_data(cfg: TinyRecipeConfig, console: Any) -> Path:
 
 
 def align_config(cfg: TinyRecipeConfig, pairs: Path, tokenizer: Path, out: Path) -> Any:
-    """The ClipBaselineConfig of the recipe's vision pre-alignment (also what benchmarks/recipe_throughput.py
-    times)."""
-    from uniretrieve.tiny.clip_baseline import ClipBaselineConfig
+    """The DualEncoderConfig of the recipe's vision pre-alignment: the learnability gate's dual encoder
+    (tiny/dual_encoder.py) with the MLLM's own ViT as its image tower (`TinyBaseConfig`'s sizes), on the long
+    captions, whole (also what benchmarks/recipe_throughput.py times)."""
+    from uniretrieve.tiny.dual_encoder import DualEncoderConfig, DualEncoderSizes
 
-    return ClipBaselineConfig(
+    base = cfg.base
+    return DualEncoderConfig(
         data=str(pairs),
         tokenizer=str(tokenizer),
         output_dir=str(out),
+        min_caption_words=40,
         batch_size=cfg.align_batch_size,
         max_steps=cfg.align_steps,
         seed=cfg.seed,
-        text_layers=2,
-        text_hidden=128,
+        sizes=DualEncoderSizes(
+            image_size=base.image_size,
+            image_tower="vit",
+            vit_patch=base.patch_size,
+            vit_hidden=base.vision_hidden,
+            vit_layers=base.vision_layers,
+            vit_heads=base.vision_heads,
+            vit_intermediate=base.vision_intermediate,
+        ),
     )
 
 
 def step_align(cfg: TinyRecipeConfig, data: Path, console: Any) -> Path:
-    """The tokenizer, then a contrastive (CLIP-style) run whose vision tower the captioner starts from."""
-    from uniretrieve.tiny.clip_baseline import train_clip_baseline
+    """The tokenizer, then a contrastive dual-encoder run whose ViT the captioner starts from."""
+    from uniretrieve.tiny.dual_encoder import META_FILE, train_dual_encoder
 
     pairs = data / "llava-pretrain"
-    make_processor(pairs, Path(cfg.out) / "base")
+    make_processor(pairs, Path(cfg.out) / "base", cfg.base)
     out = Path(cfg.out) / "align"
-    console.rule("vision pre-alignment (CLIP-style contrastive)")
-    if (out / "final" / "clip_baseline.json").exists():
+    console.rule("vision pre-alignment (contrastive, long captions)")
+    if (out / "final" / META_FILE).exists():
         return out / "final"
     tokenizer = Path(cfg.out) / "base" / "processor"
-    return train_clip_baseline(align_config(cfg, pairs, tokenizer, out), console=console)
+    return train_dual_encoder(align_config(cfg, pairs, tokenizer, out), console=console)[0]
+
+
+def _pretrain_phase(
+    cfg: TinyRecipeConfig, data: Path, folder: str, title: str, console: Any, **phase: Any
+) -> Path:
+    """One generative pretraining run of the recipe into `out/folder` (kept when done)."""
+    out = Path(cfg.out) / folder
+    console.rule(title)
+    if _done(out / "final"):
+        return out / "final"
+    config = PretrainConfig(
+        data=str(data / "llava-pretrain"), output_dir=str(out), seed=cfg.seed, base=cfg.base, **phase
+    )
+    return pretrain(config, console=console)
 
 
 def step_pretrain(cfg: TinyRecipeConfig, data: Path, align: Path, console: Any) -> Path:
-    out = Path(cfg.out) / "base"
-    console.rule("generative pretraining (image → short caption)")
-    if _done(out / "final"):
-        return out / "final"
-    return pretrain(
-        PretrainConfig(
-            data=str(data / "llava-pretrain"),
-            output_dir=str(out),
-            seed=cfg.seed,
-            max_steps=cfg.pretrain_steps,
-            vision_init=str(align),
-            max_caption_words=cfg.pretrain_max_caption_words,
-        ),
-        console=console,
+    return _pretrain_phase(
+        cfg,
+        data,
+        "base",
+        "generative pretraining (image → short caption)",
+        console,
+        max_steps=cfg.pretrain_steps,
+        vision_init=str(align),
+        max_caption_words=cfg.pretrain_max_caption_words,
+    )
+
+
+def step_pretrain_long(cfg: TinyRecipeConfig, data: Path, base: Path, console: Any) -> Path:
+    """The pretraining's second phase, on every caption (the long ones too) from the short-caption base: as
+    LLaVA's detailed descriptions come after its short-caption alignment. Off (the short-caption base) at 0 steps."""
+    if cfg.pretrain_long_steps == 0:
+        return base
+    return _pretrain_phase(
+        cfg,
+        data,
+        "base-long",
+        "generative pretraining, second phase (image → short and long captions)",
+        console,
+        max_steps=cfg.pretrain_long_steps,
+        init=str(base),
     )
 
 
@@ -254,6 +292,11 @@ def run_recipe(cfg: TinyRecipeConfig, *, console: Any | None = None) -> Path:
     )
     base = times.run(
         "pretrain", _done(root / "base" / "final"), lambda: step_pretrain(cfg, data, align, console)
+    )
+    base = times.run(
+        "pretrain_long",
+        cfg.pretrain_long_steps == 0 or _done(root / "base-long" / "final"),
+        lambda: step_pretrain_long(cfg, data, base, console),
     )
     stage1 = times.run(
         "stage1", _done(root / "stage1" / "merged"), lambda: step_stage1(cfg, base, data, console)

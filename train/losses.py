@@ -214,8 +214,10 @@ def _hard_negative_direction(
     temperature: float,
     fill: Fill,
     same: torch.Tensor | None = None,
+    extra: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean InfoNCE over rows of `sim` [n, n] (row i: anchor i, positive column i), plus detached statistics."""
+    """Mean InfoNCE over rows of `sim` [n, n] (row i: anchor i, positive column i), plus detached statistics.
+    extra: (similarities [n, 1], valid [n, 1]) of one more negative per row, never filtered."""
     n = sim.shape[0]
     detached = sim.detach()
     idx, valid, excluded, distinct, n_candidates = _select_hard_negatives(
@@ -223,9 +225,12 @@ def _hard_negative_direction(
     )
     positive = sim.diagonal()[:, None]  # [n, 1], differentiable
     negatives = sim.gather(1, idx)  # [n, k], differentiable through the selected entries only
-    logits = torch.cat([positive, negatives], dim=1) / temperature
-    keep = torch.cat([torch.ones(n, 1, dtype=torch.bool, device=sim.device), valid], dim=1)
-    logits = logits.masked_fill(~keep, float("-inf"))
+    columns, keep = [positive, negatives], [torch.ones(n, 1, dtype=torch.bool, device=sim.device), valid]
+    if extra is not None:
+        columns.append(extra[0])
+        keep.append(extra[1])
+    logits = torch.cat(columns, dim=1) / temperature
+    logits = logits.masked_fill(~torch.cat(keep, dim=1), float("-inf"))
     loss = -F.log_softmax(logits, dim=1)[:, 0].mean()
 
     with torch.no_grad():
@@ -236,20 +241,38 @@ def _hard_negative_direction(
             "hard_negative_sim": picked.mean() if picked.numel() else _nan(detached),
             "positive_sim": detached.diagonal().mean(),
             "underfilled_rate": (n_candidates < k).to(dtype).mean(),
+            **_labelled_stats(extra, detached),
         }
     return loss, stats
 
 
+def _labelled_stats(
+    extra: tuple[torch.Tensor, torch.Tensor] | None, like: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    if extra is None:
+        return {}
+    picked = extra[0].detach()[extra[1]]
+    return {"labelled_negative_sim": picked.mean() if picked.numel() else _nan(like)}
+
+
 def _in_batch_direction(
-    sim: torch.Tensor, *, beta: float, temperature: float, same: torch.Tensor | None = None
+    sim: torch.Tensor,
+    *,
+    beta: float,
+    temperature: float,
+    same: torch.Tensor | None = None,
+    extra: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Plain in-batch InfoNCE: every other column is a negative (except known duplicates of the positive); no
-    similarity filtering (statistics still report what the filter would remove)."""
+    similarity filtering (statistics still report what the filter would remove). extra: one more negative per row,
+    as in `_hard_negative_direction`."""
     n = sim.shape[0]
     labels = torch.arange(n, device=sim.device)
     logits = sim / temperature
     if same is not None:
         logits = logits.masked_fill(same & ~torch.eye(n, dtype=torch.bool, device=sim.device), float("-inf"))
+    if extra is not None:
+        logits = torch.cat([logits, (extra[0] / temperature).masked_fill(~extra[1], float("-inf"))], dim=1)
     loss = F.cross_entropy(logits, labels)
     with torch.no_grad():
         detached = sim.detach()
@@ -261,6 +284,7 @@ def _in_batch_direction(
             "hard_negative_sim": off.mean() if off.numel() else _nan(detached),
             "positive_sim": detached.diagonal().mean(),
             "underfilled_rate": torch.zeros((), dtype=detached.dtype, device=sim.device),
+            **_labelled_stats(extra, detached),
         }
     return loss, stats
 
@@ -277,6 +301,8 @@ def hard_negative_infonce(
     in_batch: bool = False,
     normalize: bool = True,
     same_target: torch.Tensor | None = None,
+    negative: torch.Tensor | None = None,
+    negative_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """InfoNCE over the positive and the k hardest in-batch negatives, after false-negative filtering (UniME stage 2).
 
@@ -326,6 +352,11 @@ def hard_negative_infonce(
             equals the positive's). Default None: the paper's behaviour.
         normalize: L2-normalise the inputs (default). Set False only for inputs that are already unit vectors
             and where raw dot products are wanted.
+        negative: optional [n, d], a labelled negative of each query (the data's own hard negative, e.g. a
+            caption of a minimally changed scene). Query i's softmax gets one more logit, cos(q_i, negative_i) / τ,
+            never filtered (it is known to be wrong, however similar), in the query→target direction only; rows
+            whose ``negative_mask`` [n] (bool) is False have none. Default None: the paper's loss (its negatives
+            come from the batch alone).
 
     Returns:
         ``"loss"`` (scalar; with ``symmetric`` the mean of the two terms, otherwise ``qt_loss``), ``"qt_loss"``,
@@ -333,7 +364,8 @@ def hard_negative_infonce(
         ``"false_negative_rate"`` (share of the n(n−1) off-diagonal pairs removed by the filter; in ``in_batch`` mode
         the share the filter *would* remove), ``"hard_negative_sim"`` (mean cosine of the distinct selected negatives;
         in ``in_batch`` mode of all off-diagonal pairs; NaN if there are none), ``"positive_sim"`` (mean S[i, i]),
-        ``"underfilled_rate"`` (share of queries with fewer than k surviving candidates).
+        ``"underfilled_rate"`` (share of queries with fewer than k surviving candidates); with ``negative``,
+        ``"labelled_negative_sim"`` (mean cos(q_i, negative_i) over the rows that have one).
     """
     _check_matrix(query, "query")
     _check_matrix(target, "target")
@@ -357,13 +389,30 @@ def hard_negative_infonce(
     if same_target is not None and same_target.shape != sim.shape:
         raise ValueError(f"same_target must be [n, n] = {tuple(sim.shape)}; got {tuple(same_target.shape)}")
     same = None if same_target is None else same_target.to(device=sim.device, dtype=torch.bool)
+    extra = None
+    if negative is not None:
+        _check_matrix(negative, "negative")
+        if negative.shape != query.shape:
+            raise ValueError(f"negative must be [n, d] = {tuple(query.shape)}; got {tuple(negative.shape)}")
+        neg = negative.to(dtype)
+        neg = F.normalize(neg, dim=-1) if normalize else neg
+        mask = (
+            torch.ones(len(q), dtype=torch.bool, device=sim.device)
+            if negative_mask is None
+            else negative_mask
+        )
+        extra = ((q * neg).sum(-1, keepdim=True), mask.to(device=sim.device, dtype=torch.bool)[:, None])
 
-    def direction(s: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def direction(
+        s: torch.Tensor, ex: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if in_batch:
-            return _in_batch_direction(s, beta=beta, temperature=temperature, same=same)
-        return _hard_negative_direction(s, k=k, beta=beta, temperature=temperature, fill=fill, same=same)
+            return _in_batch_direction(s, beta=beta, temperature=temperature, same=same, extra=ex)
+        return _hard_negative_direction(
+            s, k=k, beta=beta, temperature=temperature, fill=fill, same=same, extra=ex
+        )
 
-    qt_loss, stats = direction(sim)
+    qt_loss, stats = direction(sim, extra)
     out: dict[str, torch.Tensor] = {"loss": qt_loss, "qt_loss": qt_loss}
     if symmetric:
         tq_loss, _ = direction(sim.T)

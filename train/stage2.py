@@ -94,11 +94,12 @@ def prepare_groups(student: Any, data: Stage2Data, batch: list[int], regime: str
     sides = {
         "q": [data.item(p.query, p.query_image, regime) for p in pairs],
         "t": [data.item(p.target, p.target_image, regime) for p in pairs],
+        "n": [data.item(p.negative, p.negative_image, regime) if p.has_negative else None for p in pairs],
     }
     groups: list[Group] = []
     for side, items in sides.items():
         for has_image in (True, False):
-            rows = [i for i, it in enumerate(items) if (it.image is not None) == has_image]
+            rows = [i for i, it in enumerate(items) if it is not None and (it.image is not None) == has_image]
             if rows:
                 inputs = student.prepare([items[i] for i in rows]).inputs
                 groups.append((side, torch.tensor(rows), inputs))
@@ -113,14 +114,33 @@ def same_target_matrix(data: Stage2Data, global_batch: list[int]) -> torch.Tenso
     return code[:, None] == code[None, :]
 
 
-def hn_loss_fn(groups: list[Group], n: int, loss: HardNegConfig, same: torch.Tensor | None = None) -> Any:
-    """Group representations (in `groups` order) → the loss dict over the gathered global batch."""
+def hn_loss_fn(
+    groups: list[Group],
+    n: int,
+    loss: HardNegConfig,
+    same: torch.Tensor | None = None,
+    negatives: bool = False,
+) -> Any:
+    """Group representations (in `groups` order) → the loss dict over the gathered global batch.
+
+    negatives: the data's labelled negatives are on (Stage2DataConfig.negatives): every rank gathers them, with or
+    without a row that has one, so the ranks' collectives match."""
+
+    labelled = [rows for s, rows, _ in groups if s == "n"]
 
     def loss_fn(*reps: torch.Tensor) -> Mapping[str, torch.Tensor]:
         d = reps[0].shape[1]
-        side = {s: reps[0].new_zeros((n, d)) for s in ("q", "t")}
+        side = {s: reps[0].new_zeros((n, d)) for s in ("q", "t", "n")}
         for (s, rows, _), r in zip(groups, reps, strict=True):
             side[s] = side[s].index_copy(0, rows.to(r.device), r)
+        negative = mask = None
+        # Rows with the data's own negative (Stage2DataConfig.negatives); a row without one stays 0, masked.
+        if negatives or labelled:
+            has = reps[0].new_zeros(n)
+            if labelled:
+                has[torch.cat(labelled).to(has.device)] = 1.0
+            negative = distributed.gather_with_grad(side["n"])
+            mask = distributed.gather_with_grad(has) > 0.5
         out = hard_negative_infonce(
             distributed.gather_with_grad(side["q"]),
             distributed.gather_with_grad(side["t"]),
@@ -131,6 +151,8 @@ def hn_loss_fn(groups: list[Group], n: int, loss: HardNegConfig, same: torch.Ten
             symmetric=loss.symmetric,
             in_batch=loss.in_batch,
             same_target=same,
+            negative=negative,
+            negative_mask=mask,
         )
         return {**out, "in_batch": torch.tensor(float(loss.in_batch))}  # logged: which loss this step used
 
@@ -144,7 +166,7 @@ def make_step_fn(student: Any, data: Stage2Data, cfg: Stage2Config) -> Any:
         return gradcache_step(
             [student.embed] * len(groups),
             [g[2] for g in groups],
-            hn_loss_fn(groups, n, cfg.loss.at_step(step), same),
+            hn_loss_fn(groups, n, cfg.loss.at_step(step), same, negatives=cfg.data.negatives),
             chunk_size=cfg.chunk_size,
             loss_scale=distributed.ddp_loss_scale(),
         )
@@ -157,8 +179,11 @@ class Stage2Result(StageResult):
     """Stage 2 reports nothing beyond the loop's paths and metrics."""
 
 
-def run_stage2(cfg: Stage2Config, *, console: Any | None = None) -> Stage2Result:
-    """Run (or resume) stage 2 end to end: data, student, loop, adapter (and merged model)."""
+def run_stage2(cfg: Stage2Config, *, console: Any | None = None, wrap: Any = None) -> Stage2Result:
+    """Run (or resume) stage 2 end to end: data, student, loop, adapter (and merged model).
+
+    wrap: `(step_fn, student) → step_fn` around the training step (benchmarks/stage2_curve.py evaluates at
+    intervals)."""
     from rich.console import Console
 
     from uniretrieve.models.device import resolve_device
@@ -181,5 +206,8 @@ def run_stage2(cfg: Stage2Config, *, console: Any | None = None) -> Stage2Result
         if cfg.data.batch_by_subset
         else ShuffledEpochs(len(data.pool), cfg.batch_size, seed=cfg.seed)
     )
-    result = train_loop(cfg, student, plan, make_step_fn(student, data, cfg), console=console)
+    step_fn = make_step_fn(student, data, cfg)
+    if wrap is not None:
+        step_fn = wrap(step_fn, student)
+    result = train_loop(cfg, student, plan, step_fn, console=console)
     return Stage2Result.from_loop(result)

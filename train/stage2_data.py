@@ -1,7 +1,8 @@
 """Stage-2 data: MMEB-train (TIGER-Lab/MMEB-train layout) → query/target pairs, with per-subset caps and weights.
 
 Layout: `<root>/<Subset>/*.parquet` with columns `qry`, `qry_image_path`, `pos_text`, `pos_image_path` (and optional
-`neg_text`, `neg_image_path`, not used: UniME mines its negatives from the batch, docs/method.md#stage-2-data);
+`neg_text`, `neg_image_path`: UniME mines its negatives from the batch and ignores them, docs/method.md#stage-2-data;
+`negatives: true` reads them as one labelled negative per query, docs/tiny-model.md);
 image paths are relative to `image_root` (default: `root`), "" means none. The scene generator writes the same
 layout (`mmeb-train/`).
 
@@ -23,6 +24,7 @@ from uniretrieve.train.config import ConfigError
 from uniretrieve.types import Item
 
 COLUMNS = ("qry", "qry_image_path", "pos_text", "pos_image_path")
+NEGATIVE_COLUMNS = ("neg_text", "neg_image_path")
 
 
 class Stage2DataError(ValueError):
@@ -43,6 +45,9 @@ class Stage2DataConfig:
     """Subset → how many times each kept row appears per epoch (default 1.0)."""
     image_size: int = 336
     """Images are resized to image_size × image_size before the processor (UniME paper §4.1: 336×336)."""
+    negatives: bool = False
+    """Read `neg_text` / `neg_image_path` where a file has them: each row's own negative joins its query's softmax
+    (train/losses.py hard_negative_infonce `negative`). Off = the paper's setting (negatives from the batch only)."""
     batch_by_subset: bool = False
     """Every global batch from one subset (train/batching.GroupedEpochs), so in-batch and hard negatives are
     same-task candidates; off = batches mix the subsets at random."""
@@ -62,6 +67,12 @@ class Pair:
     target_image: str | None
     subset: str
     row: int
+    negative: str = ""
+    negative_image: str | None = None
+
+    @property
+    def has_negative(self) -> bool:
+        return bool(self.negative or self.negative_image)
 
 
 @dataclass
@@ -124,11 +135,17 @@ def load_stage2_data(cfg: Stage2DataConfig, *, seed: int = 0) -> Stage2Data:
             if missing:
                 raise Stage2DataError(f"{f} lacks column(s) {missing}; MMEB-train files have {list(COLUMNS)}")
             cols = {c: table.column(c).to_pylist() for c in COLUMNS}
+            none = [None] * table.num_rows
+            neg = {
+                c: table.column(c).to_pylist() if cfg.negatives and c in table.column_names else none
+                for c in NEGATIVE_COLUMNS
+            }
             for r in range(table.num_rows):
                 q, qi, t, ti = (cols[c][r] for c in COLUMNS)
                 if not (q or qi) or not (t or ti):
                     raise Stage2DataError(f"{f} row {r}: an empty query or target (no text and no image)")
-                pairs.append(Pair(q or "", qi or None, t or "", ti or None, subset, r))
+                nt, ni = (neg[c][r] for c in NEGATIVE_COLUMNS)
+                pairs.append(Pair(q or "", qi or None, t or "", ti or None, subset, r, nt or "", ni or None))
         rows = np.arange(start, len(pairs))
         rng = np.random.default_rng([seed, s_idx])
         rows = rng.permutation(rows)[: cfg.caps.get(subset, len(rows))]

@@ -161,6 +161,7 @@ def run_demo(cfg: DemoConfig, *, console: Any | None = None) -> list[dict[str, A
     from uniretrieve.search.searcher import Searcher
 
     console = console or Console()
+    _quiet_loading()
     corpus = generate_corpus(cfg, console)
     shards = encode_images(cfg, corpus, console)
     index_dir = build(cfg, shards, console)
@@ -180,14 +181,14 @@ def run_demo(cfg: DemoConfig, *, console: Any | None = None) -> list[dict[str, A
         table = Table(
             title=f"{q.title}: {shown[:100]}{'…' if len(shown) > 100 else ''}", title_justify="left"
         )
-        for col in ("rank", "score", "image", "what it shows", ""):
+        for col in ("rank", "score", "image", "what it shows"):
             table.add_column(col)
         for h in hits[: cfg.k]:
             stem = Path(h.id).stem
-            mark = "← described" if stem == q.expected else ""
-            table.add_row(str(h.rank), f"{h.score:.3f}", h.id, contents.get(stem, ""), mark)
+            style = "bold green" if stem == q.expected else None  # the described image, when it is shown
+            table.add_row(str(h.rank), f"{h.score:.3f}", h.id, contents.get(stem, ""), style=style)
         console.print(table)
-        console.print(f"   the described image ranks {rank} of {len(hits)}")
+        console.print(f"   {verdict(q, rank, len(hits), cfg.k, report)}")
         report.append(
             {
                 "query": q.title,
@@ -198,6 +199,12 @@ def run_demo(cfg: DemoConfig, *, console: Any | None = None) -> list[dict[str, A
                 "hits": [h.to_dict() for h in hits[: cfg.k]],
             }
         )
+    summary = Table(title="what the model found", title_justify="left")
+    for col in ("query", "rank of the described image", f"in the top {cfg.k}"):
+        summary.add_column(col)
+    for r in report:
+        summary.add_row(r["query"], f"{r['rank']} of {searcher.meta.num_vectors}", _yes(r["rank"], cfg.k))
+    console.print(summary)
     console.print(
         "\nThe same pipeline with a real checkpoint (a machine with the hub and a GPU):\n"
         "  uniretrieve encode photos/ --output emb/photos --model DeepGlint-AI/UniME-LLaVA-OneVision-7B\n"
@@ -211,6 +218,34 @@ def run_demo(cfg: DemoConfig, *, console: Any | None = None) -> list[dict[str, A
         soft_wrap=True,
     )
     return report
+
+
+def _yes(rank: int | None, k: int) -> str:
+    return "yes" if rank is not None and rank <= k else "no"
+
+
+def verdict(q: DemoQuery, rank: int | None, n: int, k: int, earlier: list[dict[str, Any]]) -> str:
+    """One line under a query's hits: found or not, at which rank; for the swapped caption, whether it ranks the
+    image below the true caption (as a model that reads attribute binding should)."""
+    where = f"the described image ranks {rank} of {n}"
+    if q.title.endswith("attributes swapped"):
+        true = next((r["rank"] for r in earlier if r["query"].endswith("true caption")), None)
+        if rank is not None and true is not None:
+            better = (
+                "lower than for the true caption, as it should"
+                if rank > true
+                else "not below the true caption's"
+            )
+            return f"{where}: {better} ({true})"
+        return where
+    return f"{'✓ found' if rank is not None and rank <= k else '✗ not in the top ' + str(k)}: {where}"
+
+
+def _quiet_loading() -> None:
+    """No per-weight progress bar from transformers between the demo's steps."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def serve_command(index_dir: Path) -> str:

@@ -32,11 +32,14 @@ from uniretrieve.scenes.negatives import CATEGORIES, hard_negative, perturbed_sc
 from uniretrieve.scenes.spec import Scene, sample_scenes, scene_rng
 from uniretrieve.scenes.tasks import (
     TASKS,
+    TRAIN_ONLY_TASKS,
     TaskExample,
     classification,
+    compose_example,
     eval_candidates,
     grounding,
     image_to_text,
+    long_caption_examples,
     text_to_image,
     vqa_colour,
     vqa_count,
@@ -82,6 +85,25 @@ def retrieval_caption(cfg: GenerateConfig, scene: Scene) -> tuple[str, str]:
     style, seed = rng.randrange(len(PARAPHRASE_STYLES)), rng.random()
     caption = paraphrase(scene, style, random.Random(seed))
     return caption, paraphrase(perturbed_scene(scene, rng), style, random.Random(seed))
+
+
+def train_only_examples(cfg: GenerateConfig, scene: Scene) -> list[TaskExample]:
+    """The TRAIN_ONLY_TASKS rows of a training scene: its long caption in either long layout's wording, both ways
+    (the false caption: the same random choices for a minimally changed scene), and one compositional caption with
+    a SugarCrepe-style false edit of a category drawn at random (one row per scene, so no two rows of a batch share
+    an image)."""
+    rng = _rng(cfg, "long-retrieval", scene)
+    variant, seed = rng.randrange(2), rng.random()
+    caption = long_caption(scene, random.Random(seed), variant=variant)
+    false_caption = long_caption(perturbed_scene(scene, rng), random.Random(seed), variant=variant)
+    out = long_caption_examples(scene, caption, false_caption)
+    rng = _rng(cfg, "compose", scene)
+    for category in rng.sample(CATEGORIES, len(CATEGORIES)):
+        hn = hard_negative(scene, category, rng)
+        if hn is not None:
+            out.append(compose_example(scene, hn.caption, hn.negative_caption))
+            break
+    return out
 
 
 def task_examples(cfg: GenerateConfig, scene: Scene) -> list[TaskExample]:
@@ -205,9 +227,9 @@ def generate(cfg: GenerateConfig, log: Callable[[str], None] = lambda _m: None) 
 
     train_images = layouts.ImageStore(train)
     if "mmeb-train" in want:
-        rows: dict[str, list[TaskExample]] = {t: [] for t in TASKS}
+        rows: dict[str, list[TaskExample]] = {t: [] for t in (*TASKS, *TRAIN_ONLY_TASKS)}
         for s in train:
-            for ex in task_examples(cfg, s):
+            for ex in (*task_examples(cfg, s), *train_only_examples(cfg, s)):
                 rows[ex.task].append(ex)
         counts["mmeb-train"] = layouts.write_mmeb_train(out / "mmeb-train", rows, train_images)
         log(f"mmeb-train: {counts['mmeb-train']}")

@@ -33,6 +33,13 @@ TASKS: dict[str, str] = {
 }
 """Task (= MMEB-train subset and MMEB-eval dataset) name → MMEB meta-task."""
 
+TRAIN_ONLY_TASKS: tuple[str, ...] = ("Scene_LongCap_t2i", "Scene_LongCap_i2t", "Scene_Compose_i2t")
+"""MMEB-train subsets with no MMEB-eval counterpart, written for the training scenes only, bare (no instruction)
+as the benchmarks embed their items: a long caption (80–200 words, the Urban1K / ShareGPT4V layouts' kind) and its
+image both ways; and an image with a short compositional caption whose `neg_text` is a SugarCrepe-style edit of it
+(replace, swap or add; the NegCLIP recipe of training on generated hard-negative captions, Yuksekgonul et al.
+2023, docs/tiny-model.md). MMEB-train has neither; the built-in model is scored on both."""
+
 CLS_INSTRUCTION = f"{IMAGE_TOKEN}\nIdentify the object shown in the image\n"
 VQA_INSTRUCTION = f"{IMAGE_TOKEN}\nRepresent the given image with the following question: {{question}}\n"
 T2I_INSTRUCTION = "Find me an image of shapes that matches the given caption: {caption}\n"
@@ -180,6 +187,24 @@ def image_to_text(scene: Scene, caption: str, false_caption: str = "") -> TaskEx
         caption,
         None,
         neg_text=false_caption,
+    )
+
+
+def long_caption_examples(scene: Scene, caption: str, false_caption: str) -> list[TaskExample]:
+    """The two long-caption rows (TRAIN_ONLY_TASKS) of a scene; `false_caption` (neg_text of the image→caption row) is the same
+    wording of a minimally changed scene."""
+    image = (scene.scene_id, None)
+    return [
+        TaskExample("Scene_LongCap_t2i", scene.scene_id, caption, None, "", image),
+        TaskExample("Scene_LongCap_i2t", scene.scene_id, "", image, caption, None, neg_text=false_caption),
+    ]
+
+
+def compose_example(scene: Scene, caption: str, negative_caption: str) -> TaskExample:
+    """The Scene_Compose_i2t row: the bare image, a true short caption, and its minimal false edit as neg_text."""
+    image = (scene.scene_id, None)
+    return TaskExample(
+        "Scene_Compose_i2t", scene.scene_id, "", image, caption, None, neg_text=negative_caption
     )
 
 
