@@ -110,6 +110,16 @@ class Server:
                 raise RuntimeError(f"the server did not answer /health within {startup_s} s: {self.output()}")
             time.sleep(0.1)
 
+    def wait_for_version(self, version: str, timeout_s: float = 60.0) -> None:
+        """Until /health reports `version` (the watcher polls every 0.2 s; a loaded machine may take longer)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status, body = request(self.connect(), "GET", "/health")
+            if status == 200 and json.loads(body)["version"] == version:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the server did not swap in {version} within {timeout_s} s: {self.output()}")
+
     def connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
 
@@ -329,6 +339,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 args.seconds * 3,
             )
             th.join()
+            from uniretrieve.index.store import current_version
+
+            server.wait_for_version(current_version(served).path.name)  # the last add is on disk; then served
             final = drive(server, "after the adds", 1, 5, 5)
             res.extra.update(index_add_seconds=swapped, version_after=final.versions)
             phases.append(res)

@@ -65,10 +65,12 @@ def test_matching_image_caption_pairs_stand_out_on_unseen_scenes(tiny: Encoder, 
     assert ranks.mean() < 0.35 * n  # chance: about n / 2
 
 
-# Floors well below the shipped model's values on these 100 scenes (measured: see the comment at each floor); the
-# held-out 1,000-scene scores are the model card's.
-LONG_R1_FLOOR = 0.0
-SWAP_FLOOR = 0.0
+# Floors well below the shipped model's values on these 100 scenes; the held-out 1,000-scene scores are the model
+# card's. Measured on the shipped weights (2026-12-01): R@1 0.84 / 0.85 (chance 0.01).
+LONG_R1_FLOOR = 0.5
+# Measured 0.46 (27 of 59 pairs; chance 0.5): the shipped model does not read attribute binding yet (target 0.7,
+# benchmarks/RESULTS.md); this floor only catches a model that prefers the swapped caption systematically.
+SWAP_FLOOR = 0.3
 
 
 def test_long_captions_and_attribute_swaps_on_100_unseen_scenes(tiny: Encoder, tmp_path) -> None:
@@ -100,5 +102,4 @@ def test_long_captions_and_attribute_swaps_on_100_unseen_scenes(tiny: Encoder, t
     pos = tiny.encode_texts([row["caption"] for row in rows])
     neg = tiny.encode_texts([row["negative_caption"] for row in rows])
     swap = float(((img[which] * pos).sum(1) > (img[which] * neg).sum(1)).mean())
-    print("MEASURED", r, swap)
     assert swap >= SWAP_FLOOR, swap
