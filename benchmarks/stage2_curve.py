@@ -10,7 +10,8 @@ at each step before the full evaluation of the model card.
     python -m benchmarks.stage2_curve --model runs/unime-tiny/stage1/merged --data runs/unime-tiny/data \\
         --work /tmp/s2 --eval-every 50 --set max_steps=300 --json-out s2.json
 
-Training seconds exclude the interval evaluations (listed apart).
+Training seconds exclude the interval evaluations (listed apart). `--score-only --model M [--adapter A]` scores one
+model (e.g. a checkpoint's adapter on its start model) the same way.
 """
 
 from __future__ import annotations
@@ -124,14 +125,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     passive_omp_wait()  # before torch loads (uniretrieve/tiny/cpu.py)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="The start model (a recipe's base or stage 1).")
+    p.add_argument(
+        "--score-only",
+        action="store_true",
+        help="Train nothing: score --model (with --adapter, e.g. a checkpoint's) on the held-out scenes.",
+    )
+    p.add_argument("--adapter", type=Path, default=None)
     p.add_argument("--data", type=Path, required=True, help="A generated corpus (train seed 0, test seed 1).")
-    p.add_argument("--work", type=Path, required=True, help="The stage-2 run folder.")
+    p.add_argument("--work", type=Path, default=None, help="The stage-2 run folder (required to train).")
     p.add_argument("--preset", default="stage2-tiny")
     p.add_argument("--set", action="append", default=[], help="A config override key=value (repeatable).")
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--eval-scenes", type=int, default=500)
     p.add_argument("--json-out", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.score_only:
+        from uniretrieve import Encoder
+
+        adapter = str(args.adapter) if args.adapter else None
+        enc = Encoder.from_pretrained(str(args.model), adapter=adapter, max_text_tokens=512)
+        out = {k: round(v, 1) for k, v in HeldOutScenes(args.data, args.eval_scenes).scores(enc).items()}
+        print(json.dumps(out))
+        return out
+    if args.work is None:
+        p.error("--work is required to train")
     out = run(args)
     if args.json_out:
         args.json_out.write_text(json.dumps(out, indent=1))
