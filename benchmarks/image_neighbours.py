@@ -10,6 +10,9 @@ ranges, and another image size — so the re-render shows the same content at sl
   that sees only colour raises the colour overlap alone.
 
     python -m benchmarks.image_neighbours --data DATA --model unime-tiny --json-out neighbours.json
+
+`--model` may also be a dual encoder's folder (the learnability gate's, or the recipe's `align/final`): its image
+tower alone, to tell what the pre-aligned ViT sees from what the MLLM keeps.
 """
 
 from __future__ import annotations
@@ -71,7 +74,14 @@ def run(data: Path, model: str, n: int | None, k: int = 5, seed: int = 0) -> dic
     lines = (data / "scenes" / "test.jsonl").read_text(encoding="utf-8").splitlines()
     scenes = [Scene.from_dict(json.loads(line)) for line in lines][:n]
     rng = random.Random(seed)
-    encoder = Encoder.from_pretrained(model)
+    if (
+        Path(model) / "clip_baseline.json"
+    ).is_file():  # a dual encoder (the gate's, the recipe's pre-alignment)
+        from uniretrieve.tiny.clip_baseline import ClipStyleEncoder
+
+        encoder: Any = ClipStyleEncoder.from_pretrained(model)
+    else:
+        encoder = Encoder.from_pretrained(model)
     originals = encoder.encode_images([render_scene(s) for s in scenes], batch_size=64)
     again = encoder.encode_images([render_scene(rerender(s, rng)) for s in scenes], batch_size=64)
     sims = again @ originals.T
