@@ -215,3 +215,18 @@ def test_length_grouped_epochs_cover_every_example_once_with_less_padding() -> N
     pad_plain = sum(max(lengths[i] for i in plain.global_batch(s)) * 8 for s in range(plain.steps_per_epoch))
     assert pad < 0.7 * pad_plain
     assert plan.global_batch(5) == LengthGroupedEpochs(lengths, 8, seed=3, group=8).global_batch(5)
+
+
+@pytest.mark.parametrize("option", ["--init", "--vision-init"])
+def test_a_missing_start_model_is_one_line_exit_2(option: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from uniretrieve.cli.app import app
+
+    data = tmp_path / "pairs.json"
+    data.write_text("[]")
+    out = tmp_path / "run"
+    args = ["train", "pretrain", "--data", str(data), option, str(tmp_path / "nope"), "-o", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and f"{option} {tmp_path / 'nope'}" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and not out.exists()

@@ -109,11 +109,28 @@ def make_step_fn(model: Any, processor: Any, examples: list[CaptionExample], cfg
     return step
 
 
+def _check_start_models(cfg: PretrainConfig) -> None:
+    """`init` must be a saved LLaVA (config.json), `vision_init` a trained dual encoder or CLIPModel folder: one line
+    naming the path otherwise, before anything is built."""
+    from uniretrieve.tiny.dual_encoder import META_FILE
+
+    if cfg.init is not None and not (Path(cfg.init) / "config.json").is_file():
+        raise ConfigError(f"--init {cfg.init}: no config.json there; pass a pretraining run's final/ folder")
+    if cfg.vision_init is not None and not any(
+        (Path(cfg.vision_init) / f).is_file() for f in (META_FILE, "config.json")
+    ):
+        raise ConfigError(
+            f"--vision-init {cfg.vision_init}: neither {META_FILE} nor config.json there; pass a "
+            "pre-alignment run's final/ folder (e.g. runs/unime-tiny/align/final)"
+        )
+
+
 def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
     """Run (or resume) the pretraining; returns the `final/` checkpoint directory."""
     from rich.console import Console
 
     console = console or Console()
+    _check_start_models(cfg)
     resume = find_resume(cfg)  # a refused resume fails before the tokenizer or the model is built
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
