@@ -50,6 +50,9 @@ class DemoQuery:
     image: str | None = None
     expected: str | None = None
     """The id of the image the query describes (its rank is reported)."""
+    ranks_below: str | None = None
+    """The title of an earlier query that should rank `expected` higher than this one (the swapped caption's
+    true caption)."""
 
 
 def generate_corpus(cfg: DemoConfig, console: Any) -> Path:
@@ -125,7 +128,12 @@ def demo_queries(corpus: Path, rows: list[dict[str, Any]]) -> list[DemoQuery]:
         DemoQuery("short caption", text=short, expected=scene),
         DemoQuery("long caption", text=long_text, expected=scene),
         DemoQuery("compositional: true caption", text=item["caption"], expected=target),
-        DemoQuery("compositional: attributes swapped", text=item["negative_caption"], expected=target),
+        DemoQuery(
+            "compositional: attributes swapped",
+            text=item["negative_caption"],
+            expected=target,
+            ranks_below="compositional: true caption",
+        ),
         DemoQuery(
             "image query",
             image=str(corpus / "urban1k" / "image" / f"{rows[2]['scene_id']}.jpg"),
@@ -228,8 +236,8 @@ def verdict(q: DemoQuery, rank: int | None, n: int, k: int, earlier: list[dict[s
     """One line under a query's hits: found or not, at which rank; for the swapped caption, whether it ranks the
     image below the true caption (as a model that reads attribute binding should)."""
     where = f"the described image ranks {rank} of {n}"
-    if q.title.endswith("attributes swapped"):
-        true = next((r["rank"] for r in earlier if r["query"].endswith("true caption")), None)
+    if q.ranks_below is not None:
+        true = next((r["rank"] for r in earlier if r["query"] == q.ranks_below), None)
         if rank is not None and true is not None:
             better = (
                 "lower than for the true caption, as it should"
