@@ -17,6 +17,8 @@ import numpy as np
 from uniretrieve.index.build import Log, _write_index, add_blocks, tune_to_target, tuning_queries
 from uniretrieve.index.idmap import IDMAP_NAME, IdMapWriter, read_idmap
 from uniretrieve.index.meta import INDEX_NAME, BuildConfig, IndexMeta, IndexMetaError, read_meta, write_meta
+from uniretrieve.index.ondisk import is_on_disk, read_version_index
+from uniretrieve.index.ondisk_build import PartAppender
 from uniretrieve.index.source import VectorSource
 from uniretrieve.index.store import has_index, writing
 from uniretrieve.index.update import plan_add
@@ -89,8 +91,6 @@ def _add(
     log: Log,
 ) -> tuple[IndexMeta, Path] | None:
     """Write base + source into a new version folder; None when there is nothing to add."""
-    import faiss
-
     meta = read_meta(base)
     where = ", ".join(map(str, source_info.get("dirs", []))) if source_info else "the new vectors"
     check_same_space(meta, source.spec_settings, source.dim, where=where or "the new vectors")
@@ -99,7 +99,8 @@ def _add(
         return None
     config = BuildConfig.from_dict(meta.config)
     t0 = time.perf_counter()
-    index = faiss.read_index(str(base / INDEX_NAME))
+    on_disk = is_on_disk(base)
+    index = read_version_index(base)
     first = int(index.ntotal)
     if first != meta.num_vectors:
         raise IndexMetaError(
@@ -118,7 +119,18 @@ def _add(
         return None
     out = new_folder()
     idmap = IdMapWriter(out / IDMAP_NAME, start=first, previous=old, delete=plan.replace)
-    add_blocks(index, source, idmap, config, log=log, keep=plan.keep)  # drops the partial id map on failure
+    if on_disk:  # the new vectors become one more list part; the older parts are linked, not copied
+        appender = PartAppender(base, first)
+        add_blocks(appender, source, idmap, config, log=log, keep=plan.keep)
+        try:
+            index = appender.finish(out, log)
+        except BaseException:
+            idmap.abort()
+            raise
+    else:
+        add_blocks(
+            index, source, idmap, config, log=log, keep=plan.keep
+        )  # drops the partial id map on failure
     appended_all = plan.added == source.num_rows and not len(plan.replace) and not meta.deleted
     if all_vectors is not None and appended_all and all_vectors.num_rows == index.ntotal:
         tq = tuning_queries(all_vectors, config, None)
@@ -133,7 +145,8 @@ def _add(
             "stale": True,
             "note": "measured before `index add`; rebuild or re-tune for a current figure",
         }
-    _write_index(index, out / INDEX_NAME)
+    if not on_disk:
+        _write_index(index, out / INDEX_NAME)
     idmap.close()
     meta.num_vectors = int(index.ntotal)
     meta.deleted += len(np.unique(plan.replace))

@@ -258,6 +258,10 @@ def _build(
     t_start = time.perf_counter()
     on_gpu = gpu_mod.resolve_gpu(config.gpu)
     n, d = source.num_rows, source.dim
+    if config.on_disk:
+        from uniretrieve.index.ondisk_build import build_on_disk
+
+        return build_on_disk(source, out, config, tune_source, train_source, source_info, log, t_start)
     if config.index_type == "auto" and auto.measures(n, d, gpu=on_gpu):
         return auto.build_measured(source, out, config, tune_source, train_source, source_info, log, t_start)
     choice = resolve_choice(n, d, config, gpu=on_gpu, train_n=(train_source or source).num_rows)

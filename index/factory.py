@@ -124,10 +124,12 @@ def make_choice(
     train_n: int | None = None,
     storage: str = "fp32",
     gpu: bool = False,
+    refine: bool | None = None,
 ) -> IndexChoice:
     """The factory string and expected memory for an explicit type (`--type flat|ivf|ivfpq|hnsw`); `storage`
     (fp32 | fp16) is how flat, IVF and HNSW keep full vectors; `gpu`: the build runs on a GPU (PQ codes ≤ 96
-    bytes)."""
+    bytes); `refine` False: no SQ8 re-ranking copy of the vectors (an on-disk index keeps nothing per vector in
+    RAM)."""
     kind = INDEX_KINDS.get(index_type)
     if kind is None:
         raise IndexChoiceError(
@@ -144,6 +146,8 @@ def make_choice(
         lay = replace(lay, nlist=c)
     if kind.pq:
         lay = _pq_layout(lay, n, d, pq_m=pq_m, budget=budget, train_n=train_n, gpu=gpu)
+        if refine is False:
+            lay = replace(lay, refine=False)
         # Re-rank PQ candidates with 8-bit scalar-quantised vectors (d bytes each) when that fits: PQ alone
         # plateaus well below recall@10 = 0.95 on dense embeddings, SQ8 scores are within ~1e-3 of exact ones.
         why += (

@@ -90,8 +90,33 @@ class BuildConfig:
     )
     """True: use all visible GPUs (error if none); False: CPU; None: GPUs when a FAISS GPU build sees any."""
     seed: int = field(default=0, metadata=no_cli())
+    on_disk: bool = field(
+        default=False,
+        metadata=opt("IVF lists in a file, memory-mapped by search (indexes larger than RAM).", "--on-disk"),
+    )
+    """IVF(-PQ) inverted lists in files next to the index, memory-mapped by readers (index/ondisk.py); `--memory-budget`
+    then bounds the RAM of the build (training sample, one fill range), not the lists."""
+    workers: int = field(
+        default=0, metadata=opt("Processes filling an on-disk index's lists (0: this process).", "--workers")
+    )
+    engine: str = field(
+        default="local",
+        metadata=opt("local | ray: who runs the on-disk fill (Ray tasks with ray).", "--engine"),
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata=opt("Ray cluster address for --engine ray (default: a local Ray).", "--ray-address"),
+    )
 
     def __post_init__(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"--engine must be local or ray, got {self.engine!r}")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be ≥ 0, got {self.workers}")
+        if self.on_disk and self.index_type not in ("auto", "ivf", "ivfpq"):
+            raise ValueError(
+                f"--on-disk keeps IVF lists in a file: use --type ivf or ivfpq, not {self.index_type}"
+            )
         if not 0 < self.target_recall <= 1:
             raise ValueError(f"target recall must be in (0, 1], got {self.target_recall}")
         if self.block_rows <= 0 or self.k <= 0:

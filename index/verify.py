@@ -13,6 +13,7 @@ from pathlib import Path
 
 from uniretrieve.index.idmap import IDMAP_NAME, IdMapError, deleted_mask, read_idmap
 from uniretrieve.index.meta import INDEX_NAME, META_NAME, IndexMetaError, read_meta
+from uniretrieve.index.ondisk import read_version_index
 from uniretrieve.index.store import POINTER_NAME, current_version, has_index, version_folders
 
 
@@ -31,7 +32,6 @@ class Report:
 
 
 def verify_index(root: str | Path) -> Report:
-    import faiss
 
     root = Path(root)
     rep = Report(root)
@@ -53,8 +53,8 @@ def verify_index(root: str | Path) -> Report:
         rep.problems.append(str(exc))
         return rep
     try:
-        index = faiss.read_index(str(v.path / INDEX_NAME))
-    except RuntimeError as exc:
+        index = read_version_index(v.path)  # an on-disk index: every list part must open
+    except (RuntimeError, IndexMetaError) as exc:
         rep.problems.append(f"{v.path / INDEX_NAME}: unreadable ({str(exc).splitlines()[-1]})")
         index = None
     try:

@@ -120,10 +120,10 @@ class Searcher(FilteredSearch):
         trust_remote_code: allow the query model (the recorded one too) to run its checkpoint's own Python code.
         model_dtype: the query model's compute dtype (bfloat16, float16, float32; None: bf16 on GPU, fp32 on CPU).
         """
-        import faiss
 
         from uniretrieve.index.idmap import IDMAP_NAME, read_idmap
-        from uniretrieve.index.meta import INDEX_NAME, IndexMetaError, read_meta
+        from uniretrieve.index.meta import IndexMetaError, read_meta
+        from uniretrieve.index.ondisk import read_version_index
         from uniretrieve.index.store import open_version
 
         d = Path(index_dir)
@@ -131,7 +131,7 @@ class Searcher(FilteredSearch):
         try:
             v = held.path
             meta = read_meta(v)
-            index = faiss.read_index(str(v / INDEX_NAME))
+            index = read_version_index(v)  # memory-mapped lists for an on-disk index
             idmap = read_idmap(v / IDMAP_NAME)
             if index.ntotal != meta.num_vectors or len(idmap) != index.ntotal or index.d != meta.dim:
                 raise IndexMetaError(
