@@ -76,3 +76,18 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, *, n: int | None = Non
         a @ b
         best = min(best, now(device) - t0)
     return 2 * n**3 / best
+
+
+def run_header(module: str) -> dict[str, str]:
+    """Date, machine and the exact command of a benchmark run, for the head of its JSON report."""
+    import datetime as dt
+    import os
+    import platform
+    import sys
+
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 30
+    return {
+        "date": dt.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {mem} GiB",
+        "command": " ".join([f"python -m {module}", *sys.argv[1:]]),
+    }

@@ -89,6 +89,8 @@ def read_version_index(folder: Path) -> Any:
     flags = faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY
     with quiet_stdout():
         parts = [faiss.read_index(str(folder / f"{name}.faiss"), flags) for name in part_names(folder)]
+    for p in parts:
+        faiss.downcast_InvertedLists(faiss.extract_index_ivf(p).invlists).prefetch_nthread = PREFETCH_THREADS
     if len(parts) == 1:
         return parts[0]
     index = faiss.read_index(str(folder / INDEX_NAME))
@@ -104,6 +106,13 @@ def read_version_index(folder: Path) -> Any:
         index, parts
     )  # the parts (and their mapped lists) live as long as the index
     return index
+
+
+PREFETCH_THREADS = 0
+"""Threads FAISS's on-disk lists start per search to read probed lists ahead (its default: 32). 0, measured here:
+on cached pages they only cost (200k × 256, nprobe 77: 700 → 1,158 queries/s, one query 3.3 → 1.2 ms, as fast as
+the lists in RAM), and with the lists 1.5× over a cgroup memory limit 32 threads thrashed (1,000 queries unfinished
+after 10 minutes; 0 threads: 2.9 queries/s, bound by the disk's random reads)."""
 
 
 # --- filling lists -----------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from uniretrieve.demo import DemoConfig
 from uniretrieve.embed.config import EncodeConfig
 from uniretrieve.eval.config import EvalConfig
 from uniretrieve.index.meta import BuildConfig
+from uniretrieve.index.milvus import MilvusConfig
 from uniretrieve.scenes.config import GenerateConfig
 from uniretrieve.serve.config import ServeConfig
 from uniretrieve.tiny.config import PretrainConfig, TinyRecipeConfig
@@ -32,6 +33,7 @@ RETIRED = {"--out", "--output-dir", "--work"}
 CONFIG_COMMANDS: dict[str, tuple[type, set[str]]] = {
     "encode": (EncodeConfig, set()),
     "index build": (BuildConfig, {"shards", "output", "tune_queries", "overwrite"}),
+    "index export-milvus": (MilvusConfig, {"shards", "uri", "collection", "import_files", "overwrite"}),
     "eval": (EvalConfig, {"json_out", "cache_dir", "no_cache", "paper_row", "quiet"}),
     "demo": (DemoConfig, set()),
     "serve": (ServeConfig, set()),

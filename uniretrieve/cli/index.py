@@ -1,4 +1,5 @@
-"""`uniretrieve index build|add|verify`: FAISS indexes over embedding shards (library: uniretrieve.index)."""
+"""`uniretrieve index build|add|verify|export-milvus`: FAISS indexes over embedding shards, and the shards exported
+to Milvus (library: uniretrieve.index)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from uniretrieve.cli.options import config_command, register, user_errors
 
 if TYPE_CHECKING:
     from uniretrieve.index.meta import BuildConfig
+    from uniretrieve.index.milvus import MilvusConfig
 
 app = typer.Typer(
-    help="Build FAISS indexes over embedding shards, or add shards to one.", no_args_is_help=True
+    help="Build FAISS indexes over embedding shards, add shards to one, or export shards to Milvus.",
+    no_args_is_help=True,
 )
 
 
@@ -116,6 +119,51 @@ def verify(
     typer.echo(f"ok: {index_dir} ({rep.version}: {rep.vectors} vectors, {rep.live} live)")
 
 
+@config_command("uniretrieve.index.milvus:MilvusConfig")
+def export_milvus(
+    config: MilvusConfig,
+    shards: Annotated[
+        list[Path], typer.Argument(help="Embedding shard directories (made by `uniretrieve encode`).")
+    ],
+    uri: Annotated[
+        str,
+        typer.Option(
+            "--uri",
+            help="Milvus to write to: http://host:19530 (a server or cluster; a token from $MILVUS_TOKEN) or a "
+            "local file ending in .db (milvus-lite).",
+        ),
+    ],
+    collection: Annotated[str, typer.Option("--collection", help="Collection to create or add to.")],
+    import_files: Annotated[
+        Path | None,
+        typer.Option(
+            "--import-files",
+            help="Create the collection but write the rows to Parquet files here, for Milvus bulk import.",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Drop an existing collection of that name first.")
+    ] = False,
+) -> None:
+    """Copy shards into a Milvus collection: ids, float32 vectors (IP metric), every column, the model's settings.
+
+    Rerunning is safe: rows already there with the same id and content hash are skipped, changed ones replaced.
+    A collection of another dim, schema or model is refused unless --overwrite. See docs/milvus.md."""
+    from uniretrieve.index.milvus import export_to_milvus
+
+    with user_errors():
+        export_to_milvus(
+            shards,
+            uri,
+            collection,
+            config,
+            overwrite=overwrite,
+            import_files=import_files,
+            log=typer.echo,
+        )
+
+
 register(app, "build", build, {"--out": "--output"})
 register(app, "add", add)
 register(app, "verify", verify)
+register(app, "export-milvus", export_milvus)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uniretrieve.config import opt, strict_from_dict, trust_remote_code_opt, versioned
+from uniretrieve.config import no_cli, opt, strict_from_dict, trust_remote_code_opt, versioned
 from uniretrieve.io import atomic_write_json
 
 CONFIG_NAME = "encode_config.json"
@@ -70,12 +70,21 @@ class EncodeConfig:
     )
     """Let a table's image paths (and an image folder's symlinks) point outside the corpus root: the table's folder,
     or the image folder itself. Off by default, so a crafted table cannot make the run read other files."""
-    rank: int | None = field(default=None, metadata=opt("This process's rank (default: $RANK or 0)."))
-    """This process's rank; default: $RANK (torchrun) or 0."""
-    world_size: int | None = field(
-        default=None, metadata=opt("Processes splitting the input (default: $WORLD_SIZE or 1).")
+    rank: int | None = field(default=None, metadata=no_cli())
+    """This process's rank; default: $RANK (torchrun on one machine; several machines: `--engine ray`)."""
+    world_size: int | None = field(default=None, metadata=no_cli())
+    """Number of processes splitting the input; default: $WORLD_SIZE (torchrun) or 1."""
+    engine: str = field(
+        default="local", metadata=opt("local (this process, or torchrun ranks) | ray (a Ray Data pipeline).")
     )
-    """Number of processes splitting the input; default: $WORLD_SIZE or 1."""
+    """local: this process (or the torchrun ranks of one machine); ray: a Ray Data pipeline on a Ray cluster
+    (embed/ray_engine.py), this process the only writer."""
+    ray_address: str | None = field(
+        default=None, metadata=opt("Ray cluster address for --engine ray (default: a local Ray).")
+    )
+    actors: int | None = field(
+        default=None, metadata=opt("Encoder actors for --engine ray (default: one per GPU, else 1).")
+    )
     progress: bool = field(default=True, metadata=opt("Show a progress bar."))
 
     def __post_init__(self) -> None:
@@ -87,6 +96,10 @@ class EncodeConfig:
             raise ValueError(f"workers must be ≥ 0, got {self.workers}")
         if self.shard_rows is not None and self.shard_rows <= 0:
             raise ValueError(f"shard_rows must be positive, got {self.shard_rows}")
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"engine must be local or ray, got {self.engine!r}")
+        if self.actors is not None and self.actors <= 0:
+            raise ValueError(f"actors must be positive, got {self.actors}")
         rank, world = self.resolved_rank()
         if not 0 <= rank < world:
             raise ValueError(f"rank must be in [0, world_size={world}), got {rank}")

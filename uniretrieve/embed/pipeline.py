@@ -90,10 +90,12 @@ def encode_corpus(
     *,
     encoder: Encoder | None = None,
     on_batch: BatchHook | None = None,
+    ray_actor: type | None = None,
 ) -> EncodeResult:
     """Encode `config.input` into shards in `config.output`; resume, update or refuse as the directory requires.
 
-    encoder: an already loaded Encoder (else loaded from `config.model`).
+    encoder: an already loaded Encoder (else loaded from `config.model`; with `--engine ray` the actors load it and
+    this process only learns its description). ray_actor: the Ray engine's embedding class (tests inject faults).
     """
     t0 = time.perf_counter()
     rank, world = config.resolved_rank()
@@ -109,7 +111,9 @@ def encode_corpus(
             allow_outside_root=config.allow_outside_root,
         )
     )
-    enc = encoder if encoder is not None else load_encoder(config, rank)
+    if config.engine == "ray" and world > 1:
+        raise ValueError("--engine ray schedules the whole corpus itself: run one driver, without ranks")
+    enc = encoder if encoder is not None else _load(config, rank)
     check_encoder_matches(enc, config)
     spec = make_spec(enc, config)
     existing = read_manifest(root) if root.is_dir() else None
@@ -140,7 +144,21 @@ def encode_corpus(
         if chunks:
             t1 = time.perf_counter()
             try:
-                _run(root, spec, config, enc, corpus, listing, plan, segment, chunks, result, on_batch, rank)
+                _run(
+                    root,
+                    spec,
+                    config,
+                    enc,
+                    corpus,
+                    listing,
+                    plan,
+                    segment,
+                    chunks,
+                    result,
+                    on_batch,
+                    rank,
+                    ray_actor,
+                )
             finally:
                 result.encode_seconds = time.perf_counter() - t1
     barrier(dist)
@@ -166,12 +184,20 @@ def _run(
     result: EncodeResult,
     on_batch: BatchHook | None,
     rank: int,
+    ray_actor: type | None = None,
 ) -> None:
     image_bs = min(config.batch_size, getattr(enc.spec, "max_image_batch", None) or config.batch_size)
     stream = work_batches(corpus, listing, plan, segment, chunks, config.batch_size, image_bs)
-    loader = embed_stream(
-        enc, stream, PrepareBatch(enc.input_builder), batch_of=_prepared, workers=config.workers
-    )
+    if config.engine == "ray":  # decode, preprocess and embed in the cluster; this process commits
+        from uniretrieve.embed.ray_engine import chunk_ordered
+
+        loader: Iterator[tuple[LoadedBatch, np.ndarray | None]] = chunk_ordered(
+            config, enc, stream, **({"actor": ray_actor} if ray_actor else {})
+        )
+    else:
+        loader = embed_stream(
+            enc, stream, PrepareBatch(enc.input_builder), batch_of=_prepared, workers=config.workers
+        )
     commit = ChunkCommitter(root, plan, listing, segment.index, rank, row_group_rows(spec.dim, spec.dtype))
     writer = ShardWriter(root, spec, commit)
     pending: dict[int, ChunkResult] = {}
@@ -215,6 +241,14 @@ def _run(
         raise
     writer.close()
     result.skipped = dict(skipped)
+
+
+def _load(config: EncodeConfig, rank: int) -> Any:
+    if config.engine == "ray":
+        from uniretrieve.embed.ray_engine import encoder_facts
+
+        return encoder_facts(config)
+    return load_encoder(config, rank)
 
 
 def _prepared(lb: LoadedBatch) -> Any:
