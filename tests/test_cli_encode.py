@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import duckdb
@@ -91,3 +92,11 @@ def test_an_empty_input_says_so(tmp_path: Path, tiny_model_dir: Path, tiny_encod
     res = invoke(str(empty), "-o", str(tmp_path / "o"), "-m", str(tiny_model_dir))
     assert res.exit_code == 0, res.output
     assert "the input holds no items" in res.output and "up to date" not in res.output
+
+
+def test_engine_ray_without_ray_is_one_line(tmp_path, monkeypatch) -> None:
+    (tmp_path / "t.txt").write_text("a line\n")
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if it were not installed
+    r = runner.invoke(app, ["encode", str(tmp_path / "t.txt"), "-o", str(tmp_path / "o"), "--engine", "ray"])
+    assert r.exit_code == 2, r.output
+    assert 'pip install "uniretrieve[ray]"' in r.output and len(r.output.strip().splitlines()) == 1

@@ -19,8 +19,10 @@ from uniretrieve.embed.pipeline import encode_corpus
 from uniretrieve.embed.reader import open_shards
 from uniretrieve.embed.writer import read_errors
 
-ray = pytest.importorskip("ray")
 runner = CliRunner()
+
+
+ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,7 @@ LAZY_ERRORS = (
     ("uniretrieve.models.loading", "ModelLoadError"),
     ("uniretrieve.index.gpu", "GpuUnavailableError"),
     ("uniretrieve.train.checkpoint", "CheckpointError"),
+    ("uniretrieve.embed.ray_engine", "RayUnavailableError"),
 )
 """User-facing errors that are not ValueErrors, by module: a module not imported cannot have raised its error,
 so looking them up in sys.modules keeps the CLI from importing torch or faiss to name them."""

@@ -34,12 +34,16 @@ MAX_BLOCKS = 20_000
 RAY_MISSING = 'the Ray engine needs Ray: pip install "uniretrieve[ray]"'
 
 
+class RayUnavailableError(RuntimeError):
+    """Ray is not installed (the CLI prints the one line)."""
+
+
 def connect(address: str | None) -> Any:
     """`ray`, initialised: the cluster at `address` (e.g. ray://head:10001 or auto), else a local instance."""
     try:
         import ray
     except ImportError:
-        raise RuntimeError(RAY_MISSING) from None
+        raise RayUnavailableError(RAY_MISSING) from None
     if not ray.is_initialized():
         # Ray Data logs progress and advice to the terminal; the encode prints its own summary
         for name in ("ray", "ray.data"):
