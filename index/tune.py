@@ -196,6 +196,42 @@ def _drop_excluded(ids: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+PLATEAU_TOLERANCE = 0.005
+"""recall@k an unreachable target's choice may give up against the best measured value, for speed."""
+
+
+def _plateau_start(
+    results: dict[int, tuple[float, float, float]],
+    fits: list[int],
+    best: int,
+    at: Callable[[int, bool], tuple[float, float, float]],
+    latency: bool,
+) -> int:
+    """When the target is out of reach: the smallest value whose measured recall is within PLATEAU_TOLERANCE of the
+    best value's, and not below the best's lower confidence bound. Recall plateaus (PQ codes cap it), and the
+    largest nprobe buys the last 0.0005 of it at several times the cost (measured: 20 MB IVF-PQ on real
+    embeddings, nprobe 1,024 where 305 gives the same recall on fresh queries). Bisects between the powers of two."""
+    floor = max(results[best][1], results[best][0] - PLATEAU_TOLERANCE)
+    ok = sorted(v for v in fits if results[v][0] >= floor)
+    if not ok:
+        return best
+    hi = ok[0]
+    below = [v for v in results if v < hi]
+    a = max(below) if below else None
+    if a is not None:
+        b = hi
+        while b - a > 1:
+            mid = (a + b) // 2
+            if mid not in results:
+                results[mid] = at(mid, latency)
+            if results[mid][0] >= floor:
+                b = mid
+            else:
+                a = mid
+        hi = b
+    return hi
+
+
 def tune(
     index: Any,
     index_type: str,
@@ -261,11 +297,17 @@ def tune(
     note = ""
     if hi is None:
         fits = [v for v, r in results.items() if latency_ms is None or r[2] <= latency_ms]
-        hi = max(fits, key=lambda v: (results[v][1], -v)) if fits else min(results)
+        best = max(fits, key=lambda v: (results[v][1], -v)) if fits else min(results)
+        hi = _plateau_start(results, fits, best, at, latency_ms is not None)
         note = (
             f"target recall {target} not reached"
             + (f" within {latency_ms} ms" if latency_ms is not None else "")
-            + f"; best {param}={hi} gives {results[hi][0]:.4f} (lower bound {results[hi][1]:.4f})"
+            + f"; best {param}={best} gives {results[best][0]:.4f} (lower bound {results[best][1]:.4f})"
+            + (
+                f"; chose {param}={hi} ({results[hi][0]:.4f}), the smallest within {PLATEAU_TOLERANCE} of it"
+                if hi != best
+                else ""
+            )
         )
     rec, low, lat = at(hi, True)
     return TuneResult(

@@ -297,3 +297,27 @@ def test_a_budget_capped_sample_still_trains_an_index_that_reaches_its_recall(tm
     )
     assert any("on 2496 sampled vectors" in s and "--memory-budget" in s for s in lines)  # 39 × 64 rows
     assert meta.tuning["reached"] and meta.num_vectors == 4000
+
+
+def test_unreachable_target_takes_the_start_of_the_recall_plateau() -> None:
+    """PQ codes cap recall below the target: the tuner used to take the value with the best lower bound (the
+    largest nprobe, for the plateau's last 0.000x); now the smallest nprobe within 0.005 recall of the best."""
+    import faiss
+
+    from uniretrieve.index.tune import PLATEAU_TOLERANCE, make_tune_queries, tune
+
+    x = clustered_vectors(6000, 32, seed=4)
+    q = clustered_vectors(300, 32, seed=5)
+    index = faiss.index_factory(32, "IVF64,PQ4x8", faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.add(x)
+    tq = make_tune_queries(lambda: iter([x]), q, 10, kind="test")
+    r = tune(index, "ivfpq", tq, target=0.99, k=10, nlist=64)
+    assert not r.reached and "chose nprobe" in r.note
+    by_value = {s["value"]: s for s in r.sweep}
+    best = max(by_value.values(), key=lambda s: (s["recall_lower"], -s["value"]))
+    assert r.value < best["value"]  # the old rule's choice
+    floor = max(best["recall_lower"], best["recall"] - PLATEAU_TOLERANCE)
+    assert r.recall >= floor - 1e-4  # as good as the best, within the tolerance
+    smaller = [s for v, s in by_value.items() if v < r.value]
+    assert smaller and all(s["recall"] < floor for s in smaller)  # and nothing smaller is
