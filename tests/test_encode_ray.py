@@ -76,9 +76,14 @@ def _same(a: Path, b: Path) -> None:
 
 
 def test_ray_engine_with_a_killed_actor_equals_one_process(
-    tmp_path, corpus, tiny_model_dir, local_ray
+    tmp_path, corpus, tiny_model_dir, local_ray, monkeypatch
 ) -> None:
     from tests.ray_faults import DyingOnce
+    from uniretrieve.embed import ray_engine
+
+    monkeypatch.setattr(
+        ray_engine, "LOCAL_DESCRIBE_BYTES", 0
+    )  # describe the model in a Ray task, as for a 7B
 
     plain = encode_corpus(cfg(corpus, tmp_path / "plain", tiny_model_dir, shard_rows=4, dtype="float32"))
     marker = tmp_path / "died"

@@ -19,7 +19,8 @@ import logging
 import os
 import pickle
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 PREPARE_MEMORY = 256 << 20
 """Bytes reserved per decode task (a batch of decoded images and their processor tensors)."""
 BATCHES_PER_BLOCK = 4
+LOCAL_DESCRIBE_BYTES = 2 << 30
+"""Checkpoints up to this size are described by loading them in the driver (on the CPU) rather than in a Ray task."""
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 MAX_BLOCKS = 20_000
 """Ray Data blocks of work at most (each is one object in Ray's store)."""
 RAY_MISSING = 'the Ray engine needs Ray: pip install "uniretrieve[ray]"'
@@ -90,10 +94,33 @@ def _facts(config: EncodeConfig) -> EncoderFacts:
 
 
 def encoder_facts(config: EncodeConfig) -> EncoderFacts:
-    """Load the model once in the cluster (one task, the actors' resources) and return its facts."""
+    """The encoder's facts: a checkpoint of at most LOCAL_DESCRIBE_BYTES is loaded here, on the CPU, in the compute
+    dtype the actors will use (the dtype is part of the shards' settings); a larger one once in the cluster (one
+    task with an actor's resources), so the driver never holds big weights. The local load saves a worker's start-up
+    (measured: 7.4 s for the task vs 0.2 s here, unime-tiny on 2 cores)."""
     ray = connect(config.ray_address)
     gpus, _ = _actor_resources(ray, config)
+    if checkpoint_bytes(config) <= LOCAL_DESCRIBE_BYTES:
+        dtype = config.model_dtype or (
+            "bfloat16" if gpus else None
+        )  # resolve_dtype's default on the actors' device
+        return _facts(replace(config, device="cpu", model_dtype=dtype))
     return ray.get(ray.remote(num_gpus=gpus, max_retries=2)(_facts).remote(config))
+
+
+def checkpoint_bytes(config: EncodeConfig) -> float:
+    """Bytes of the model's (and adapter's) weight files; infinite when they are not local files (a hub id)."""
+    from uniretrieve.models.loading import resolve_source
+
+    total = 0.0
+    for where in (resolve_source(config.model), config.adapter):
+        if where is None:
+            continue
+        path = Path(where).expanduser()
+        if not path.is_dir():
+            return float("inf")
+        total += sum(f.stat().st_size for f in path.rglob("*") if f.suffix in WEIGHT_SUFFIXES and f.is_file())
+    return total
 
 
 def _actor_resources(ray: Any, config: EncodeConfig) -> tuple[float, float]:
