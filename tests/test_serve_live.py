@@ -146,3 +146,33 @@ def test_a_replaced_item_points_to_its_new_row(tmp_path: Path, tiny_model_dir: P
         hits = c.post("/search", json={"text": "anything", "k": 100}).json()["hits"]
         assert old not in {h["internal_id"] for h in hits} and new in {h["internal_id"] for h in hits}
         assert c.post("/search", json={"like": new, "k": 1}).json()["hits"][0]["internal_id"] == new
+
+
+def test_serving_an_on_disk_index_and_its_live_add(dirs: dict, tiny_encoder, tmp_path: Path) -> None:
+    """`serve` over an on-disk IVF index: memory-mapped lists answer text and "more like this" queries, and an
+    `index add` (a new hard-linked part) is swapped in without a restart."""
+    from tests.index_helpers import quiet
+    from uniretrieve.index.build import build_index
+    from uniretrieve.index.meta import BuildConfig
+    from uniretrieve.index.source import ShardSource
+
+    index = tmp_path / "idx"
+    config = BuildConfig(index_type="ivf", nlist=2, on_disk=True, gpu=False)
+    build_index(ShardSource([dirs["shards"]]), index, config, log=quiet)
+    app = make_app(index, tiny_encoder, watch_interval=0.05)
+    with TestClient(app) as c:
+        assert c.get("/info").status_code == 200
+        before = c.get("/health").json()["version"]
+        res = c.post("/search", json={"text": "a shape", "k": 3})
+        assert res.status_code == 200 and len(res.json()["hits"]) == 3
+        like = c.post("/search", json={"like": 0, "k": 1}).json()["hits"]
+        assert like[0]["internal_id"] == 0  # its stored vector finds itself (its own list is probed first)
+        add_shards(index, dirs["more"][0])
+        deadline = time.monotonic() + 20
+        while c.get("/health").json()["version"] == before:
+            assert time.monotonic() < deadline, "the add was never swapped in"
+            time.sleep(0.02)
+        new = c.get("/items", params={"id": "new0/b.png"})
+        assert new.status_code == 200, new.text
+        iid = new.json()["internal_id"]
+        assert c.post("/search", json={"like": iid, "k": 1}).json()["hits"][0]["internal_id"] == iid
