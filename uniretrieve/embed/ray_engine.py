@@ -205,7 +205,10 @@ def ray_embed_stream(
         num_cpus=0.5,
         memory=PREPARE_MEMORY,
     )
-    threads = 0 if gpus else max(1, round(cpus))
+    # torch threads per CPU actor: the cluster's CPUs shared by the actors (the decode tasks' reservation above is
+    # scheduling accounting; they run on the same cores between batches). One actor on 2 cores: 2 threads, as the
+    # plain path; two actors: 1 each (the benchmark's setting)
+    threads = 0 if gpus else max(1, round(float(ray.cluster_resources().get("CPU", 1)) / n_actors))
     ds = ds.map(
         type(actor.__name__, (actor,), {"config": config, "threads": threads}),
         compute=rd.ActorPoolStrategy(size=n_actors),
