@@ -143,13 +143,8 @@ def fill_range(task: FillTask, source: Any) -> int:
     return int(index.ntotal)
 
 
-def _fill_in_process(task: FillTask, source: Any) -> int:
-    # the process pool's entry point (a module-level function, so it pickles under spawn)
-    return fill_range(task, source)
-
-
 def fill_ranges(
-    tasks: Sequence[FillTask], source: Any, *, workers: int, engine: str, ray_address: str | None, log: Any
+    tasks: Sequence[FillTask], source: Any, *, workers: int, engine: str, ray_address: str | None
 ) -> None:
     """Run the fill tasks: in this process (workers 0), in `workers` local processes, or as Ray tasks."""
     if engine == "ray":
@@ -167,7 +162,7 @@ def fill_ranges(
     import multiprocessing as mp
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-        for _ in pool.map(_fill_in_process, tasks, [source] * len(tasks)):
+        for _ in pool.map(fill_range, tasks, [source] * len(tasks)):
             pass
 
 
@@ -294,9 +289,7 @@ def fill_part(
     )
     log(f"filling {stop - start} vectors into {name} in {len(tasks)} range(s) ({how})")
     try:
-        fill_ranges(
-            tasks, source, workers=plan.workers, engine=plan.engine, ray_address=plan.ray_address, log=log
-        )
+        fill_ranges(tasks, source, workers=plan.workers, engine=plan.engine, ray_address=plan.ray_address)
         n = write_part(trained, [Path(t.out) for t in tasks], folder, name)
     finally:
         for t in tasks:
