@@ -144,6 +144,10 @@ class TrainConfig:
     max_text_tokens: int | None = None
     """Truncate texts to this many tokens before prompting; null = the backbone default."""
     prompt_regime: Literal["e5v", "mmeb"] = "e5v"
+    bucket_fill: float = 0.5
+    """Each side of a batch is embedded in groups of rows of similar token count, each group at least this share
+    real (not padding) tokens (uniretrieve/models/batching.py `length_buckets`); 0: one padded tensor per side.
+    Rows are embedded independently, so only the compute changes."""
     log_every: int = 10
     device: str | None = None
     """"cuda", "cpu", ...; null = CUDA when present. Under torchrun each rank uses its LOCAL_RANK GPU."""
@@ -165,6 +169,8 @@ class TrainConfig:
             )
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be >= 1; got {self.chunk_size}")
+        if not 0.0 <= self.bucket_fill <= 1.0:
+            raise ConfigError(f"bucket_fill must be in [0, 1]; got {self.bucket_fill}")
         if (self.max_steps is None) == (self.epochs is None):
             raise ConfigError("set exactly one of max_steps and epochs (the other null)")
         if self.max_steps is not None and self.max_steps < 1:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 
+from uniretrieve.models.batching import length_buckets
 from uniretrieve.train import distributed
 from uniretrieve.train.batching import GroupedEpochs, ShuffledEpochs, local_slice
 from uniretrieve.train.config import ConfigError, LoraConfig, OptimConfig, TrainConfig
@@ -88,8 +89,11 @@ Group = tuple[str, torch.Tensor, Mapping[str, torch.Tensor]]
 """(side "q"/"t", row indices in the local batch, prepared inputs)."""
 
 
-def prepare_groups(student: Any, data: Stage2Data, batch: list[int], regime: str) -> tuple[list[Group], int]:
-    """The local batch's pairs → model inputs, one group per (side, has-image), each tokenized once."""
+def prepare_groups(
+    student: Any, data: Stage2Data, batch: list[int], regime: str, fill: float = 0.0
+) -> tuple[list[Group], int]:
+    """The local batch's pairs → model inputs: per (side, has-image), groups of rows of similar token count
+    (`length_buckets` at `fill`; 0: one group)."""
     pairs = [data.pairs[data.pool[i]] for i in batch]
     sides = {
         "q": [data.item(p.query, p.query_image, regime) for p in pairs],
@@ -100,9 +104,16 @@ def prepare_groups(student: Any, data: Stage2Data, batch: list[int], regime: str
     for side, items in sides.items():
         for has_image in (True, False):
             rows = [i for i, it in enumerate(items) if it is not None and (it.image is not None) == has_image]
-            if rows:
-                inputs = student.prepare([items[i] for i in rows]).inputs
+            if not rows:
+                continue
+            inputs = student.prepare([items[i] for i in rows]).inputs
+            buckets = length_buckets(inputs["attention_mask"].sum(1).tolist(), min_fill=fill)
+            if len(buckets) == 1:
                 groups.append((side, torch.tensor(rows), inputs))
+                continue
+            for bucket in buckets:
+                sub = [rows[j] for j in bucket]
+                groups.append((side, torch.tensor(sub), student.prepare([items[i] for i in sub]).inputs))
     return groups, len(pairs)
 
 
@@ -161,7 +172,9 @@ def hn_loss_fn(
 
 def make_step_fn(student: Any, data: Stage2Data, cfg: Stage2Config) -> Any:
     def step(step: int, global_batch: list[int]) -> dict[str, torch.Tensor]:
-        groups, n = prepare_groups(student, data, local_slice(global_batch), cfg.prompt_regime)
+        groups, n = prepare_groups(
+            student, data, local_slice(global_batch), cfg.prompt_regime, cfg.bucket_fill
+        )
         same = same_target_matrix(data, global_batch) if cfg.loss.mask_same_target else None
         return gradcache_step(
             [student.embed] * len(groups),

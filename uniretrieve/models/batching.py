@@ -54,6 +54,19 @@ def plan_batches(
     yield batch
 
 
+def length_buckets(lengths: Sequence[int], *, min_fill: float = 0.75) -> list[list[int]]:
+    """Positions of `lengths` grouped longest first, each group holding the rows down to `min_fill` × its longest,
+    so that at least that share of a group's padded tokens is real. Training batches mix 300-token captions with
+    few-token answers; padded as one tensor, under half its tokens were real (docs/tiny-model.md)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    buckets: list[list[int]] = []
+    for i in order:
+        if not buckets or lengths[i] < min_fill * lengths[buckets[-1][0]]:
+            buckets.append([])
+        buckets[-1].append(i)
+    return buckets
+
+
 class PrepareRows:
     """`indices → (indices, input_builder(items))` over `rows`: `Item`s, or objects whose `to_item()` gives one (then
     only the batch being prepared is decoded). Picklable, so DataLoader workers run it."""
