@@ -5,7 +5,9 @@
     python -m benchmarks.real_search --rows 2000 --queries 100 --synthetic --no-peers     # seconds (the test)
 
 Vectors: benchmarks/real_vectors.py (all-MiniLM-L6-v2 over real English sentences, fresh queries never in the
-database), or with --synthetic a small clustered matrix (tests). Rows, each measured in fresh processes (build in
+database), `--vectors DIR` a folder in the same layout (benchmarks/crossmodal_vectors.py: unime-tiny's caption
+queries against its image embeddings; its tune.npy, held-out captions, is what uniretrieve tunes on), or with
+--synthetic a small clustered matrix (tests). Rows, each measured in fresh processes (build in
 one, search in another, so the search RSS is what a service would hold):
 
 - uniretrieve: `build_index` with its defaults (auto, target recall 0.95) at each --budgets value, plus the types of
@@ -68,12 +70,21 @@ def build_child(data: Path, index_dir: Path, index_type: str, budget: int, targe
     reset_peak()
     t0 = time.perf_counter()
     cfg = BuildConfig(index_type=index_type, memory_budget=budget, target_recall=target)
-    meta = build_index(ArraySource(db), index_dir, cfg, overwrite=True, log=lines.append)
+    tune = data / "tune.npy"  # held-out real queries (benchmarks/crossmodal_vectors.py): `--tune-queries`
+    meta = build_index(
+        ArraySource(db),
+        index_dir,
+        cfg,
+        tune_source=ArraySource(np.load(tune)) if tune.exists() else None,
+        overwrite=True,
+        log=lines.append,
+    )
     return {
         "build_s": round(time.perf_counter() - t0, 2),
         "build_rss_over_base_bytes": rss_peak() - base,
         "config": f"{meta.factory}, {', '.join(f'{k}={v}' for k, v in meta.search_params.items()) or 'exact'}",
         "promised_recall": meta.tuning.get("recall"),
+        "tuned_on": meta.tuning.get("query_kind"),
         "build_log": [x for x in lines if "recall" in x or "NOT" in x or "budget" in x][-4:],
     }
 
@@ -216,7 +227,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     budgets = [parse_bytes(b) for b in args.budgets.split(",")]
     work = args.workdir
-    if args.synthetic:
+    if args.vectors is not None:
+        data = args.vectors
+    elif args.synthetic:
         data = synthetic(args.rows, args.queries, work / f"synthetic-{args.rows}-{args.queries}")
     else:
         from benchmarks.real_vectors import prepare
@@ -232,7 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result = {
             "rows": db_shape[0],
             "dim": db_shape[1],
-            "queries": args.queries,
+            "queries": int(np.load(data / "queries.npy", mmap_mode="r").shape[0]),
             "k": args.k,
             "target": args.target_recall,
             "data": str(data),
@@ -269,6 +282,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument(
         "--synthetic", action="store_true", help="small clustered vectors instead of MiniLM (tests)"
+    )
+    ap.add_argument(
+        "--vectors",
+        type=Path,
+        default=None,
+        help="a prepared folder (db/queries/gt .npy, e.g. benchmarks/crossmodal_vectors.py) instead of MiniLM",
     )
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--md-out", type=Path, default=None)
