@@ -6,9 +6,10 @@ embeddings as the queries (text → image, the demo's workload), in the layout o
 
 `rows` generated scenes (seed 7, never trained on: the recipe trains on seed 0 and tests on seed 1) are encoded by
 `uniretrieve encode` (the corpus encoder: resumable shards under `<cache>/unime-tiny-scenes-<rows>/`); the queries
-are the first short caption of `queries` database scenes drawn at random, the tuning queries (`tune.npy`, for
-`index build --tune-queries`) the second caption of `TUNE` other database scenes, so the recall the build promises
-is measured on queries it never saw. `<cache>/unime-tiny-<rows>-<queries>/` then holds db.npy, queries.npy,
+are the long (Urban1K-layout) captions of `queries` database scenes drawn at random — the demo's main query, and
+the model's strength (short captions are ambiguous among 50,000 scenes) — and the tuning queries (`tune.npy`, for
+`index build --tune-queries`) those of `TUNE` other database scenes, so the recall the build promises is measured
+on queries it never saw. `<cache>/unime-tiny-<rows>-<queries>/` then holds db.npy, queries.npy,
 tune.npy, the exact top-100 of every query (gt_ids.npy, gt_scores.npy) and facts.json (the model, the seed, and how
 often the exact search ranks the described image first: what the ANN rows approximate).
 """
@@ -31,16 +32,14 @@ MODEL = "unime-tiny"
 
 
 def scenes(rows: int, cache: Path) -> Path:
-    """The generated corpus (urban1k images + short captions), made once."""
+    """The generated corpus (Urban1K layout: images and their long captions), made once."""
     from uniretrieve.scenes.config import GenerateConfig
     from uniretrieve.scenes.generate import generate
 
     out = cache / f"unime-tiny-scenes-{rows}"
-    if not (out / "short" / "data").is_dir():
+    if not (out / "urban1k" / "caption").is_dir():
         generate(
-            GenerateConfig(
-                out=str(out), seed=SEED, train_scenes=0, test_scenes=rows, layouts=("short", "urban1k")
-            )
+            GenerateConfig(out=str(out), seed=SEED, train_scenes=0, test_scenes=rows, layouts=("urban1k",))
         )
     return out
 
@@ -65,13 +64,8 @@ def image_vectors(corpus: Path, batch_size: int) -> tuple[list[str], np.ndarray]
     return ids, np.concatenate(parts)
 
 
-def captions(corpus: Path) -> dict[str, list[str]]:
-    """scene id → its short captions (the E5-V layout's parquet)."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(next((corpus / "short" / "data").glob("*.parquet")), columns=["image", "text"])
-    paths = [Path(x["path"]).stem for x in table.column("image").to_pylist()]
-    return dict(zip(paths, table.column("text").to_pylist(), strict=True))
+def long_caption(corpus: Path, scene_id: str) -> str:
+    return (corpus / "urban1k" / "caption" / f"{scene_id}.txt").read_text(encoding="utf-8").strip()
 
 
 def prepare(rows: int, queries: int, cache: Path = DEFAULT_CACHE, batch_size: int = 64) -> Path:
@@ -86,13 +80,12 @@ def prepare(rows: int, queries: int, cache: Path = DEFAULT_CACHE, batch_size: in
     corpus = scenes(rows, cache)
     ids, db = image_vectors(corpus, batch_size)
     t_db = time.perf_counter() - t0
-    caps = captions(corpus)
     rng = np.random.default_rng(SEED)
     picks = rng.permutation(len(ids))[: queries + TUNE]
     q_rows, tune_rows = picks[:queries], picks[queries:]
     encoder = Encoder.from_pretrained(MODEL)
-    q = encoder.encode([Item(text=caps[ids[i]][0]) for i in q_rows], batch_size=batch_size)
-    tune = encoder.encode([Item(text=caps[ids[i]][1]) for i in tune_rows], batch_size=batch_size)
+    q = encoder.encode([Item(text=long_caption(corpus, ids[i])) for i in q_rows], batch_size=batch_size)
+    tune = encoder.encode([Item(text=long_caption(corpus, ids[i])) for i in tune_rows], batch_size=batch_size)
     gt_s, gt_i = exact_top(db, q, min(GT_K, len(db)))
     facts = {
         "model": MODEL,
