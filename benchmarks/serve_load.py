@@ -326,6 +326,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         [*cli(), "index", "add", str(shards), "--index", str(served), "--no-retune"],
                         check=True,
                         capture_output=True,
+                        preexec_fn=(lambda: os.nice(args.add_nice)) if args.add_nice else None,
                     )
                     swapped.append(round(time.perf_counter() - t0, 2))
 
@@ -352,6 +353,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "command": " ".join(sys.argv),
         "clients": args.clients,
+        "add_nice": args.add_nice,
         "index": str(index),
         "phases": [asdict(p) for p in phases],
         "cli_search_seconds": cli_times,
@@ -375,6 +377,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--single-queries", type=int, default=200)
     p.add_argument("--swaps", type=int, default=3, help="`index add` runs during the swap phase (0: none).")
     p.add_argument("--swap-images", type=int, default=20, help="New images per add.")
+    p.add_argument(
+        "--add-nice",
+        type=int,
+        default=0,
+        help="Run each `index add` at this niceness (as `nice -n N`: a maintenance job yielding to the server).",
+    )
     p.add_argument("--cli-runs", type=int, default=3, help="`uniretrieve search` runs timed (0: none).")
     p.add_argument("--batch-wait-ms", type=float, default=2.0)
     p.add_argument("--max-batch-size", type=int, default=32)

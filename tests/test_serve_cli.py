@@ -78,3 +78,19 @@ def test_model_check_and_what_uvicorn_gets(
     assert svc.holder.current.searcher.encoder is not None
     svc.batcher.close()
     svc.holder.close()
+
+
+def test_search_threads_cap_faiss_and_every_blas_pool() -> None:
+    """--search-threads reaches numpy's OpenBLAS too (its idle workers spin between the exact path's matmuls)."""
+    import faiss
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    faiss_before = faiss.omp_get_max_threads()
+    assert any(i["user_api"] == "blas" for i in threadpool_info()), "numpy's BLAS pool is visible"
+    try:
+        with threadpool_limits(limits=None, user_api="blas"):  # restores every BLAS pool's limit on exit
+            serve_cmd.set_threads(ServeConfig(search_threads=1))
+            assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+            assert faiss.omp_get_max_threads() == 1
+    finally:
+        faiss.omp_set_num_threads(faiss_before)

@@ -13,12 +13,29 @@ from uniretrieve.cli.options import config_command, fail, user_errors
 if TYPE_CHECKING:
     from uniretrieve.serve.config import ServeConfig
 
-SERVE_PACKAGES = ("fastapi", "uvicorn", "multipart")
+SERVE_PACKAGES = ("fastapi", "uvicorn", "multipart", "threadpoolctl")
 """What the `serve` extra installs (python-multipart imports as `multipart`)."""
 
 
 def missing_packages() -> list[str]:
     return [name for name in SERVE_PACKAGES if importlib.util.find_spec(name) is None]
+
+
+def set_threads(cfg: ServeConfig) -> None:
+    """The server process's thread pools: torch's (--model-threads); FAISS's OpenMP and every BLAS pool
+    (--search-threads)."""
+    if cfg.model_threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.model_threads)
+    if cfg.search_threads is not None:
+        import faiss
+        from threadpoolctl import threadpool_limits
+
+        faiss.omp_set_num_threads(cfg.search_threads)
+        # numpy's OpenBLAS (the exact path's matmul) keeps its own pool, whose idle workers spin between calls: at
+        # 2 threads on 2 cores one of them burnt a whole core under a steady query stream (benchmarks/RESULTS.md)
+        threadpool_limits(limits=cfg.search_threads, user_api="blas")
 
 
 @config_command("uniretrieve.serve.config:ServeConfig")
@@ -35,14 +52,7 @@ def serve(cfg: ServeConfig) -> None:
     # the encoder thread runs Python between torch ops; hand the GIL to the event loop every 0.5 ms, not every
     # 5 ms (measured with benchmarks/serve_load.py: ~20% more queries/s at 16 clients, a shorter tail)
     sys.setswitchinterval(0.0005)
-    if cfg.model_threads is not None:
-        import torch
-
-        torch.set_num_threads(cfg.model_threads)
-    if cfg.search_threads is not None:
-        import faiss
-
-        faiss.omp_set_num_threads(cfg.search_threads)
+    set_threads(cfg)
     with user_errors():
         searcher = open_searcher(cfg)
         warm_up(searcher)  # loads the model and runs it once before accepting requests

@@ -118,7 +118,10 @@ class ServeConfig:
     )
     search_threads: int | None = field(
         default=None,
-        metadata=opt("FAISS (OpenMP) threads of a search (default: FAISS's).", "--search-threads"),
+        metadata=opt(
+            "Threads of a search: FAISS's OpenMP and numpy's BLAS (exact search) pools (default: theirs).",
+            "--search-threads",
+        ),
     )
     watch_interval: float = field(
         default=1.0,
