@@ -126,8 +126,15 @@ def mark_deleted(table: pa.Table, ids: np.ndarray | None) -> pa.Table:
 
 
 def read_idmap(path: Path, *, columns: Sequence[str] | None = None) -> pa.Table:
-    """The id map as one table (memory-maps the file); checks that row i is internal id i."""
-    table = pq.read_table(path, columns=list(columns) if columns else None, memory_map=True)
+    """The id map as one table (memory-maps the file); checks that row i is internal id i.
+
+    Read through `ParquetFile`, not `pq.read_table`: the latter goes through pyarrow.dataset, whose import cost a
+    search process 0.4 s and ~35 MiB of its own memory; one thread, so no CPU pool is started for a file this size;
+    the allocator's freed decode buffers are handed back (benchmarks/RESULTS.md, "Searcher memory")."""
+    table = pq.ParquetFile(path, memory_map=True).read(
+        columns=list(columns) if columns else None, use_threads=False
+    )
+    pa.default_memory_pool().release_unused()
     if columns is None or "internal_id" in columns:
         ids = table.column("internal_id").to_numpy()
         if len(ids) and not np.array_equal(ids, np.arange(len(ids))):
