@@ -53,6 +53,31 @@ def caption_batch(
     return dict(enc)
 
 
+def bottleneck_mask(
+    attention_mask: torch.Tensor, prompt_lens: Sequence[int], rows: Sequence[bool]
+) -> torch.Tensor:
+    """`[B, 1, L, L]` boolean attention (True: may attend) for right-padded rows: causal over the real tokens, and in
+    each row marked in `rows` its caption tokens see only the prompt's last token and the caption before them.
+
+    That last token is where the embedding is read (the E5-V prompt's last token), so a caption generated through
+    this mask must come from what that one position holds: the gist-token masking of Mu et al. (2023, "Learning to
+    Compress Prompts with Gist Tokens"), used here to make the embedding position carry a whole description
+    (docs/tiny-model.md)."""
+    n = attention_mask.shape[1]
+    real = attention_mask.bool()
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    allowed = causal[None] & real[:, None, :] & real[:, :, None]
+    pos = torch.arange(n)
+    for i, (plen, on) in enumerate(zip(prompt_lens, rows, strict=True)):
+        if on:
+            caption_q = pos[:, None] >= plen
+            allowed[i] &= ~caption_q | (pos[None, :] >= plen - 1)
+    allowed |= torch.eye(n, dtype=torch.bool)[
+        None
+    ]  # a padding query attends to itself (no empty softmax row)
+    return allowed[:, None]
+
+
 def caption_loss(model: Any, batch: dict[str, Any]) -> torch.Tensor:
     """Mean next-token cross-entropy over the caption tokens of the batch (transformers shifts the labels)."""
     return model(**batch).loss
@@ -83,8 +108,14 @@ class CaptionBatcher:
         return text.replace(self.image_token, self.image_token * self.image_tokens)
 
     def __call__(
-        self, prompts: Sequence[str], images: Sequence[Any], captions: Sequence[str]
+        self,
+        prompts: Sequence[str],
+        images: Sequence[Any],
+        captions: Sequence[str],
+        bottleneck: Sequence[bool] | None = None,
     ) -> dict[str, Any]:
+        """The batch; rows marked in `bottleneck` get `bottleneck_mask`'s 4-D attention (then `token_mask` holds
+        the 2-D padding mask, for counting tokens)."""
         tok = self.tok
         for c in captions:
             if c not in self._cut:
@@ -109,4 +140,8 @@ class CaptionBatcher:
             labels[i, : self._prompt_len[p]] = -100
         labels[enc["attention_mask"] == 0] = -100
         enc["labels"] = labels
+        if bottleneck is not None and any(bottleneck):
+            enc["token_mask"] = enc["attention_mask"]
+            lens = [self._prompt_len[p] for p in prompts]
+            enc["attention_mask"] = bottleneck_mask(enc["attention_mask"], lens, bottleneck)
         return enc

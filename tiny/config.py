@@ -65,6 +65,10 @@ class PretrainConfig:
     captions). Measured on the generated scenes (probes/image_dependence.py): with the long captions' template
     sentences dominating the loss, the captioner learned the text prior and ignored its image (loss with a shuffled
     image equal to the loss with the right one); on short captions alone it learns to read the image."""
+    bottleneck_min_words: int | None = field(default=None, metadata=no_cli())
+    """Image rows whose caption has at least this many words are asked with the E5-V image prompt (the embedding's
+    own) and their caption is generated through its last token alone (`tiny/captions.py` bottleneck_mask): the
+    position the embedding is read from must then hold the whole description. None: off."""
     freeze_vision: bool = field(default=True, metadata=no_cli())
     """Keep the ViT (from `vision_init`, else random) fixed and train the projector and the language model, as LLaVA
     freezes its pretrained CLIP encoder. Measured (benchmarks/RESULTS.md): only a contrastively pre-aligned frozen ViT
@@ -84,6 +88,8 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_steps < 1:
             raise ConfigError("batch_size and max_steps must be >= 1")
+        if self.bottleneck_min_words is not None and self.bottleneck_min_words < 1:
+            raise ConfigError("bottleneck_min_words must be >= 1 (or null: off)")
         if self.max_caption_words is not None and self.max_caption_words < 1:
             raise ConfigError("max_caption_words must be >= 1 (or null for every caption)")
 

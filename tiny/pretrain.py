@@ -22,6 +22,7 @@ import torch
 
 from uniretrieve.io import atomic_dir, atomic_write_text
 from uniretrieve.models.backbones import REGISTRY
+from uniretrieve.scenes.layouts import SUMMARY_IMAGE_REQUEST
 from uniretrieve.tiny.base import TinyBaseConfig, build_base, save_llava, train_tokenizer
 from uniretrieve.tiny.captions import CaptionBatcher, caption_loss, caption_prompt
 from uniretrieve.tiny.config import PretrainConfig
@@ -31,6 +32,9 @@ from uniretrieve.train.batching import ShuffledEpochs
 from uniretrieve.train.config import ConfigError
 from uniretrieve.train.loop import StepFn, find_resume, run_steps, seed_everything
 from uniretrieve.train.trainable import FullModel
+
+SUMMARY_REQUEST = SUMMARY_IMAGE_REQUEST.removeprefix("<image>\n")
+"""The E5-V image request (the embedding prompt's body), for the rows generated through the embedding position."""
 
 
 class LengthGroupedEpochs(ShuffledEpochs):
@@ -93,17 +97,26 @@ def make_step_fn(model: Any, processor: Any, examples: list[CaptionExample], cfg
     template = REGISTRY["llava"].wrapper_for("mistral", frozenset()).template
     batcher = CaptionBatcher(processor, max_length=cfg.max_caption_tokens)
 
+    def through_embedding(e: CaptionExample) -> bool:
+        n = cfg.bottleneck_min_words
+        return n is not None and e.image is not None and len(e.caption.split()) >= n
+
     def step(step: int, batch_ids: list[int]) -> dict[str, torch.Tensor | float]:
         ex = [examples[i] for i in batch_ids]
+        gist = [through_embedding(e) for e in ex]
         batch = batcher(
-            [caption_prompt(template, "<image>" if e.image else None, e.request) for e in ex],
+            [
+                caption_prompt(template, "<image>" if e.image else None, SUMMARY_REQUEST if g else e.request)
+                for e, g in zip(ex, gist, strict=True)
+            ],
             [e.image for e in ex],
             [e.caption for e in ex],
+            gist,
         )
+        mask = batch.pop("token_mask", batch["attention_mask"])
         with autocast(cfg.precision == "bf16-autocast"):
             loss = caption_loss(model, batch)
         loss.backward()
-        mask = batch["attention_mask"]
         return {"loss": loss.detach(), "tokens": float(mask.sum()), "padded_tokens": float(mask.numel())}
 
     return step
