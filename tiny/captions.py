@@ -72,9 +72,8 @@ def bottleneck_mask(
         if on:
             caption_q = pos[:, None] >= plen
             allowed[i] &= ~caption_q | (pos[None, :] >= plen - 1)
-    allowed |= torch.eye(n, dtype=torch.bool)[
-        None
-    ]  # a padding query attends to itself (no empty softmax row)
+    # a padding query attends to itself: no empty softmax row
+    allowed |= torch.eye(n, dtype=torch.bool)[None]
     return allowed[:, None]
 
 
