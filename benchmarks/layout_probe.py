@@ -87,7 +87,6 @@ def features(
     import torch
 
     from uniretrieve import Encoder
-    from uniretrieve.models.pooling import last_token_pool, normalize
     from uniretrieve.types import Item
 
     enc = Encoder.from_pretrained(model)
@@ -107,15 +106,13 @@ def features(
             out["vit_select"].append(select.flatten(1).numpy())
             out["vit_select_mean"].append(select.mean(1).numpy())
             out["vit_last"].append(hs[-1][:, skip_cls:].flatten(1).float().numpy())
-            hidden = enc._base(**batch, use_cache=False).last_hidden_state
+            hidden = enc._base(**{**batch, "pixel_values": pixels}, use_cache=False).last_hidden_state
             mask = batch["input_ids"] == image_token
             n_img = int(mask[0].sum())
             image_hidden = hidden[mask].reshape(len(hidden), n_img, -1).float()
             out["lm_image_tokens"].append(image_hidden.flatten(1).numpy())
             out["lm_image_mean"].append(image_hidden.mean(1).numpy())
-            out["embedding"].append(
-                normalize(last_token_pool(hidden, batch["attention_mask"])).float().numpy()
-            )
+            out["embedding"].append(enc.embed(batch).numpy())  # the one embedding path
     feats = {k: np.concatenate(v) for k, v in out.items()}
     feats["caption_embedding"] = enc.encode_texts(captions, batch_size=32)
     return feats

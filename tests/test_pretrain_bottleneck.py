@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from tests.test_pretrain import SMALL, _losses, _write_data
+from tests.test_pretrain import _cfg, _losses, _write_data
 from uniretrieve.models.backbones import REGISTRY
 from uniretrieve.models.prompts import render
 from uniretrieve.tiny.captions import bottleneck_mask, caption_prompt
-from uniretrieve.tiny.pretrain import SUMMARY_REQUEST, PretrainConfig, pretrain
+from uniretrieve.tiny.pretrain import SUMMARY_REQUEST, pretrain
 from uniretrieve.train.config import OptimConfig
 
 
@@ -41,13 +41,10 @@ def test_the_bottleneck_prompt_is_the_embedding_prompt() -> None:
 def test_pretraining_through_the_embedding_position_lowers_the_loss(tmp_path: Path) -> None:
     data = _write_data(tmp_path / "d")
     out = tmp_path / "run"
-    cfg = PretrainConfig(
-        data=str(data),
-        output_dir=str(out),
-        batch_size=8,
-        max_steps=40,
-        log_every=1,
-        base=SMALL,
+    cfg = _cfg(
+        data,
+        out,
+        40,
         bottleneck_min_words=3,
         optim=OptimConfig(lr=3e-3, warmup_steps=5, max_grad_norm=1.0),
     )
