@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.timing import cpu_model
+
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
 SHAPES = ["circle", "square", "triangle", "star", "hexagon", "ring", "cross", "diamond"]
 PLACES = ["left of", "above", "below", "right of", "next to"]
@@ -312,6 +314,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     common += ("--model-threads", str(args.model_threads), "--search-threads", "1")
     if args.model_dtype:
         common += ("--model-dtype", args.model_dtype)
+    if args.compile:
+        common += ("--compile",)
+    if args.model_workers != 1:
+        common += ("--model-workers", str(args.model_workers))
     with Server(served, *common) as server:
         drive(server, "warm-up", min(args.clients, 4), 50, 5)
         phases.append(drive(server, "single client", 1, args.single_queries, args.seconds))
@@ -362,6 +368,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus": os.cpu_count(),
+        "cpu": cpu_model(),
     }
 
 
@@ -388,6 +395,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--model-threads", type=int, default=1, help="The server's --model-threads.")
     p.add_argument("--model-dtype", default=None, help="The server's --model-dtype (e.g. bfloat16).")
+    p.add_argument("--compile", action="store_true", help="The server's --compile (torch.compile).")
+    p.add_argument("--model-workers", type=int, default=1, help="The server's --model-workers.")
     p.add_argument("--json-out", help="Write the results here.")
     return p
 

@@ -78,6 +78,21 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, *, n: int | None = Non
     return 2 * n**3 / best
 
 
+def cpu_model() -> str:
+    """The CPU's model name and whether it computes bfloat16 natively (AVX512-BF16 / AMX): session machines differ,
+    and bfloat16 figures depend on it."""
+    try:
+        info = open("/proc/cpuinfo").read()  # noqa: SIM115
+    except OSError:
+        import platform
+
+        return platform.processor() or "unknown CPU"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(native) if native else 'no native bfloat16'})"
+
+
 def run_header(module: str) -> dict[str, str]:
     """Date, machine and the exact command of a benchmark run, for the head of its JSON report."""
     import datetime as dt
@@ -88,6 +103,6 @@ def run_header(module: str) -> dict[str, str]:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 30
     return {
         "date": dt.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {mem} GiB",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {mem} GiB, {cpu_model()}",
         "command": " ".join([f"python -m {module}", *sys.argv[1:]]),
     }

@@ -1,5 +1,5 @@
 """Micro-batching is an optimisation only: concurrent mixed queries encoded together give the vectors (and the hits)
-that encoding them one at a time gives."""
+that encoding them one at a time gives, with one encoder thread or several sharing the model."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def scores_of(hits: list) -> dict[int, float]:
     return {iid: score for iid, score in hits}
 
 
-def test_batched_answers_equal_one_at_a_time(index: Path, tiny_encoder) -> None:
+@pytest.mark.parametrize("workers", [1, 3])
+def test_batched_answers_equal_one_at_a_time(index: Path, tiny_encoder, workers: int) -> None:
     """Every item's score (k = all) for each of the mixed queries, encoded and searched together vs alone."""
     from uniretrieve.search.searcher import Searcher
     from uniretrieve.serve.batcher import MicroBatcher
@@ -51,7 +52,9 @@ def test_batched_answers_equal_one_at_a_time(index: Path, tiny_encoder) -> None:
     with Searcher.load(index, encoder=tiny_encoder) as s:
         want = [[(h.internal_id, h.score) for h in s.search(queries=[q], k=n)[0]] for q in qs]
         served = Served(s)
-        batcher = MicroBatcher(lambda h, _v: (h.internal_id, h.score), wait_ms=200, max_items=64)
+        batcher = MicroBatcher(
+            lambda h, _v: (h.internal_id, h.score), wait_ms=200, max_items=64, encoder_workers=workers
+        )
 
         async def all_at_once() -> list:
             return await asyncio.gather(*(batcher.search(served, k=n, where=None, query=q) for q in qs))
@@ -98,7 +101,8 @@ def test_a_failing_query_fails_alone(index: Path, tiny_encoder) -> None:
         assert [i for i, _ in ok.hits] == [h.internal_id for h in want]
 
 
-def test_concurrent_requests_get_the_hits_of_single_requests(index: Path, tiny_encoder) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_requests_get_the_hits_of_single_requests(index: Path, tiny_encoder, workers: int) -> None:
     buf = io.BytesIO()
     make_image(3, (44, 30)).save(buf, format="PNG")
     bodies = [
@@ -108,7 +112,7 @@ def test_concurrent_requests_get_the_hits_of_single_requests(index: Path, tiny_e
     solo_app = make_app(index, tiny_encoder, watch_interval=0, micro_batch=False)
     with TestClient(solo_app) as c:
         want = [c.post("/search", json=b).json()["hits"] for b in bodies]
-    app = make_app(index, tiny_encoder, watch_interval=0, batch_wait_ms=20)
+    app = make_app(index, tiny_encoder, watch_interval=0, batch_wait_ms=20, model_workers=workers)
     with TestClient(app) as c, ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda b: c.post("/search", json=b).json()["hits"], bodies * 3))
         assert app.state.service.batcher.batches < len(got)
@@ -116,3 +120,27 @@ def test_concurrent_requests_get_the_hits_of_single_requests(index: Path, tiny_e
         ref = want[i % len(bodies)]
         assert [h["internal_id"] for h in hits] == [h["internal_id"] for h in ref], bodies[i % len(bodies)]
         np.testing.assert_allclose([h["score"] for h in hits], [h["score"] for h in ref], atol=2e-5)
+
+
+def test_close_answers_what_was_queued_and_stops_every_thread(index: Path, tiny_encoder) -> None:
+    """Queries queued before `close` are all answered (the search thread stops only after every encoder thread)."""
+    from uniretrieve.search.searcher import Searcher
+    from uniretrieve.serve.batcher import MicroBatcher
+    from uniretrieve.serve.state import Served
+
+    qs = mixed_queries()
+    with Searcher.load(index, encoder=tiny_encoder) as s:
+        served = Served(s)
+        batcher = MicroBatcher(lambda h, _v: h.internal_id, wait_ms=50, max_items=2, encoder_workers=2)
+
+        async def queue_then_close() -> list:
+            pending = [asyncio.ensure_future(batcher.search(served, k=2, where=None, query=q)) for q in qs]
+            await asyncio.sleep(0)  # every job is queued
+            await asyncio.get_running_loop().run_in_executor(None, batcher.close)
+            return await asyncio.gather(*pending)
+
+        got = asyncio.run(queue_then_close())
+    assert [len(a.hits) for a in got] == [2] * len(qs)
+    assert not any(t.is_alive() for t in [*batcher._encoders, batcher._search_thread])
+    with pytest.raises(ValueError, match="encoder_workers"):
+        MicroBatcher(lambda h, _v: h, encoder_workers=0)

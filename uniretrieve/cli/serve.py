@@ -55,7 +55,18 @@ def serve(cfg: ServeConfig) -> None:
     set_threads(cfg)
     with user_errors():
         searcher = open_searcher(cfg)
-        warm_up(searcher)  # loads the model and runs it once before accepting requests
+        if cfg.compile:
+            typer.echo("compiling the query model (torch.compile, about a minute)...", err=True)
+            searcher.encoder.compile()
+        try:
+            warm_up(searcher)  # runs the model (and compiles it) before accepting requests
+        except Exception as exc:
+            if not cfg.compile:
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            fail(
+                f"--compile: torch.compile could not build the query model ({first[:200]}); serve without --compile"
+            )
         app = create_app(cfg, searcher=searcher)
     meta = searcher.meta
     typer.echo(

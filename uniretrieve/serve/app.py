@@ -71,7 +71,11 @@ class Service:
         self.cfg = cfg
         self.holder = IndexHolder(cfg, searcher)
         self.batcher = MicroBatcher(
-            hit_json, wait_ms=cfg.batch_wait_ms, max_items=cfg.max_batch_size, enabled=cfg.micro_batch
+            hit_json,
+            wait_ms=cfg.batch_wait_ms,
+            max_items=cfg.max_batch_size,
+            enabled=cfg.micro_batch,
+            encoder_workers=cfg.model_workers,
         )
         self.errors = _search_errors()
 
@@ -94,14 +98,17 @@ class Service:
 
 
 def warm_up(searcher: Any) -> None:
-    """One text and one image query through the encoder and the index before the first request: torch's first
-    calls (and the image processor's) are far slower than the rest."""
+    """Text and image queries through the encoder and the index before the first request: torch's first calls
+    (and the image processor's) are far slower than the rest, and a compiled model compiles on them. The batches
+    are the kinds a server meets: padded texts, one image, one text."""
     from PIL import Image
 
     from uniretrieve.serve.requests import text_query
 
     image = Image.new("RGB", (32, 32), (128, 128, 128))
-    vectors = searcher.encode([text_query("warm-up", None), text_query(None, None, image=image)])
+    queries = [text_query("warm-up", None), text_query("a longer warm-up query", None)]
+    vectors = searcher.encode([*queries, text_query(None, None, image=image)])
+    searcher.encode(queries[:1])
     searcher.search_vectors(vectors, k=1)
 
 
@@ -238,6 +245,8 @@ def _routes(app: FastAPI, svc: Service) -> None:
                         "micro_batch": cfg.micro_batch,
                         "batch_wait_ms": cfg.batch_wait_ms,
                         "max_batch_size": cfg.max_batch_size,
+                        "model_workers": cfg.model_workers,
+                        "compiled": cfg.compile,
                         "uniretrieve": __version__,
                     },
                     "modalities": served.modalities,

@@ -1,11 +1,13 @@
 """Micro-batching: concurrent queries share one encoder forward pass, and one FAISS search.
 
-Two worker threads, a pipeline. The encoder thread takes the first waiting query, collects more for at most
+Worker threads in a pipeline. An encoder thread takes the first waiting query, collects more for at most
 `wait_ms` (or until `max_items` query items are in hand), and encodes them all in one `Searcher.encode` call. The
 search thread takes every encoded query waiting, groups them by (index version, k, filter) and answers each group
 with one `search_vectors` call, rendering the hits there too; so the event loop never runs the model, FAISS or the
-per-hit work, and the next batch encodes while this one is searched. With micro-batching off, the encoder thread
-encodes one query per forward pass (the baseline the benchmark compares against).
+per-hit work, and the next batch encodes while this one is searched. With `encoder_workers` > 1 that many encoder
+threads share the one queue and the one model, so several forward passes are in flight (on a CPU each on its own
+core; torch releases the GIL inside its kernels). With micro-batching off, each encoder thread encodes one query per
+forward pass (the baseline the benchmark compares against).
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ class MicroBatcher:
         wait_ms: float = 2.0,
         max_items: int = 32,
         enabled: bool = True,
+        encoder_workers: int = 1,
     ) -> None:
+        if encoder_workers < 1:
+            raise ValueError(f"encoder_workers must be >= 1, got {encoder_workers}")
         self.render = render
         self.wait = wait_ms / 1000 if enabled else 0.0
         self.max_items = max_items if enabled else 1
@@ -61,11 +66,13 @@ class MicroBatcher:
         self.batches = 0
         """Forward passes run (a measure of how much batching happened)."""
         self.searches = 0
-        self._threads = [
-            threading.Thread(target=self._encoder, name="uniretrieve-encoder", daemon=True),
-            threading.Thread(target=self._searcher, name="uniretrieve-search", daemon=True),
+        self._encoders = [
+            threading.Thread(target=self._encoder, name=f"uniretrieve-encoder-{i}", daemon=True)
+            for i in range(encoder_workers)
         ]
-        for t in self._threads:
+        self._search_thread = threading.Thread(target=self._searcher, name="uniretrieve-search", daemon=True)
+        self._lock = threading.Lock()  # the counters, now that several encoder threads add to them
+        for t in [*self._encoders, self._search_thread]:
             t.start()
 
     async def search(
@@ -82,9 +89,12 @@ class MicroBatcher:
         return await job.future
 
     def close(self) -> None:
-        self._encode_q.put(None)  # the encoder thread passes the stop on to the search thread
-        for t in self._threads:
+        for _ in self._encoders:  # one stop each; queries queued before them are encoded first
+            self._encode_q.put(None)
+        for t in self._encoders:
             t.join(timeout=10)
+        self._search_q.put(None)  # only now: every encoded query is in the search queue ahead of it
+        self._search_thread.join(timeout=10)
 
     # --- the encoder thread ------------------------------------------------------------------------------------
     def _encoder(self) -> None:
@@ -110,7 +120,6 @@ class MicroBatcher:
             self._encode(batch)
             if stop:
                 break
-        self._search_q.put(None)
 
     def _encode(self, batch: list[_Job]) -> None:
         # versions being swapped share one encoder: group by it, not by version
@@ -118,7 +127,8 @@ class MicroBatcher:
         for job in batch:
             groups.setdefault(id(job.served.searcher.encoder), []).append(job)
         for jobs in groups.values():
-            self.batches += 1
+            with self._lock:
+                self.batches += 1
             try:
                 vectors = jobs[0].served.searcher.encode([j.query for j in jobs])
             except Exception as exc:
@@ -134,7 +144,8 @@ class MicroBatcher:
                 self._search_q.put(j)
 
     def _encode_one(self, job: _Job) -> None:
-        self.batches += 1
+        with self._lock:
+            self.batches += 1
         try:
             (job.vector,) = job.served.searcher.encode([job.query])
         except Exception as exc:
