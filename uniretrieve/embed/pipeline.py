@@ -15,6 +15,7 @@ manifest; a resumed run redoes the unrecorded chunks of the open segment and not
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import time
 from collections import Counter
@@ -229,6 +230,7 @@ def _run(
                     skipped[error_kind(reason)] += 1
                 advance(lb.seen)
                 n_batches += 1
+                release_free_memory()
                 if on_batch is not None:
                     on_batch(n_batches)
                 if lb.last:
@@ -241,6 +243,15 @@ def _run(
         raise
     writer.close()
     result.skipped = dict(skipped)
+
+
+def release_free_memory() -> None:
+    """Hand glibc's free heap pages back to the system (`malloc_trim`). A batch's large short-lived tensors are
+    freed between the chunk's long-lived rows (vectors, ids), and glibc keeps that fragmented space resident: peak
+    RSS of an image encode was 1.47 GB at 24,000 images with unime-tiny, 1.27 GB with this after every batch
+    (benchmarks/RESULTS.md, "Encode memory"; ~0.05 ms a call). No-op where libc has no malloc_trim."""
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _load(config: EncodeConfig, rank: int) -> Any:
