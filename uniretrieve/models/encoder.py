@@ -242,7 +242,7 @@ class Encoder:
         The decoder is what a query costs (its linear layers and the elementwise work between them, which inductor
         fuses); the vision tower stays eager, and text and image queries share the one compiled graph, since the
         decoder always takes embeddings. Compiling happens on the first calls, tens of seconds each for a new kind
-        of batch (one row, padded rows, unpadded rows): warm it up before serving. Embeddings agree with the eager
+        of batch (one row; several rows): warm it up before serving. Embeddings agree with the eager
         ones to float rounding (tests/test_encoder_compile.py)."""
         self.base_model.get_submodule(self.spec.language_model_path).compile(dynamic=True)
         self.compiled = True
