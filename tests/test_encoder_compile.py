@@ -61,7 +61,6 @@ def test_serve_compile_failure_is_one_line(
             raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore")
 
         self.base_model.get_submodule(self.spec.language_model_path).forward = boom
-        self.compiled = True
 
     monkeypatch.setattr(Encoder, "compile", broken_compile)
     import uvicorn

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import time
 from collections import Counter
@@ -250,8 +251,18 @@ def release_free_memory() -> None:
     freed between the chunk's long-lived rows (vectors, ids), and glibc keeps that fragmented space resident: peak
     RSS of an image encode was 1.47 GB at 24,000 images with unime-tiny, 1.27 GB with this after every batch
     (benchmarks/RESULTS.md, "Encode memory"; ~0.05 ms a call). No-op where libc has no malloc_trim."""
-    with contextlib.suppress(AttributeError, OSError):
-        ctypes.CDLL(None).malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """libc's malloc_trim, looked up once (None where libc has none, e.g. musl or macOS)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return None
 
 
 def _load(config: EncodeConfig, rank: int) -> Any:

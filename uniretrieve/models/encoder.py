@@ -245,9 +245,12 @@ class Encoder:
         of batch (one row; several rows): warm it up before serving. Embeddings agree with the eager
         ones to float rounding (tests/test_encoder_compile.py)."""
         self.base_model.get_submodule(self.spec.language_model_path).compile(dynamic=True)
-        self.compiled = True
 
-    compiled: bool = False
+    @property
+    def compiled(self) -> bool:
+        """Whether `compile` has been applied (read off the decoder module itself)."""
+        lm = self.base_model.get_submodule(self.spec.language_model_path)
+        return getattr(lm, "_compiled_call_impl", None) is not None
 
     @torch.inference_mode()
     def forward(self, batch: PreparedBatch) -> torch.Tensor:
