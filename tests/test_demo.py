@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from uniretrieve.cli.app import app
@@ -25,5 +26,25 @@ def test_demo_pipeline_reports_ranks_and_reuses_its_work(tiny_model_dir, tmp_pat
     assert res.exit_code == 0, res.output
     assert "already built" in res.output and "UniME-LLaVA-OneVision-7B" in res.output
     # it ends with the one command that serves its index
-    assert res.output.strip().splitlines()[-1].strip() == serve_command(Path(cfg.work) / "index")
+    assert res.output.strip().splitlines()[-1].strip() == serve_command(Path(cfg.work) / "index", cfg.model)
     assert shard.stat().st_mtime_ns == mtime  # nothing re-encoded
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_serve_command_carries_the_fast_setting_for_the_built_in_model(
+    native_bf16: bool, monkeypatch
+) -> None:
+    import uniretrieve.tiny.cpu as cpu
+
+    monkeypatch.setattr(cpu, "bf16_supported", lambda: native_bf16)
+    cmd = serve_command(Path("/tmp/my demo/index"))
+    assert cmd.startswith(
+        "uniretrieve serve --index '/tmp/my demo/index' --model-threads 1 --model-workers 2"
+    )
+    assert cmd.endswith("--model-dtype bfloat16") == native_bf16  # emulated bfloat16 is slower than float32
+    # another model gets the plain command: the fast setting was measured for the built-in one
+    assert serve_command(Path("idx"), "some/checkpoint") == "uniretrieve serve --index idx"
+    # every option it prints is one that serve takes
+    help_text = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200).output
+    for flag in (w for w in cmd.split() if w.startswith("--")):
+        assert flag in help_text, flag
