@@ -81,7 +81,7 @@ class BuildConfig:
     """Vectors read and added per block: the streaming buffer is block_rows × dim × 4 bytes."""
     train_rows: int | None = field(default=None, metadata=no_cli())
     """Training sample size; default 256 per IVF list (FAISS's cap, more is subsampled away), ≥ 65,536 for PQ."""
-    tune_queries: int = field(default=500, metadata=no_cli())
+    tune_queries: int = field(default=2000, metadata=no_cli())
     """Tuning queries: sampled from --tune-queries shards when given (the CLI's --tune-queries names query shard
     directories, an option of the command), else this many of the corpus's last rows, held out of the index while it
     is tuned (index/holdout.py)."""
