@@ -61,7 +61,12 @@ def _write_data(root: Path, n: int = 16) -> Path:
 
 def _cfg(data: Path, out: Path, steps: int, **kw) -> PretrainConfig:
     return PretrainConfig(
-        data=str(data), output_dir=str(out), batch_size=8, max_steps=steps, log_every=1, base=SMALL, **kw
+        data=str(data),
+        output_dir=str(out),
+        batch_size=8,
+        max_steps=steps,
+        log_every=1,
+        **{"base": SMALL, **kw},
     )
 
 
@@ -230,3 +235,42 @@ def test_a_missing_start_model_is_one_line_exit_2(option: str, tmp_path: Path) -
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and f"{option} {tmp_path / 'nope'}" in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_class_token_option_feeds_the_vits_last_layer_with_its_class_token() -> None:
+    from dataclasses import replace
+
+    from uniretrieve.tiny.base import build_base, train_tokenizer
+
+    tok = train_tokenizer(["a red square", "a blue circle"] * 5, SMALL)
+    full = replace(SMALL, vision_feature_layer=-1, vision_feature_select_strategy="full")
+    for cfg, tokens, layer, first in ((SMALL, 16, -2, 1), (full, 17, -1, 0)):
+        model, proc = build_base(cfg, tok)
+        b = caption_batch(
+            proc, ["[INST] <image>\nDescribe. [/INST]"], [make_image(0)], ["a red square"], max_length=64
+        )
+        assert int((b["input_ids"] == model.config.image_token_id).sum()) == tokens
+        with torch.no_grad():
+            px = b["pixel_values"]
+            hidden = model.model.vision_tower(px, output_hidden_states=True).hidden_states[layer]
+            want = model.model.multi_modal_projector(hidden[:, first:])
+            got = torch.stack(model.model.get_image_features(pixel_values=px).pooler_output)
+        torch.testing.assert_close(got, want)
+
+
+def test_a_saved_processor_of_another_base_gives_only_its_tokenizer(tmp_path: Path) -> None:
+    # The vision pre-alignment makes `processor/` first; a base that keeps the class token must still get 17
+    # image tokens per image, not the saved processor's 16.
+    from dataclasses import replace
+
+    from uniretrieve.tiny.pretrain import make_processor
+
+    data = _write_data(tmp_path / "data")
+    out = tmp_path / "run"
+    make_processor(data, out, SMALL)
+    full = replace(SMALL, vision_feature_layer=-1, vision_feature_select_strategy="full")
+    final = pretrain(_cfg(data, out, 2, base=full))
+    enc = Encoder.from_pretrained(str(final), device="cpu")
+    ids = enc.processor(text="<image>", images=make_image(0), return_tensors="pt")["input_ids"]
+    assert int((ids == enc.model.config.image_token_id).sum()) == 17
+    assert enc.encode_images([make_image(1)]).shape == (1, SMALL.text_hidden)

@@ -74,6 +74,10 @@ class TinyBaseConfig:
     text_model: str = "MistralConfig"
     """The transformers config class of the language model (Mistral: the registry's `[INST]` wrapper)."""
     tie_embeddings: bool = True
+    vision_feature_layer: int = -2
+    """The ViT layer whose tokens the projector reads (LlavaConfig's field of the same name)."""
+    vision_feature_select_strategy: str = "default"
+    """LLaVA's choice of those tokens: "default" drops the class token, "full" keeps it (one more image token)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,8 +189,8 @@ def llava_parts(cfg: TinyBaseConfig, tokenizer: Any) -> tuple[Any, Any]:
         vision_config=vision,
         text_config=text,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
+        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+        vision_feature_layer=cfg.vision_feature_layer,
         **({"tie_word_embeddings": True} if cfg.tie_embeddings else {}),
     )
     processor = transformers.LlavaProcessor(
@@ -196,7 +200,7 @@ def llava_parts(cfg: TinyBaseConfig, tokenizer: Any) -> tuple[Any, Any]:
         ),
         tokenizer=tokenizer,
         patch_size=cfg.patch_size,
-        vision_feature_select_strategy="default",
+        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
         num_additional_image_tokens=1,
     )
     return config, processor

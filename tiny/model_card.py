@@ -50,6 +50,9 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
 def model_card(scores: dict[str, Any], *, cfg: dict[str, Any], seconds: float) -> str:
     base = cfg.get("base") or {}
     px, patch = base.get("image_size", 64), base.get("patch_size", 16)
+    full = base.get("vision_feature_select_strategy", "default") == "full"
+    tokens = (px // patch) ** 2 + full
+    cls = f", the class token too, from its layer {base.get('vision_feature_layer', -1)}" if full else ""
     long_steps = cfg.get("pretrain_long_steps", 0)
     phase2 = (
         f" Then a second phase of {long_steps} steps on every caption, the long ones too (as LLaVA's detailed"
@@ -60,7 +63,7 @@ def model_card(scores: dict[str, Any], *, cfg: dict[str, Any], seconds: float) -
     return f"""# unime-tiny
 
 A real UniME model at toy scale: a LLaVA of transformers classes (CLIP ViT {px} px, patch {patch} → \
-{(px // patch) ** 2} image tokens, {base.get("vision_layers", 4)} layers × {base.get("vision_hidden", 192)}; Mistral-style
+{tokens} image tokens{cls}, {base.get("vision_layers", 4)} layers × {base.get("vision_hidden", 192)}; Mistral-style
 language model, {base.get("text_layers", 4)} layers × {base.get("text_hidden", 256)}; byte-level BPE tokenizer
 trained on the captions), shipped in float16 (`Encoder.from_pretrained("unime-tiny")`).
 

@@ -155,8 +155,8 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
         processor = AutoProcessor.from_pretrained(cfg.init)
         model = LlavaForConditionalGeneration.from_pretrained(cfg.init, dtype=torch.float32)
     else:
-        processor = make_processor(cfg.data, out, cfg.base)
-        model, _ = build_base(cfg.base, processor.tokenizer)
+        # the saved tokenizer, with the processor of this run's base (its image-token count follows the base)
+        model, processor = build_base(cfg.base, make_processor(cfg.data, out, cfg.base).tokenizer)
         if cfg.vision_init is not None and resume is None:  # a checkpoint already holds the copied ViT
             load_vision_tower(model, Path(cfg.vision_init))
     if cfg.freeze_vision:
