@@ -13,8 +13,10 @@ Rows (all scored on the recipe's held-out test split, a seed never used in train
   stage 2, in-batch         base → stage 1 → stage 2 with plain in-batch InfoNCE instead of hard negatives
   stage 1 + stage 2         = unime-tiny
 The recipe (`uniretrieve train unime-tiny --output runs/unime-tiny`) provides the data, the base, stage 1 and
-stage 1 + stage 2; this script trains the three other rows, evaluates all six and prints a Markdown table (and
-`--json`). Each step is skipped when its output exists, so an interrupted run resumes.
+stage 1 + stage 2; this script trains the three other rows and scores each row as soon as it exists, then prints a
+Markdown table with each row's training seconds (the recipe steps it builds on plus its own run; `--json`). Every
+row's training resumes from its checkpoints and scored rows are kept (`out/scores.json`), so the ablation can span
+several working sessions: rerun the same command.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,55 +70,154 @@ def recipe_base(recipe: Path) -> Path:
     return long if (long / "config.json").exists() else recipe / "base" / "final"
 
 
-def train_rows(recipe: Path, out: Path, cfg: TinyRecipeConfig, console: Any) -> dict[str, Any]:
-    """Train the rows the recipe does not make; returns row name → model path or encoder."""
-    from uniretrieve.tiny.clip_baseline import ClipStyleEncoder
-    from uniretrieve.tiny.dual_encoder import train_dual_encoder
-    from uniretrieve.train.config import load_config
-    from uniretrieve.train.stage2 import Stage2Config, run_stage2
+RECIPE_STEPS = {
+    "base MLLM, prompted": ("align", "pretrain", "pretrain_long"),
+    "stage 1 only": ("align", "pretrain", "pretrain_long", "stage1"),
+    "stage 2 only": ("align", "pretrain", "pretrain_long"),
+    "stage 1 + stage 2, in-batch negatives": ("align", "pretrain", "pretrain_long", "stage1"),
+    "stage 1 + stage 2 (unime-tiny)": ("align", "pretrain", "pretrain_long", "stage1", "stage2"),
+}
+"""Which of the recipe's steps (`step_seconds.json`) a row's training time includes; the rows this script trains
+add their own run's seconds (the CLIP-style row has only its own)."""
 
+
+class RowSeconds:
+    """Training seconds of a row this script trains, summed over the invocations that worked on it
+    (`out/<row>/seconds.json`): a run resumed in a later session still reports its whole training time. A process
+    killed without unwinding (SIGKILL) loses the seconds of that invocation."""
+
+    def __init__(self, run: Path) -> None:
+        self.path = run / "seconds.json"
+
+    def read(self) -> float | None:
+        return json.loads(self.path.read_text())["seconds"] if self.path.exists() else None
+
+    def timed(self, done: bool, train: Callable[[], Path]) -> Path:
+        if done:
+            return train()
+        t0 = time.perf_counter()
+        try:
+            return train()
+        finally:
+            from uniretrieve.io import atomic_write_text
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            total = (self.read() or 0.0) + time.perf_counter() - t0
+            atomic_write_text(self.path, json.dumps({"seconds": round(total, 1)}))
+
+
+def row_trainers(
+    recipe: Path, out: Path, cfg: TinyRecipeConfig, console: Any
+) -> dict[str, Callable[[], Any]]:
+    """Row name → a function that trains the row if needed (resuming its run) and returns its model: a path, or
+    the CLIP-style encoder. The recipe (`uniretrieve train unime-tiny`) made the base, stage 1 and unime-tiny."""
     data = recipe / "data"
     base, stage1 = recipe_base(recipe), recipe / "stage1" / "merged"
 
     def stage2(name: str, start: Path, overrides: list[str]) -> Path:
-        run = out / name
-        if (run / "merged" / "config.json").exists():
-            return run / "merged"
-        s2 = load_config(
-            Stage2Config,
-            cfg.stage2_preset,
-            [*cfg.stage2_overrides, *overrides],
-            model=str(start),
-            output_dir=str(run),
-            seed=cfg.seed,
-            **{"data.root": str(data / "mmeb-train"), "checkpoint.merge": True},
-        )
-        return Path(run_stage2(s2, console=console).merged_dir)
+        from uniretrieve.train.config import load_config
+        from uniretrieve.train.stage2 import Stage2Config, run_stage2
 
-    clip_dir = out / "clip" / "final"
-    if not (clip_dir / "clip_baseline.json").exists():
-        pairs = data / "llava-pretrain"
-        tokenizer = recipe / "base" / "processor"
-        clip_dir, _ = train_dual_encoder(
-            baseline_config(cfg, pairs, tokenizer, out / "clip"), console=console
-        )
+        run = out / name
+        done = (run / "merged" / "config.json").exists()
+
+        def train() -> Path:
+            if done:
+                return run / "merged"
+            s2 = load_config(
+                Stage2Config,
+                cfg.stage2_preset,
+                [*cfg.stage2_overrides, *overrides],
+                model=str(start),
+                output_dir=str(run),
+                seed=cfg.seed,
+                **{"data.root": str(data / "mmeb-train"), "checkpoint.merge": True},
+            )
+            return Path(run_stage2(s2, console=console).merged_dir)
+
+        return RowSeconds(run).timed(done, train)
+
+    def clip() -> Any:
+        from uniretrieve.tiny.clip_baseline import ClipStyleEncoder
+        from uniretrieve.tiny.dual_encoder import train_dual_encoder
+
+        final = out / "clip" / "final"
+        done = (final / "clip_baseline.json").exists()
+
+        def train() -> Path:
+            if done:
+                return final
+            config = baseline_config(
+                cfg, data / "llava-pretrain", recipe / "base" / "processor", out / "clip"
+            )
+            return train_dual_encoder(config, console=console)[0]
+
+        return ClipStyleEncoder.from_pretrained(RowSeconds(out / "clip").timed(done, train))
+
     return {
-        "CLIP-style dual encoder": ClipStyleEncoder.from_pretrained(clip_dir),
-        "base MLLM, prompted": base,
-        "stage 1 only": stage1,
-        "stage 2 only": stage2("stage2-only", base, []),
-        "stage 1 + stage 2, in-batch negatives": stage2("stage2-inbatch", stage1, ["loss.in_batch=true"]),
-        "stage 1 + stage 2 (unime-tiny)": recipe / "stage2" / "merged",
+        "CLIP-style dual encoder": clip,
+        "base MLLM, prompted": lambda: base,
+        "stage 1 only": lambda: stage1,
+        "stage 2 only": lambda: stage2("stage2-only", base, []),
+        "stage 1 + stage 2, in-batch negatives": lambda: stage2(
+            "stage2-inbatch", stage1, ["loss.in_batch=true"]
+        ),
+        "stage 1 + stage 2 (unime-tiny)": lambda: recipe / "stage2" / "merged",
     }
+
+
+OWN_RUN = {
+    "CLIP-style dual encoder": "clip",
+    "stage 2 only": "stage2-only",
+    "stage 1 + stage 2, in-batch negatives": "stage2-inbatch",
+}
+
+
+def row_seconds(name: str, recipe: Path, out: Path) -> float | None:
+    """A row's training seconds: the recipe steps it builds on plus its own run's; None where one is unknown."""
+    steps = recipe / "step_seconds.json"
+    recipe_s = json.loads(steps.read_text()) if steps.exists() else {}
+    total = 0.0
+    for step in RECIPE_STEPS.get(name, ()):
+        if step not in recipe_s:
+            return None
+        total += recipe_s[step]
+    if name in OWN_RUN:
+        own = RowSeconds(out / OWN_RUN[name]).read()
+        if own is None:
+            return None
+        total += own
+    return total
+
+
+def run_ablation(recipe: Path, out: Path, console: Any) -> dict[str, Any]:
+    """Train and score each row in turn; a row's scores are kept in `out/scores.json` as soon as they exist, so a
+    run stopped at any point (e.g. at the end of a working session) resumes with the next row's training."""
+    from uniretrieve.io import atomic_write_text
+    from uniretrieve.tiny.config import read_recipe_json
+    from uniretrieve.tiny.recipe import evaluate_model
+
+    cfg = read_recipe_json(recipe / "model" / "recipe.json")
+    cache = out / "scores.json"
+    done: dict[str, Any] = json.loads(cache.read_text()) if cache.exists() else {}
+    for name, trainer in row_trainers(recipe, out, cfg, console).items():
+        if name in done:
+            continue
+        model = trainer()
+        console.print(f"scoring {name}")
+        if isinstance(model, Path):
+            done[name] = evaluate_model(model, recipe / "data")
+        else:
+            done[name] = evaluate_model("clip-baseline", recipe / "data", encoder=model)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cache, json.dumps(done))  # a kill mid-write keeps the rows scored so far
+    return done
 
 
 def main() -> None:
     from rich.console import Console
 
-    from uniretrieve.io import atomic_write_text
-    from uniretrieve.tiny.config import read_recipe_json
     from uniretrieve.tiny.model_card import markdown_table
-    from uniretrieve.tiny.recipe import evaluate_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -125,28 +227,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     console = Console()
-    cfg = read_recipe_json(args.recipe / "model" / "recipe.json")
     t0 = time.perf_counter()
-    rows = train_rows(args.recipe, args.out, cfg, console)
-    scores: dict[str, Any] = {}
-    cache = args.out / "scores.json"
-    done = json.loads(cache.read_text()) if cache.exists() else {}
-    for name, model in rows.items():
-        if name in done:
-            scores[name] = done[name]
-            continue
-        console.print(f"scoring {name}")
-        if isinstance(model, Path):
-            scores[name] = evaluate_model(model, args.recipe / "data")
-        else:
-            scores[name] = evaluate_model("clip-baseline", args.recipe / "data", encoder=model)
-        done[name] = scores[name]
-        atomic_write_text(cache, json.dumps(done))  # a kill mid-write keeps the rows scored so far
-    table = markdown_table(scores)
-    console.print(table)
+    scores = run_ablation(args.recipe, args.out, console)
+    seconds = {name: row_seconds(name, args.recipe, args.out) for name in scores}
+    console.print(markdown_table(scores, seconds=seconds))
     console.print(f"{time.perf_counter() - t0:.0f} s on {platform.processor() or platform.machine()}")
     if args.json:
-        args.json.write_text(json.dumps(scores, indent=2))
+        args.json.write_text(json.dumps({"scores": scores, "training_seconds": seconds}, indent=2))
 
 
 if __name__ == "__main__":

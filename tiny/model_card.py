@@ -35,15 +35,19 @@ def headline(scores: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
-def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
-    """Rows of headline scores → a Markdown table (one row per model)."""
+def markdown_table(rows: dict[str, dict[str, Any]], *, seconds: dict[str, float | None] | None = None) -> str:
+    """Rows of headline scores → a Markdown table (one row per model), with a training-seconds column when
+    `seconds` is given ("–" where a row's time is unknown)."""
     names = [c for c, _ in COLUMNS]
-    lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    extra = ["training s"] if seconds is not None else []
+    lines = ["| model | " + " | ".join(names + extra) + " |", "|---|" + "---:|" * (len(names) + len(extra))]
     for model, scores in rows.items():
         h = headline(scores)
-        lines.append(
-            f"| {model} | " + " | ".join("–" if h[c] is None else f"{h[c]:.1f}" for c in names) + " |"
-        )
+        cells = ["–" if h[c] is None else f"{h[c]:.1f}" for c in names]
+        if seconds is not None:
+            s = seconds.get(model)
+            cells.append("–" if s is None else f"{s:,.0f}")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,130 @@
+"""The ablation runner (tiny/ablation.py): rows trained and scored one at a time, resumable across sessions, with
+each row's training seconds. Training and scoring are replaced by fakes that record their calls."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from uniretrieve.tiny import ablation
+from uniretrieve.tiny.config import TinyRecipeConfig
+from uniretrieve.tiny.model_card import markdown_table
+
+
+class Stop(RuntimeError):
+    pass
+
+
+def _recipe(root: Path) -> Path:
+    (root / "model").mkdir(parents=True)
+    (root / "model" / "recipe.json").write_text(
+        json.dumps({**asdict(TinyRecipeConfig(out=str(root))), "seconds": 1})
+    )
+    steps = {
+        "data": 20.0,
+        "align": 400.0,
+        "pretrain": 100.0,
+        "pretrain_long": 100.0,
+        "stage1": 200.0,
+        "stage2": 2000.0,
+    }
+    (root / "step_seconds.json").write_text(json.dumps(steps))
+    return root
+
+
+def _fakes(mp: pytest.MonkeyPatch, calls: list[str], stop_at: str | None = None) -> None:
+    import uniretrieve.tiny.clip_baseline as clip_baseline
+    import uniretrieve.tiny.dual_encoder as dual_encoder
+    import uniretrieve.tiny.recipe as recipe
+    import uniretrieve.train.stage2 as stage2
+
+    def run_stage2(cfg: Any, console: Any = None) -> Any:
+        calls.append("train " + Path(cfg.output_dir).name)
+        if Path(cfg.output_dir).name == stop_at:
+            raise Stop("session over")
+        merged = Path(cfg.output_dir) / "merged"
+        merged.mkdir(parents=True)
+        (merged / "config.json").write_text("{}")
+        return SimpleNamespace(merged_dir=str(merged))
+
+    def train_dual_encoder(cfg: Any, console: Any = None) -> Any:
+        calls.append("train clip")
+        final = Path(cfg.output_dir) / "final"
+        final.mkdir(parents=True)
+        (final / "clip_baseline.json").write_text("{}")
+        return final, None
+
+    def evaluate_model(model: Any, data: Path, encoder: Any = None) -> dict[str, Any]:
+        name = "clip" if encoder is not None else Path(model).parent.name  # e.g. stage1/merged → stage1
+        calls.append("score " + name)
+        return {"urban1k": {"t2i": {"R@1": float(len(calls))}, "i2t": {"R@1": 1.0}}}
+
+    mp.setattr(stage2, "run_stage2", run_stage2)
+    mp.setattr(dual_encoder, "train_dual_encoder", train_dual_encoder)
+    mp.setattr(clip_baseline.ClipStyleEncoder, "from_pretrained", classmethod(lambda cls, p: ("clip", p)))
+    mp.setattr(recipe, "evaluate_model", evaluate_model)
+
+
+def test_rows_are_scored_as_they_are_trained_and_a_stopped_run_resumes(tmp_path: Path) -> None:
+    recipe, out = _recipe(tmp_path / "recipe"), tmp_path / "ablation"
+    console = Console(quiet=True)
+    calls: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        _fakes(mp, calls, stop_at="stage2-inbatch")
+        with pytest.raises(Stop):
+            ablation.run_ablation(recipe, out, console)
+    # the rows before the stop are scored and kept; the stopped row's time so far is kept too
+    kept = json.loads((out / "scores.json").read_text())
+    assert list(kept) == ["CLIP-style dual encoder", "base MLLM, prompted", "stage 1 only", "stage 2 only"]
+    assert calls == [
+        "train clip",
+        "score clip",
+        "score base",
+        "score stage1",
+        "train stage2-only",
+        "score stage2-only",
+        "train stage2-inbatch",
+    ]
+    assert ablation.RowSeconds(out / "stage2-inbatch").read() is not None
+
+    calls.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        _fakes(mp, calls)
+        scores = ablation.run_ablation(recipe, out, console)
+    assert calls == [
+        "train stage2-inbatch",
+        "score stage2-inbatch",
+        "score stage2",
+    ]  # nothing trained or scored twice
+    assert list(scores) == [
+        *list(kept),
+        "stage 1 + stage 2, in-batch negatives",
+        "stage 1 + stage 2 (unime-tiny)",
+    ]
+
+    own = {n: ablation.RowSeconds(out / d).read() for n, d in ablation.OWN_RUN.items()}
+    seconds = {n: ablation.row_seconds(n, recipe, out) for n in scores}
+    assert seconds["CLIP-style dual encoder"] == own["CLIP-style dual encoder"]
+    assert seconds["base MLLM, prompted"] == 600.0 and seconds["stage 1 only"] == 800.0
+    assert seconds["stage 2 only"] == pytest.approx(600.0 + own["stage 2 only"])
+    assert seconds["stage 1 + stage 2, in-batch negatives"] == pytest.approx(
+        800.0 + own["stage 1 + stage 2, in-batch negatives"]
+    )
+    assert seconds["stage 1 + stage 2 (unime-tiny)"] == 2800.0
+    table = markdown_table(scores, seconds=seconds).splitlines()
+    assert table[0].endswith("| training s |") and table[-1].endswith("| 2,800 |")
+
+
+def test_a_row_without_a_known_time_shows_a_dash(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path / "recipe")
+    (recipe / "step_seconds.json").unlink()
+    assert ablation.row_seconds("stage 1 only", recipe, tmp_path / "ablation") is None
+    assert ablation.row_seconds("stage 2 only", recipe, tmp_path / "ablation") is None
+    row = markdown_table({"m": {}}, seconds={"m": None}).splitlines()[-1]
+    assert row.endswith("| – |")
