@@ -1,5 +1,6 @@
 """The ablation runner (tiny/ablation.py): rows trained and scored one at a time, resumable across sessions, with
-each row's training seconds. Training and scoring are replaced by fakes that record their calls."""
+each row's training seconds; the recipe's steps run only where the recipe folder lacks them. Training, the recipe
+and scoring are replaced by fakes that record their calls."""
 
 from __future__ import annotations
 
@@ -60,6 +61,16 @@ def _fakes(mp: pytest.MonkeyPatch, calls: list[str], stop_at: str | None = None)
         (final / "clip_baseline.json").write_text("{}")
         return final, None
 
+    step_dirs = {"pretrain": "base/final", "pretrain_long": "base-long/final", "stage1": "stage1/merged"}
+    step_dirs["stage2"] = "stage2/merged"
+
+    def run_recipe(cfg: Any, console: Any = None, until: str = "eval") -> Path:
+        result = Path(cfg.out) / step_dirs[until]
+        if not result.exists():  # the real recipe skips finished steps too
+            calls.append("recipe " + until)
+            result.mkdir(parents=True)
+        return result
+
     def evaluate_model(model: Any, data: Path, encoder: Any = None) -> dict[str, Any]:
         name = "clip" if encoder is not None else Path(model).parent.name  # e.g. stage1/merged → stage1
         calls.append("score " + name)
@@ -69,6 +80,7 @@ def _fakes(mp: pytest.MonkeyPatch, calls: list[str], stop_at: str | None = None)
     mp.setattr(dual_encoder, "train_dual_encoder", train_dual_encoder)
     mp.setattr(clip_baseline.ClipStyleEncoder, "from_pretrained", classmethod(lambda cls, p: ("clip", p)))
     mp.setattr(recipe, "evaluate_model", evaluate_model)
+    mp.setattr(recipe, "run_recipe", run_recipe)
 
 
 def test_rows_are_scored_as_they_are_trained_and_a_stopped_run_resumes(tmp_path: Path) -> None:
@@ -83,9 +95,12 @@ def test_rows_are_scored_as_they_are_trained_and_a_stopped_run_resumes(tmp_path:
     kept = json.loads((out / "scores.json").read_text())
     assert list(kept) == ["CLIP-style dual encoder", "base MLLM, prompted", "stage 1 only", "stage 2 only"]
     assert calls == [
+        "recipe pretrain",
         "train clip",
         "score clip",
-        "score base",
+        "recipe pretrain_long",
+        "score base-long",
+        "recipe stage1",
         "score stage1",
         "train stage2-only",
         "score stage2-only",
@@ -100,8 +115,9 @@ def test_rows_are_scored_as_they_are_trained_and_a_stopped_run_resumes(tmp_path:
     assert calls == [
         "train stage2-inbatch",
         "score stage2-inbatch",
+        "recipe stage2",
         "score stage2",
-    ]  # nothing trained or scored twice
+    ]  # nothing trained or scored twice; the recipe's own stage 2 runs last
     assert list(scores) == [
         *list(kept),
         "stage 1 + stage 2, in-batch negatives",
@@ -128,3 +144,48 @@ def test_a_row_without_a_known_time_shows_a_dash(tmp_path: Path) -> None:
     assert ablation.row_seconds("stage 2 only", recipe, tmp_path / "ablation") is None
     row = markdown_table({"m": {}}, seconds={"m": None}).splitlines()[-1]
     assert row.endswith("| – |")
+
+
+def test_a_new_recipe_folder_gets_the_recipes_defaults_and_a_saved_config_wins(tmp_path: Path) -> None:
+    new = ablation.recipe_config(tmp_path / "new")
+    assert new == TinyRecipeConfig(out=str(tmp_path / "new"))
+    # a folder the recipe started in (recipe.json saved before its first step), made elsewhere: its settings, this
+    # folder
+    started = tmp_path / "started"
+    started.mkdir()
+    saved = TinyRecipeConfig(out="/elsewhere", train_scenes=64, stage2_overrides=["max_steps=3"])
+    (started / "recipe.json").write_text(json.dumps(asdict(saved)))
+    cfg = ablation.recipe_config(started)
+    assert cfg.train_scenes == 64 and cfg.stage2_overrides == ["max_steps=3"] and cfg.out == str(started)
+
+
+def test_rows_trained_apart_share_one_table_and_a_given_final_model_is_scored_as_is(tmp_path: Path) -> None:
+    recipe, out = _recipe(tmp_path / "recipe"), tmp_path / "ablation"
+    console = Console(quiet=True)
+    shipped = tmp_path / "shipped" / "model"  # scored by its parent folder's name (the fake)
+    calls: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        _fakes(mp, calls)
+        # two processes side by side, each with its rows (sequential here; the file is shared under a lock)
+        first = ablation.run_ablation(recipe, out, console, rows=["stage2-inbatch"])
+        second = ablation.run_ablation(
+            recipe, out, console, rows=["stage2-only", "unime-tiny"], final=shipped
+        )
+    assert list(first) == ["stage 1 + stage 2, in-batch negatives"]
+    assert list(second) == [
+        "stage 2 only",
+        "stage 1 + stage 2, in-batch negatives",
+        "stage 1 + stage 2 (unime-tiny)",
+    ]  # the table's order, whichever process scored a row
+    assert calls == [
+        "recipe stage1",
+        "train stage2-inbatch",
+        "score stage2-inbatch",
+        "recipe pretrain_long",
+        "train stage2-only",
+        "score stage2-only",
+        "score shipped",
+    ]  # no recipe stage 2: the given model is the row
+    assert list(ablation.ROW_KEYS.values()) == list(
+        ablation.row_trainers(recipe, out, TinyRecipeConfig(out=str(recipe)), console)
+    )

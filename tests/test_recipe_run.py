@@ -54,3 +54,17 @@ def test_a_short_recipe_run_lowers_every_steps_loss(tmp_path: Path) -> None:
     assert {"urban1k", "sharegpt4v", "sugarcrepe", "flickr30k", "mmeb"} <= set(scores)
     times = json.loads((root / "step_seconds.json").read_text())
     assert set(times) >= {"data", "align", "pretrain", "pretrain_long", "stage1", "stage2", "eval"}
+
+
+def test_the_recipe_stops_after_the_step_asked_for_with_its_config_saved_first(tmp_path: Path) -> None:
+    from uniretrieve.tiny.recipe import run_recipe
+
+    cfg = TinyRecipeConfig(out=str(tmp_path / "r"), train_scenes=16, test_scenes=8, base=FIXTURE)
+    with pytest.raises(ValueError, match="unknown recipe step 'stage3'"):
+        run_recipe(cfg, until="stage3")
+    data = run_recipe(cfg, until="data")
+    root = Path(cfg.out)
+    assert data == root / "data" and (data / "config.json").exists()
+    assert read_recipe_json(root / "recipe.json") == cfg
+    assert set(json.loads((root / "step_seconds.json").read_text())) == {"data"}
+    assert sorted(p.name for p in root.iterdir()) == ["data", "recipe.json", "step_seconds.json"]

@@ -13,10 +13,13 @@ Rows (all scored on the recipe's held-out test split, a seed never used in train
   stage 2, in-batch         base → stage 1 → stage 2 with plain in-batch InfoNCE instead of hard negatives
   stage 1 + stage 2         = unime-tiny
 The recipe (`uniretrieve train unime-tiny --output runs/unime-tiny`) provides the data, the base, stage 1 and
-stage 1 + stage 2; this script trains the three other rows and scores each row as soon as it exists, then prints a
-Markdown table with each row's training seconds (the recipe steps it builds on plus its own run; `--json`). Every
-row's training resumes from its checkpoints and scored rows are kept (`out/scores.json`), so the ablation can span
-several working sessions: rerun the same command.
+stage 1 + stage 2: where the `--recipe` folder lacks a step a row needs, this script runs the recipe up to that step
+(resuming it; a new folder gets the recipe's defaults). It trains the two other stage-2 rows itself, scores each row
+as soon as it exists, then prints a Markdown table with each row's training seconds (the recipe steps it builds on
+plus its own run; `--json`). Every row's training resumes from its checkpoints and scored rows are kept
+(`out/scores.json`), so the ablation can span several working sessions: rerun the same command. The rows run in the
+table's order, the recipe's own stage 2 last: a session that has the time for only some rows gets the ones the
+recipe does not make.
 """
 
 from __future__ import annotations
@@ -64,10 +67,19 @@ def baseline_config(cfg: TinyRecipeConfig, pairs: Path, tokenizer: Path, out: Pa
     )
 
 
-def recipe_base(recipe: Path) -> Path:
-    """The recipe's "no UniME training" model: the second pretraining phase's, else the first's."""
-    long = recipe / "base-long" / "final"
-    return long if (long / "config.json").exists() else recipe / "base" / "final"
+def recipe_config(recipe: Path) -> TinyRecipeConfig:
+    """The recipe folder's config: its packaged model's recipe.json, else the one the recipe saves when it starts,
+    else the recipe's defaults (a new folder); `out` is the folder given, wherever the run was made."""
+    from uniretrieve.tiny.config import TinyRecipeConfig, read_recipe_json
+
+    for path in (recipe / "model" / "recipe.json", recipe / "recipe.json"):
+        if path.exists():
+            cfg = read_recipe_json(path)
+            break
+    else:
+        cfg = TinyRecipeConfig(out=str(recipe))
+    cfg.out = str(recipe)
+    return cfg
 
 
 RECIPE_STEPS = {
@@ -110,9 +122,14 @@ def row_trainers(
     recipe: Path, out: Path, cfg: TinyRecipeConfig, console: Any
 ) -> dict[str, Callable[[], Any]]:
     """Row name → a function that trains the row if needed (resuming its run) and returns its model: a path, or
-    the CLIP-style encoder. The recipe (`uniretrieve train unime-tiny`) made the base, stage 1 and unime-tiny."""
+    the CLIP-style encoder. The recipe's own rows (the base, stage 1, unime-tiny) are its steps' results."""
+    from uniretrieve.tiny.recipe import run_recipe
+
     data = recipe / "data"
-    base, stage1 = recipe_base(recipe), recipe / "stage1" / "merged"
+
+    def upto(step: str) -> Path:
+        """The recipe's result of `step`, running (or resuming) the recipe up to it where it is missing."""
+        return run_recipe(cfg, console=console, until=step)
 
     def stage2(name: str, start: Path, overrides: list[str]) -> Path:
         from uniretrieve.train.config import load_config
@@ -152,17 +169,19 @@ def row_trainers(
             )
             return train_dual_encoder(config, console=console)[0]
 
+        if not done:
+            upto("pretrain")  # the pairs and the recipe's tokenizer, outside the row's own seconds
         return ClipStyleEncoder.from_pretrained(RowSeconds(out / "clip").timed(done, train))
 
     return {
         "CLIP-style dual encoder": clip,
-        "base MLLM, prompted": lambda: base,
-        "stage 1 only": lambda: stage1,
-        "stage 2 only": lambda: stage2("stage2-only", base, []),
+        "base MLLM, prompted": lambda: upto("pretrain_long"),
+        "stage 1 only": lambda: upto("stage1"),
+        "stage 2 only": lambda: stage2("stage2-only", upto("pretrain_long"), []),
         "stage 1 + stage 2, in-batch negatives": lambda: stage2(
-            "stage2-inbatch", stage1, ["loss.in_batch=true"]
+            "stage2-inbatch", upto("stage1"), ["loss.in_batch=true"]
         ),
-        "stage 1 + stage 2 (unime-tiny)": lambda: recipe / "stage2" / "merged",
+        "stage 1 + stage 2 (unime-tiny)": lambda: upto("stage2"),
     }
 
 
@@ -190,33 +209,69 @@ def row_seconds(name: str, recipe: Path, out: Path) -> float | None:
     return total
 
 
-def run_ablation(recipe: Path, out: Path, console: Any) -> dict[str, Any]:
-    """Train and score each row in turn; a row's scores are kept in `out/scores.json` as soon as they exist, so a
-    run stopped at any point (e.g. at the end of a working session) resumes with the next row's training."""
+ROW_KEYS = {
+    "clip": "CLIP-style dual encoder",
+    "base": "base MLLM, prompted",
+    "stage1": "stage 1 only",
+    "stage2-only": "stage 2 only",
+    "stage2-inbatch": "stage 1 + stage 2, in-batch negatives",
+    "unime-tiny": "stage 1 + stage 2 (unime-tiny)",
+}
+"""`--rows` names → the table's rows, in the table's order."""
+
+
+def _keep(cache: Path, name: str, scores: dict[str, Any]) -> None:
+    """Add one row to `out/scores.json` under a lock: ablation processes training different rows (`--rows`) side by
+    side share the file. Written atomically: a kill mid-write keeps the rows scored so far."""
+    import fcntl
+
     from uniretrieve.io import atomic_write_text
-    from uniretrieve.tiny.config import read_recipe_json
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.with_name("scores.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = json.loads(cache.read_text()) if cache.exists() else {}
+        rows[name] = scores
+        atomic_write_text(cache, json.dumps(rows))
+
+
+def run_ablation(
+    recipe: Path, out: Path, console: Any, *, rows: list[str] | None = None, final: Path | None = None
+) -> dict[str, Any]:
+    """Train and score each row in turn; a row's scores are kept in `out/scores.json` as soon as they exist, so a
+    run stopped at any point (e.g. at the end of a working session) resumes with the next row's training.
+
+    rows: only these rows (ROW_KEYS names), e.g. two stage-2 rows in two processes at once.
+    final: the stage 1 + stage 2 row's model instead of the recipe's own stage 2 (e.g. the shipped `unime-tiny`,
+    a build of the same recipe) when there is no time for a third stage-2 run.
+    Returns every row scored so far, by this process or another, in the table's order."""
     from uniretrieve.tiny.recipe import evaluate_model
 
-    cfg = read_recipe_json(recipe / "model" / "recipe.json")
+    cfg = recipe_config(recipe)
     cache = out / "scores.json"
+    wanted = {ROW_KEYS[k] for k in rows} if rows else set(ROW_KEYS.values())
+    trainers = row_trainers(recipe, out, cfg, console)
+    if final is not None:
+        trainers["stage 1 + stage 2 (unime-tiny)"] = lambda: final
     done: dict[str, Any] = json.loads(cache.read_text()) if cache.exists() else {}
-    for name, trainer in row_trainers(recipe, out, cfg, console).items():
-        if name in done:
+    for name, trainer in trainers.items():
+        if name in done or name not in wanted:
             continue
         model = trainer()
         console.print(f"scoring {name}")
         if isinstance(model, Path):
-            done[name] = evaluate_model(model, recipe / "data")
+            scores = evaluate_model(model, recipe / "data")
         else:
-            done[name] = evaluate_model("clip-baseline", recipe / "data", encoder=model)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(cache, json.dumps(done))  # a kill mid-write keeps the rows scored so far
-    return done
+            scores = evaluate_model("clip-baseline", recipe / "data", encoder=model)
+        _keep(cache, name, scores)
+    kept = json.loads(cache.read_text()) if cache.exists() else {}
+    return {name: kept[name] for name in trainers if name in kept}
 
 
 def main() -> None:
     from rich.console import Console
 
+    from uniretrieve.models.names import shipped_dir
     from uniretrieve.tiny.model_card import markdown_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,11 +280,31 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--rows",
+        nargs="+",
+        choices=list(ROW_KEYS),
+        default=None,
+        help="only these rows (default: all, in the table's order)",
+    )
+    ap.add_argument(
+        "--final",
+        default=None,
+        help="the stage 1 + stage 2 row's model folder, or `unime-tiny` for the shipped one, instead of the "
+        "recipe's own stage 2 (its training seconds are then not known here)",
+    )
     args = ap.parse_args()
+    final = None
+    if args.final is not None:
+        final = shipped_dir("unime-tiny") if args.final == "unime-tiny" else Path(args.final)
+        if not (final / "config.json").exists():
+            ap.error(f"--final {args.final}: no model there (config.json missing)")
     console = Console()
     t0 = time.perf_counter()
-    scores = run_ablation(args.recipe, args.out, console)
+    scores = run_ablation(args.recipe, args.out, console, rows=args.rows, final=final)
     seconds = {name: row_seconds(name, args.recipe, args.out) for name in scores}
+    if final is not None:
+        seconds[ROW_KEYS["unime-tiny"]] = None
     console.print(markdown_table(scores, seconds=seconds))
     console.print(f"{time.perf_counter() - t0:.0f} s on {platform.processor() or platform.machine()}")
     if args.json:

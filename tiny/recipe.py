@@ -276,34 +276,47 @@ class StepTimes:
         return sum(self.seconds.values())
 
 
-def run_recipe(cfg: TinyRecipeConfig, *, console: Any | None = None) -> Path:
+RECIPE_STEPS = ("data", "align", "pretrain", "pretrain_long", "stage1", "stage2", "eval")
+"""The recipe's steps in order, as `step_seconds.json` names them."""
+
+
+def run_recipe(cfg: TinyRecipeConfig, *, console: Any | None = None, until: str = "eval") -> Path:
+    """Run (or resume) the recipe; `until` stops after that step and returns its folder (the ablation needs
+    the recipe only up to stage 1). The config is saved as `out/recipe.json` before the first step."""
     from rich.console import Console
 
+    from uniretrieve.io import atomic_write_text
+
+    if until not in RECIPE_STEPS:
+        raise ValueError(f"unknown recipe step {until!r}; one of {', '.join(RECIPE_STEPS)}")
     console = console or Console()
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "recipe.json", json.dumps(asdict(cfg), indent=2))
     times = StepTimes(root)
     t0 = time.perf_counter()
-    data = times.run("data", (root / "data" / "config.json").exists(), lambda: step_data(cfg, console))
-    align = times.run(
-        "align",
-        (root / "align" / "final" / "clip_baseline.json").exists(),
-        lambda: step_align(cfg, data, console),
-    )
-    base = times.run(
-        "pretrain", _done(root / "base" / "final"), lambda: step_pretrain(cfg, data, align, console)
-    )
-    base = times.run(
-        "pretrain_long",
-        cfg.pretrain_long_steps == 0 or _done(root / "base-long" / "final"),
-        lambda: step_pretrain_long(cfg, data, base, console),
-    )
-    stage1 = times.run(
-        "stage1", _done(root / "stage1" / "merged"), lambda: step_stage1(cfg, base, data, console)
-    )
-    stage2 = times.run(
-        "stage2", _done(root / "stage2" / "merged"), lambda: step_stage2(cfg, stage1, data, console)
-    )
+    done = {
+        "data": (root / "data" / "config.json").exists(),
+        "align": (root / "align" / "final" / "clip_baseline.json").exists(),
+        "pretrain": _done(root / "base" / "final"),
+        "pretrain_long": cfg.pretrain_long_steps == 0 or _done(root / "base-long" / "final"),
+        "stage1": _done(root / "stage1" / "merged"),
+        "stage2": _done(root / "stage2" / "merged"),
+    }
+    r: dict[str, Path] = {}
+    steps: dict[str, Any] = {
+        "data": lambda: step_data(cfg, console),
+        "align": lambda: step_align(cfg, r["data"], console),
+        "pretrain": lambda: step_pretrain(cfg, r["data"], r["align"], console),
+        "pretrain_long": lambda: step_pretrain_long(cfg, r["data"], r["pretrain"], console),
+        "stage1": lambda: step_stage1(cfg, r["pretrain_long"], r["data"], console),
+        "stage2": lambda: step_stage2(cfg, r["stage1"], r["data"], console),
+    }
+    for name, fn in steps.items():
+        r[name] = times.run(name, done[name], fn)
+        if name == until:
+            return r[name]
+    stage2, data = r["stage2"], r["data"]
     console.rule("scores on the held-out test split")
     scores = times.run("eval", False, lambda: evaluate_model(stage2, data, batch_size=cfg.eval_batch_size))
     out = package(stage2, root / "model", scores, cfg, times.total)
