@@ -189,3 +189,13 @@ def test_rows_trained_apart_share_one_table_and_a_given_final_model_is_scored_as
     assert list(ablation.ROW_KEYS.values()) == list(
         ablation.row_trainers(recipe, out, TinyRecipeConfig(out=str(recipe)), console)
     )
+
+
+def test_the_model_cards_ablation_section_is_replaced_not_repeated() -> None:
+    from uniretrieve.tiny.model_card import ABLATION_HEADING, with_ablation
+
+    card = "# unime-tiny\n\n## Scores\n\n| a |\n"
+    once = with_ablation(card, "| old |", command="python -m uniretrieve.tiny.ablation --recipe r --out o")
+    twice = with_ablation(once, "| new |", command="python -m uniretrieve.tiny.ablation --recipe r --out o")
+    assert twice.count(ABLATION_HEADING) == 1 and "| new |" in twice and "| old |" not in twice
+    assert twice.startswith(card.rstrip("\n")) and "--recipe r --out o" in twice

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -288,6 +289,13 @@ def main() -> None:
         help="only these rows (default: all, in the table's order)",
     )
     ap.add_argument(
+        "--card",
+        type=Path,
+        default=None,
+        help="a model card (e.g. uniretrieve/weights/unime-tiny/MODEL_CARD.md) whose ablation section is set to "
+        "the table",
+    )
+    ap.add_argument(
         "--final",
         default=None,
         help="the stage 1 + stage 2 row's model folder, or `unime-tiny` for the shipped one, instead of the "
@@ -305,7 +313,14 @@ def main() -> None:
     seconds = {name: row_seconds(name, args.recipe, args.out) for name in scores}
     if final is not None:
         seconds[ROW_KEYS["unime-tiny"]] = None
-    console.print(markdown_table(scores, seconds=seconds))
+    table = markdown_table(scores, seconds=seconds)
+    console.print(table)
+    if args.card is not None:
+        from uniretrieve.io import atomic_write_text
+        from uniretrieve.tiny.model_card import with_ablation
+
+        command = "python -m uniretrieve.tiny.ablation " + " ".join(sys.argv[1:])
+        atomic_write_text(args.card, with_ablation(args.card.read_text(), table, command=command))
     console.print(f"{time.perf_counter() - t0:.0f} s on {platform.processor() or platform.machine()}")
     if args.json:
         args.json.write_text(json.dumps({"scores": scores, "training_seconds": seconds}, indent=2))

@@ -100,3 +100,21 @@ Short = 5 captions per image, ≤ 15 words (Flickr30K/COCO analogue, R@1); Share
 (R@1); Replace / Swap / Add = SugarCrepe-style accuracy; instr. P@1 = mean precision@1 over the 7 generated
 MMEB-style instruction datasets. Reproduce with `uniretrieve eval <benchmark> --data <test split> --model unime-tiny`.
 """
+
+
+ABLATION_HEADING = "## The paper's ablation on the same test split"
+
+
+def with_ablation(card: str, table: str, *, command: str) -> str:
+    """The model card with its ablation section (`python -m uniretrieve.tiny.ablation --card`) set to `table`:
+    replaced where the card has one (it is the card's last section), appended otherwise."""
+    head = card.split(ABLATION_HEADING)[0].rstrip("\n")
+    return f"""{head}
+
+{ABLATION_HEADING}
+
+Measured by `{command}` (each row trained on as many samples as the recipe gives it; training seconds on the
+machine that ran it, "–" where not measured there):
+
+{table}
+"""
