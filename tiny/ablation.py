@@ -309,7 +309,12 @@ def main() -> None:
             ap.error(f"--final {args.final}: no model there (config.json missing)")
     console = Console()
     t0 = time.perf_counter()
-    scores = run_ablation(args.recipe, args.out, console, rows=args.rows, final=final)
+    from uniretrieve.cli.options import known_errors
+
+    try:
+        scores = run_ablation(args.recipe, args.out, console, rows=args.rows, final=final)
+    except known_errors() as exc:  # bad input (e.g. an unreadable recipe.json): one line, exit 2
+        ap.error(" ".join(str(exc).split()))
     seconds = {name: row_seconds(name, args.recipe, args.out) for name in scores}
     if final is not None:
         seconds[ROW_KEYS["unime-tiny"]] = None

@@ -292,7 +292,9 @@ def run_recipe(cfg: TinyRecipeConfig, *, console: Any | None = None, until: str 
     console = console or Console()
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "recipe.json", json.dumps(asdict(cfg), indent=2))
+    saved, text = root / "recipe.json", json.dumps(asdict(cfg), indent=2)
+    if not saved.exists() or saved.read_text() != text:  # the ablation asks for a step at a time
+        atomic_write_text(saved, text)
     times = StepTimes(root)
     t0 = time.perf_counter()
     done = {
