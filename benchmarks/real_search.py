@@ -90,10 +90,13 @@ def build_child(data: Path, index_dir: Path, index_type: str, budget: int, targe
 
 
 def search_child(data: Path, index_dir: Path, k: int) -> dict[str, Any]:
-    """Searcher's columnar path where it has one (`search_arrays`: ids, scores and the id-map rows, taken as one
-    Arrow take), else `search_vectors`; the batch through `search_vectors` (one `Hit` object per hit) beside it."""
+    """Searcher's columnar path where it has one (`search_arrays`: ids, scores and the hits' id-map rows from the
+    hit store), else `search_vectors`; the batch through `search_vectors` (one `Hit` object per hit) beside it."""
+    import faiss  # loaded before the base, as the FAISS peers' search processes load it (benchmarks/peers.py)
+
     from uniretrieve.search.searcher import Searcher
 
+    faiss.omp_set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     d = load_data(data)
     base = rss_now()
     searcher = Searcher.load(index_dir)

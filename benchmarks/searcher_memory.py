@@ -1,8 +1,9 @@
 """Where a search process's memory goes: the Searcher's steps against raw FAISS on the same index.
 
 Each mode runs in a fresh process (`/proc/self/status` RssAnon / RssFile, MiB, over the process after its queries
-are loaded): `raw` reads index.faiss with FAISS and searches; `ours` imports the Searcher, reads the index, the id
-map, builds the Searcher, and searches through `search_arrays` (the hits' id-map rows included).
+are loaded): `raw` reads index.faiss with FAISS and searches; `ours` imports the Searcher, reads the index, opens
+the hit store (memory-mapped), builds the Searcher, and searches through `search_arrays` (the hits' id-map rows
+included).
 
     python -m benchmarks.searcher_memory --index IDX            # an index built by `uniretrieve index build`
     python -m benchmarks.searcher_memory --build 50000 --dim 256 --work /tmp/mem50k   # clustered vectors, HNSW
@@ -46,7 +47,7 @@ def child(mode: str, index: Path, dim: int) -> dict[str, Any]:
         for i in range(200):
             ix.search(q[i : i + 1], 10)
     else:
-        from uniretrieve.index.idmap import IDMAP_NAME, read_idmap
+        from uniretrieve.index.hitstore import HitStore
         from uniretrieve.index.meta import read_meta
         from uniretrieve.index.ondisk import read_version_index
         from uniretrieve.index.store import open_version
@@ -57,9 +58,9 @@ def child(mode: str, index: Path, dim: int) -> dict[str, Any]:
         meta = read_meta(held.path)
         ix = read_version_index(held.path)
         marks.append(("index", _status()))
-        idmap = read_idmap(held.path / IDMAP_NAME)
-        marks.append(("idmap", _status()))
-        searcher = Searcher(index, meta, ix, idmap)
+        store = HitStore.open(held.path)
+        marks.append(("hit store", _status()))
+        searcher = Searcher(index, meta, ix, store=store)
         searcher.version = held
         marks.append(("searcher", _status()))
         _ = searcher.search_arrays(q, k=10).rows
@@ -70,7 +71,12 @@ def child(mode: str, index: Path, dim: int) -> dict[str, Any]:
         name: {k: round(now[k] - before[k], 1) for k in now}
         for (_, before), (name, now) in itertools.pairwise(marks)
     }
-    return {"mode": mode, "steps": steps, "pandas_imported": "pandas" in sys.modules}
+    return {
+        "mode": mode,
+        "steps": steps,
+        "pandas_imported": "pandas" in sys.modules,
+        "pyarrow_imported": "pyarrow" in sys.modules,
+    }
 
 
 def build(n: int, dim: int, work: Path) -> Path:

@@ -1,5 +1,6 @@
-"""Where a single query's time goes in the Searcher on a built index: raw FAISS search, the same plus an id-map take
-(fixed or its own ids), the take alone. Usage: python benchmarks/single_query_rows.py INDEX_DIR QUERIES.npy"""
+"""Where a single query's time goes in the Searcher on a built index: raw FAISS search, the same plus the hit-store
+take of 10 rows (fixed ids or the query's own), the take alone, and `search_arrays` with its rows; µs per query,
+best of 3 × 1,000 queries. Usage: python benchmarks/single_query_rows.py INDEX_DIR QUERIES.npy"""
 
 import sys
 import time
@@ -11,8 +12,13 @@ from uniretrieve.search.searcher import Searcher
 
 s = Searcher.load(Path(sys.argv[1]))
 q = np.load(sys.argv[2]).astype(np.float32)
-sel = s.idmap.select(s.hit_columns)
+cols = s.hit_columns
 fixed = np.arange(10, dtype=np.int64) * 1000
+n = s.store.rows
+
+
+def take(ids):
+    return s.store.take(ids, cols)
 
 
 def loop(name, body, m=1000):
@@ -22,11 +28,14 @@ def loop(name, body, m=1000):
         for i in range(m):
             body(i)
         best = min(best, (time.perf_counter() - t0) / m * 1e6)
-    print(name, round(best, 1))
+    print(name, round(best, 1), flush=True)
 
 
+print("columns", cols, {c: s.store.columns[c].kind for c in cols})
 loop("raw", lambda i: s._raw_search(q[i : i + 1], 10))
-loop("raw + take fixed ids", lambda i: (s._raw_search(q[i : i + 1], 10), sel.take(fixed)))
-loop("raw + take its ids", lambda i: sel.take(s._raw_search(q[i : i + 1], 10)[1][0]))
-loop("take fixed alone", lambda i: sel.take(fixed))
-loop("take random alone", lambda i: sel.take(np.random.randint(0, 200000, 10)))
+loop("raw + take fixed ids", lambda i: (s._raw_search(q[i : i + 1], 10), take(fixed)))
+loop("raw + take its ids", lambda i: take(s._raw_search(q[i : i + 1], 10)[1][0]))
+loop("take fixed alone", lambda i: take(fixed))
+loop("take random alone", lambda i: take(np.random.randint(0, n, 10)))
+loop("search_arrays, no rows", lambda i: s.search_arrays(q[i : i + 1], k=10))
+loop("search_arrays + rows", lambda i: s.search_arrays(q[i : i + 1], k=10).rows)

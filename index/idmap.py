@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from uniretrieve.embed.schema import ID, OPTIONAL_COLUMNS
+from uniretrieve.index.meta import IDMAP_NAME as IDMAP_NAME
 from uniretrieve.io import commit_temp, temp_path
 
-IDMAP_NAME = "idmap.parquet"
 # Shard columns copied into the id map (everything but the vector).
 IDMAP_META_COLUMNS = (ID, *OPTIONAL_COLUMNS)
 IDMAP_SCHEMA = pa.schema(
@@ -97,8 +97,12 @@ class IdMapWriter:
         self.next_id += n
 
     def close(self) -> None:
+        """Commit the id map, then its hit store beside it (index/hitstore.py), read back from the file."""
+        from uniretrieve.index.hitstore import write_hit_store
+
         self._writer.close()
         commit_temp(self.tmp, self.path)
+        write_hit_store(self.path.parent, read_idmap(self.path))
 
     def abort(self) -> None:
         self._writer.close()

@@ -17,6 +17,7 @@ from uniretrieve.index.factory import STORAGES, parse_bytes
 
 INDEX_NAME = "index.faiss"
 META_NAME = "index.json"
+IDMAP_NAME = "idmap.parquet"
 FORMAT = "uniretrieve-index"
 FORMAT_VERSION = 2
 """2: versioned folders, `deleted` (rows replaced by updates)."""

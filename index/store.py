@@ -28,8 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from uniretrieve.index.idmap import IDMAP_NAME
-from uniretrieve.index.meta import INDEX_NAME, META_NAME, IndexMetaError, read_meta
+from uniretrieve.index.meta import IDMAP_NAME, INDEX_NAME, META_NAME, IndexMetaError, read_meta
 from uniretrieve.io import acquire_lock, atomic_write_json, file_lock, fsync_dir, is_stale_temp
 
 POINTER_NAME = "CURRENT"

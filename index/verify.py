@@ -1,8 +1,8 @@
 """`uniretrieve index verify`: is an index directory sound? One line per problem found, none when it is.
 
 Checks the version pointer, that index.faiss, idmap.parquet and index.json agree (vector count, dim, ids in order,
-deleted rows, no id live twice), and that the shard directories the index was made from still hold what was
-indexed (their manifests' hash). Read-only: it takes no lock and deletes nothing.
+deleted rows, no id live twice), that the hit store search answers from holds the id map's rows, and that the shard
+directories the index was made from still hold what was indexed (their manifests' hash). Read-only: it takes no lock and deletes nothing.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from uniretrieve.index.idmap import IDMAP_NAME, IdMapError, deleted_mask, read_idmap
 from uniretrieve.index.meta import INDEX_NAME, META_NAME, IndexMetaError, read_meta
@@ -85,6 +88,7 @@ def verify_index(root: str | Path) -> Report:
             rep.problems.append(
                 f"{len(twice)} id(s) are live more than once, e.g. {twice[0]!r}; rebuild the index"
             )
+        _check_hit_store(v.path, idmap, rep)
     _check_sources(meta.sources, rep)
     older = [p.name for p in version_folders(root) if p != v.path]
     if older:
@@ -95,6 +99,34 @@ def verify_index(root: str | Path) -> Report:
     if sum(int(s.get("rows", 0)) for s in meta.sources) != meta.num_vectors:
         rep.problems.append(f"{META_NAME}: the sources' rows do not add up to {meta.num_vectors} vectors")
     return rep
+
+
+def _check_hit_store(version: Path, idmap: Any, rep: Report) -> None:
+    """The hit store (what search answers from) must hold the id map's hit columns, row for row."""
+    from uniretrieve.index.hitstore import HITS_DIR, HitStore, HitStoreError
+
+    try:
+        store = HitStore.open(version)
+    except HitStoreError as exc:
+        rep.problems.append(str(exc))
+        return
+    if store is None:
+        rep.notes.append(
+            f"{version.name} has no {HITS_DIR}/ (written by an older release): searches read the id map"
+        )
+        return
+    expected = HitStore.from_table(idmap)
+    if store.rows != expected.rows or store.hit_columns != expected.hit_columns:
+        rep.problems.append(f"{version / HITS_DIR} does not match {IDMAP_NAME}; rebuild the index")
+        return
+    every = np.arange(store.rows)
+    names = store.hit_columns
+    same_dead = np.array_equal(
+        np.zeros(store.rows, bool) if store.deleted is None else np.asarray(store.deleted),
+        np.zeros(store.rows, bool) if expected.deleted is None else expected.deleted,
+    )
+    if not same_dead or store.take(every, names).to_pylist() != expected.take(every, names).to_pylist():
+        rep.problems.append(f"{version / HITS_DIR} does not match {IDMAP_NAME}; rebuild the index")
 
 
 def _check_sources(sources: list[dict], rep: Report) -> None:

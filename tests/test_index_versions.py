@@ -63,6 +63,7 @@ def test_layout_pointer_and_old_versions_kept_while_read(tmp_path: Path) -> None
     assert json.loads((out / "CURRENT").read_text())["dir"] == "v-000001"
     assert sorted(p.name for p in (out / "v-000001").iterdir()) == [
         ".readers",
+        "hits",
         "idmap.parquet",
         "index.faiss",
         "index.json",

@@ -1,5 +1,6 @@
 """Search results: `HitTable` (columnar: scores, internal ids and the id-map rows of every hit, as arrays) and `Hit`
-(one ranked result as a Python object, made from a HitTable row only when asked for)."""
+(one ranked result as a Python object, made from a HitTable row only when asked for). The rows come from the index
+version's hit store (index/hitstore.py: numpy arrays, no pyarrow on the search path)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import json
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from uniretrieve.index.hitstore import HitRows, HitStore
 
 
 @dataclass(slots=True)
@@ -42,22 +47,21 @@ METADATA = ROW_FIELDS.index("metadata")
 
 def hit_columns(idmap: pa.Table) -> list[str]:
     """The id-map columns a hit needs: Hit fields holding at least one value. An all-null column (no image sizes in
-    a text index, no metadata ...) is left out of every take: each column taken costs ~10 µs per call, more than the
-    rest of a single-query search's overhead."""
+    a text index, no metadata ...) is neither stored in the hit store nor taken."""
     return [c for c in ROW_FIELDS if c in idmap.column_names and idmap.column(c).null_count < len(idmap)]
 
 
 @dataclass
 class HitTable:
     """The hits of `nq` queries as arrays: `scores`/`ids` [nq, k] straight from the index (-1 = no hit), `rows` the
-    id-map rows of the valid hits in query-major order (one Arrow take, done on first use). `hits()` turns them into
-    `Hit` objects, the one step with per-hit Python work."""
+    id-map rows of the valid hits in query-major order (one numpy take per column of the hit store, done on first
+    use). `hits()` turns them into `Hit` objects, the one step with per-hit Python work."""
 
     scores: np.ndarray
     ids: np.ndarray
-    idmap: pa.Table
+    store: HitStore
     columns: list[str]
-    """Id-map columns `rows` carries (`hit_columns`)."""
+    """Id-map columns `rows` carries (the store's `hit_columns`)."""
 
     @cached_property
     def valid(self) -> np.ndarray:
@@ -69,10 +73,9 @@ class HitTable:
         return self.valid.sum(axis=1)
 
     @cached_property
-    def rows(self) -> pa.Table:
-        """Id-map rows of the valid hits, query by query, rank by rank: a take on the one-chunk id map (a take on the
-        chunked, memory-mapped one costs ~7 ms at 1M rows whatever its size, more than an IVF search)."""
-        return self.idmap.select(self.columns).take(self.ids[self.valid])
+    def rows(self) -> HitRows:
+        """Id-map rows of the valid hits, query by query, rank by rank."""
+        return self.store.take(self.ids[self.valid], self.columns)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -84,7 +87,7 @@ class HitTable:
         ranks = np.cumsum(valid, axis=1)[valid].tolist()
         scores, ids = self.scores[valid].tolist(), self.ids[valid].tolist()
         rows, m = self.rows, len(ids)
-        cols = [rows.column(c).to_pylist() if c in self.columns else repeat(None, m) for c in ROW_FIELDS]
+        cols = [rows.column(c) if c in self.columns else repeat(None, m) for c in ROW_FIELDS]
         if "metadata" in self.columns:
             cols[METADATA] = [_json_or_raw(x) for x in cols[METADATA]]
         flat = list(map(Hit, ranks, scores, ids, *cols))
@@ -95,15 +98,12 @@ class HitTable:
         return out
 
 
-def hits_of(idmap: pa.Table, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
-    """Hits of every query ([nq, k] scores and internal ids, -1 = none) from ONE id-map lookup."""
-    return HitTable(scores, ids, idmap, hit_columns(idmap)).hits()
-
-
 def one_chunk(table: pa.Table) -> pa.Table:
-    """The id map as one chunk per column: `take` on a table of many chunks (one per written block) costs ~5 ms per
-    call at 1M rows, on one chunk ~0.1 ms. Columns whose strings exceed 2 GiB cannot be one chunk; they stay as
-    they are."""
+    """The id map as one chunk per column: filters and the service's item lookups on a table of many chunks (one
+    per written block) cost ~5 ms per call at 1M rows, on one chunk ~0.1 ms. Columns whose strings exceed 2 GiB
+    cannot be one chunk; they stay as they are."""
+    import pyarrow as pa
+
     try:
         return table.combine_chunks()
     except (pa.ArrowInvalid, pa.ArrowCapacityError):

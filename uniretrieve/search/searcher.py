@@ -15,17 +15,20 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
 from uniretrieve.search.filtered import FilteredSearch
-from uniretrieve.search.filters import FILTER_COLUMNS, WhereFilter
 from uniretrieve.search.flat import FlatMatmul
-from uniretrieve.search.hits import Hit, HitTable, hit_columns, one_chunk
+from uniretrieve.search.hits import Hit, HitTable, one_chunk
 from uniretrieve.search.query import Query, Term, combine
 from uniretrieve.types import ImageLike, Item
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from uniretrieve.index.hitstore import HitStore
 
 
 class ModelMismatchError(ValueError):
@@ -33,15 +36,20 @@ class ModelMismatchError(ValueError):
 
 
 class Searcher(FilteredSearch):
-    """Search one index directory. Build with `Searcher.load`."""
+    """Search one index directory. Build with `Searcher.load`.
+
+    Hits are read from the version's hit store (memory-mapped arrays); the full id map (`idmap`, an Arrow table) is
+    read from Parquet only when a filter or the service's item view first needs it."""
 
     def __init__(
         self,
         index_dir: Path,
         meta: Any,
         index: Any,
-        idmap: pa.Table,
+        idmap: pa.Table | None = None,
         *,
+        store: HitStore | None = None,
+        idmap_path: Path | None = None,
         encoder: Any = None,
         model: str | None = None,
         force: bool = False,
@@ -51,7 +59,7 @@ class Searcher(FilteredSearch):
         model_dtype: str | None = None,
     ) -> None:
         from uniretrieve.index import gpu as gpu_mod
-        from uniretrieve.index.idmap import deleted_mask
+        from uniretrieve.index.hitstore import HitStore
         from uniretrieve.index.kinds import kind_of
         from uniretrieve.index.meta import META_NAME, IndexMetaError
         from uniretrieve.index.tune import set_param
@@ -63,7 +71,13 @@ class Searcher(FilteredSearch):
         except ValueError as exc:
             raise IndexMetaError(f"{index_dir / META_NAME}: {exc}; rebuild the index") from None
         self.cpu_index = index
-        self.idmap = one_chunk(idmap)
+        if store is None:
+            if idmap is None:
+                raise ValueError("Searcher needs an id map or a hit store")
+            store = HitStore.from_table(one_chunk(idmap))
+        self.store = store
+        self._idmap = one_chunk(idmap) if idmap is not None else None
+        self._idmap_path = idmap_path
         self.device = device
         self.force = force
         self._model_override = model
@@ -71,11 +85,9 @@ class Searcher(FilteredSearch):
         self.model_dtype = model_dtype
         self._encoder = None
         self.timings: dict[str, float] = {}
-        self.filter_columns = [c for c in (*FILTER_COLUMNS, "metadata") if c in idmap.column_names]
-        self.hit_columns = hit_columns(self.idmap)
+        self.hit_columns = store.hit_columns
         self.version: Any = None
-        dead = deleted_mask(idmap)
-        self.live: np.ndarray | None = ~dead if dead.any() else None
+        self.live: np.ndarray | None = None if store.deleted is None else ~np.asarray(store.deleted)
         """Rows not replaced by an update (None: all); search returns only these."""
         for name, value in meta.search_params.items():
             set_param(index, name, int(value))
@@ -97,6 +109,24 @@ class Searcher(FilteredSearch):
             self.torch_exact = gpu_mod.TorchExactIndex(index.reconstruct_n(0, index.ntotal))
         if encoder is not None:
             self._set_encoder(encoder)
+
+    @property
+    def idmap(self) -> pa.Table:
+        """The whole id map as one Arrow table, read from the version's Parquet file on first use."""
+        if self._idmap is None:
+            from uniretrieve.index.idmap import read_idmap
+
+            if self._idmap_path is None:
+                raise ValueError(f"{self.dir}: this searcher was given no id map")
+            self._idmap = one_chunk(read_idmap(self._idmap_path))
+        return self._idmap
+
+    @property
+    def filter_columns(self) -> list[str]:
+        """Id-map columns a `where` filter can name."""
+        from uniretrieve.search.filters import FILTER_COLUMNS
+
+        return [c for c in (*FILTER_COLUMNS, "metadata") if c in self.store.idmap_columns]
 
     @classmethod
     def load(
@@ -121,8 +151,8 @@ class Searcher(FilteredSearch):
         model_dtype: the query model's compute dtype (bfloat16, float16, float32; None: bf16 on GPU, fp32 on CPU).
         """
 
-        from uniretrieve.index.idmap import IDMAP_NAME, read_idmap
-        from uniretrieve.index.meta import IndexMetaError, read_meta
+        from uniretrieve.index.hitstore import HitStore
+        from uniretrieve.index.meta import IDMAP_NAME, IndexMetaError, read_meta
         from uniretrieve.index.ondisk import read_version_index
         from uniretrieve.index.store import open_version
 
@@ -132,10 +162,15 @@ class Searcher(FilteredSearch):
             v = held.path
             meta = read_meta(v)
             index = read_version_index(v)  # memory-mapped lists for an on-disk index
-            idmap = read_idmap(v / IDMAP_NAME)
-            if index.ntotal != meta.num_vectors or len(idmap) != index.ntotal or index.d != meta.dim:
+            store, idmap = HitStore.open(v), None
+            if store is None:  # a version written before hit stores: from its id map, in memory
+                from uniretrieve.index.idmap import read_idmap
+
+                idmap = read_idmap(v / IDMAP_NAME)
+                store = HitStore.from_table(one_chunk(idmap))
+            if index.ntotal != meta.num_vectors or store.rows != index.ntotal or index.d != meta.dim:
                 raise IndexMetaError(
-                    f"{v}: index.faiss holds {index.ntotal} × {index.d}, idmap.parquet {len(idmap)} rows, "
+                    f"{v}: index.faiss holds {index.ntotal} × {index.d}, the id map {store.rows} rows, "
                     f"index.json says {meta.num_vectors} × {meta.dim}; rebuild the index"
                 )
             searcher = cls(
@@ -143,6 +178,8 @@ class Searcher(FilteredSearch):
                 meta,
                 index,
                 idmap,
+                store=store,
+                idmap_path=v / IDMAP_NAME,
                 encoder=encoder,
                 model=model,
                 force=force,
@@ -265,11 +302,13 @@ class Searcher(FilteredSearch):
         else:
             scores, ids = self._raw_search(q, min(k, self.cpu_index.ntotal))
         self.timings["search"] = self.timings.get("search", 0.0) + time.perf_counter() - t0
-        return HitTable(scores, ids, self.idmap, self.hit_columns)
+        return HitTable(scores, ids, self.store, self.hit_columns)
 
     def where_mask(self, where: str) -> np.ndarray:
         """Boolean mask over internal ids of the rows passing `where`."""
         t0 = time.perf_counter()
+        from uniretrieve.search.filters import WhereFilter
+
         mask = WhereFilter(where, self.filter_columns).mask(self.idmap)
         self.timings["filter"] = self.timings.get("filter", 0.0) + time.perf_counter() - t0
         return mask

@@ -1,0 +1,197 @@
+"""Which side of unime-tiny's embedding holds long-caption retrieval back: one MLLM side trained against the other
+side of the recipe's pre-aligned dual encoder, frozen.
+
+The recipe's pre-aligned dual encoder (`align/final`: the MLLM's own ViT and a 2-layer text tower, mean-pooled)
+reads whole long captions at ~91 % R@1; the MLLM trained by stage 2 on the same scenes, both sides embedded through
+the last token of an E5-V prompt, plateaus near half that. Here only one side is the MLLM: `--side text` embeds the
+long captions with the MLLM (LoRA as stage 2, the Encoder's one embedding path) against the dual encoder's frozen
+image embeddings, `--side image` the images against its frozen caption embeddings. A linear head (MLLM width →
+the dual encoder's embed_dim, trained with the LoRA) maps the last-token state into the frozen space; the loss is
+CLIP's symmetric InfoNCE with a learned logit scale clamped at 100, as the dual encoder was trained. R@1 both ways
+among the first `--eval-scenes` held-out Urban1K-layout scenes (benchmarks/stage2_curve.py HeldOutScenes).
+
+If the text side alone reaches the dual encoder's level, the causal last-token text embedding is not the limit; if
+the image side alone does, neither is the image path; if both do, what holds stage 2 back is training both moving
+sides at once.
+
+    python -m benchmarks.one_side --recipe runs/unime-tiny --side text --steps 300 --json-out one_side_text.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from uniretrieve.tiny.cpu import passive_omp_wait
+
+
+def frozen_side(align: Path, side: str, captions: list[str], images: list[Any]) -> Any:
+    """The dual encoder's unit embeddings of the side that stays frozen ([n, embed_dim] float32)."""
+    import torch
+    import torch.nn.functional as F
+
+    from uniretrieve.tiny.clip_baseline import _pad_rows, _token_row
+    from uniretrieve.tiny.dual_encoder import image_processor_for, load_dual_encoder
+
+    model, tok, meta = load_dual_encoder(align)
+    out = []
+    with torch.no_grad():
+        if side == "text":  # the MLLM embeds the captions: freeze the images
+            proc = image_processor_for(meta["image_size"])
+            for i in range(0, len(images), 256):
+                px = proc(images=images[i : i + 256], return_tensors="pt")["pixel_values"]
+                out.append(model.get_image_features(px))
+        else:
+            limit = meta["max_text_tokens"] or model.sizes.max_positions
+            for i in range(0, len(captions), 64):
+                rows = [_token_row(tok, c, limit) for c in captions[i : i + 64]]
+                out.append(model.get_text_features(**_pad_rows(rows, tok.pad_token_id), chunks=4))
+    return F.normalize(torch.cat(out).float(), dim=-1)
+
+
+def training_pairs(data: Path, n: int) -> tuple[list[str], list[Any]]:
+    """The first n long-caption → image pairs of the training split (MMEB-train's Scene_LongCap_t2i), images at
+    64 px as stage 2 loads them."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from uniretrieve.models.images import load_image
+
+    root = data / "mmeb-train"
+    t = pq.read_table(next((root / "Scene_LongCap_t2i").glob("*.parquet")), columns=["qry", "pos_image_path"])
+    rows = t.slice(0, n).to_pylist()
+    images = [load_image(root / r["pos_image_path"]).resize((64, 64), Image.Resampling.BICUBIC) for r in rows]
+    return [r["qry"] for r in rows], images
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from benchmarks.stage2_curve import HeldOutScenes
+    from uniretrieve.eval.metrics import retrieval_recalls
+    from uniretrieve.train.config import LoraConfig
+    from uniretrieve.train.student import build_student
+    from uniretrieve.types import Item
+
+    torch.manual_seed(0)
+    recipe = args.recipe
+    captions, images = training_pairs(recipe / "data", args.pairs)
+    held = HeldOutScenes(recipe / "data", args.eval_scenes)
+    t0 = time.perf_counter()
+    frozen = frozen_side(recipe / "align" / "final", args.side, captions, images)
+    held_frozen = frozen_side(recipe / "align" / "final", args.side, held.texts, held.images)
+    frozen_s = time.perf_counter() - t0
+    student = build_student(
+        str(args.model or recipe / "stage1" / "merged"),
+        LoraConfig(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.0, vision=True),
+        device="cpu",
+        precision="bf16-autocast",
+        prompt_regime="e5v",
+        max_text_tokens=320,
+    )
+    head = torch.nn.Linear(student.dim, frozen.shape[1])
+    logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    params = [p for _, p in student.trainable_parameters()] + list(head.parameters()) + [logit_scale]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    warmup = 10
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, args.steps - warmup)))
+
+    def items(idx: list[int], texts: list[str], ims: list[Any]) -> list[Item]:
+        return [Item(text=texts[i]) if args.side == "text" else Item(image=ims[i]) for i in idx]
+
+    def embed(idx: list[int], texts: list[str], ims: list[Any]) -> torch.Tensor:
+        return F.normalize(
+            head(student.embed(student.prepare(items(idx, texts, ims)).inputs).float()), dim=-1
+        )
+
+    def evaluate(step: int, train_s: float) -> dict[str, Any]:
+        student.model.eval()
+        with torch.no_grad():
+            n = len(held.texts) if args.side == "text" else len(held.images)
+            mine = torch.cat(
+                [embed(list(range(i, min(n, i + 64))), held.texts, held.images) for i in range(0, n, 64)]
+            )
+        student.model.train()
+        txt, img = (mine, held_frozen) if args.side == "text" else (held_frozen, mine)
+        r = retrieval_recalls(txt.numpy(), img.numpy(), np.asarray(held.text_to_image), ks=(1,))
+        row = {
+            "step": step,
+            "train_s": round(train_s, 1),
+            **{f"{k}_r1": round(100 * v[1], 1) for k, v in r.items()},
+        }
+        print(f"curve: {row}", flush=True)
+        return row
+
+    curve = [evaluate(0, 0.0)]
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(captions))
+    pos, train_s, losses = 0, 0.0, []
+    for step in range(args.steps):
+        t = time.perf_counter()
+        if pos + args.batch > len(order):
+            order, pos = rng.permutation(len(captions)), 0
+        idx = order[pos : pos + args.batch].tolist()
+        pos += args.batch
+        for g in opt.param_groups:
+            g["lr"] = args.lr * lr_at(step)
+        mine = embed(idx, captions, images)
+        other = frozen[idx]
+        logits = logit_scale.clamp(max=math.log(100)).exp() * mine @ other.T
+        labels = torch.arange(len(idx))
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        train_s += time.perf_counter() - t
+        if (step + 1) % 10 == 0:
+            print(
+                f"step {step + 1} loss {np.mean(losses[-10:]):.3f} {train_s / (step + 1):.2f} s/step",
+                flush=True,
+            )
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            curve.append({**evaluate(step + 1, train_s), "loss": round(float(np.mean(losses[-10:])), 3)})
+    return {
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "frozen_side_s": round(frozen_s, 1),
+        "curve": curve,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    passive_omp_wait()  # before torch loads (uniretrieve/tiny/cpu.py)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--recipe", type=Path, required=True, help="A recipe folder with data/, align/final, stage1/."
+    )
+    p.add_argument("--side", choices=("text", "image"), required=True, help="The side the MLLM embeds.")
+    p.add_argument(
+        "--model", type=Path, default=None, help="The MLLM to start from (default: RECIPE/stage1/merged)."
+    )
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lora-r", type=int, default=32)
+    p.add_argument("--pairs", type=int, default=5000)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eval-scenes", type=int, default=500)
+    p.add_argument("--json-out", type=Path, default=None)
+    args = p.parse_args(argv)
+    out = run(args)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
