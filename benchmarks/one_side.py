@@ -14,6 +14,9 @@ If the text side alone reaches the dual encoder's level, the causal last-token t
 the image side alone does, neither is the image path; if both do, what holds stage 2 back is training both moving
 sides at once.
 
+With `--pool mean` the MLLM side is the mean of its final hidden states instead of the last token's (a diagnostic,
+not UniME's embedding): if that closes the gap, the causal last-token summary is the limit, not the model's size.
+
     python -m benchmarks.one_side --recipe runs/unime-tiny --side text --steps 300 --json-out one_side_text.json
 """
 
@@ -26,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from uniretrieve.tiny.cpu import passive_omp_wait
+from uniretrieve.tiny.cpu import bf16_supported, passive_omp_wait
 
 
 def frozen_side(align: Path, side: str, captions: list[str], images: list[Any]) -> Any:
@@ -51,6 +54,18 @@ def frozen_side(align: Path, side: str, captions: list[str], images: list[Any]) 
                 rows = [_token_row(tok, c, limit) for c in captions[i : i + 64]]
                 out.append(model.get_text_features(**_pad_rows(rows, tok.pad_token_id), chunks=4))
     return F.normalize(torch.cat(out).float(), dim=-1)
+
+
+def mean_pooled(student: Any, inputs: Any) -> Any:
+    """The diagnostic `--pool mean`: the language model's final hidden states averaged over every real position,
+    instead of the last token's alone (what UniME and the Encoder use). Tells whether the causal last-token
+    summary, rather than the language model's capacity, is what holds a long caption back."""
+    import torch
+
+    with student._autocast():
+        hidden = student._base(**inputs, use_cache=False).last_hidden_state.float()
+    mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
 
 
 def training_pairs(data: Path, n: int) -> tuple[list[str], list[Any]]:
@@ -91,7 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         str(args.model or recipe / "stage1" / "merged"),
         LoraConfig(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.0, vision=True),
         device="cpu",
-        precision="bf16-autocast",
+        precision="bf16-autocast" if bf16_supported() else "fp32",  # as the recipe: bf16 only where native
         prompt_regime="e5v",
         max_text_tokens=320,
     )
@@ -110,9 +125,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return [Item(text=texts[i]) if args.side == "text" else Item(image=ims[i]) for i in idx]
 
     def embed(idx: list[int], texts: list[str], ims: list[Any]) -> torch.Tensor:
-        return F.normalize(
-            head(student.embed(student.prepare(items(idx, texts, ims)).inputs).float()), dim=-1
-        )
+        inputs = student.prepare(items(idx, texts, ims)).inputs
+        if args.pool == "last":  # the product's embedding (the Encoder's one path)
+            return F.normalize(head(student.embed(inputs).float()), dim=-1)
+        return F.normalize(head(mean_pooled(student, inputs)), dim=-1)
 
     def evaluate(step: int, train_s: float) -> dict[str, Any]:
         student.model.eval()
@@ -177,6 +193,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--side", choices=("text", "image"), required=True, help="The side the MLLM embeds.")
     p.add_argument(
         "--model", type=Path, default=None, help="The MLLM to start from (default: RECIPE/stage1/merged)."
+    )
+    p.add_argument(
+        "--pool",
+        choices=("last", "mean"),
+        default="last",
+        help="The MLLM side's pooling: the last token (the product's) or, as a diagnostic, the mean of all.",
     )
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=64)

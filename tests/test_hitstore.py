@@ -70,6 +70,8 @@ def test_every_encoding_gives_the_id_maps_values(tmp_path: Path) -> None:
     memory = HitStore.from_table(t)
     assert mapped is not None and mapped.hit_columns == memory.hit_columns
     assert "metadata" not in mapped.hit_columns and mapped.idmap_columns == t.column_names
+    for col in mapped.columns.values():  # file pages, not RAM; plain arrays, not np.memmap's slow __getitem__
+        assert type(col.values) is np.ndarray and isinstance(col.values.base, np.memmap)
     np.testing.assert_array_equal(mapped.deleted, t.column("deleted").to_numpy())
     ids = np.random.default_rng(0).integers(0, N, 300)
     ids[:3] = [0, N - 1, 0]  # first, last, repeated

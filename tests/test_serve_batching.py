@@ -122,7 +122,9 @@ def test_concurrent_requests_get_the_hits_of_single_requests(index: Path, tiny_e
         # Same top-k scores, and each hit is that item with its solo score: two items whose scores tie within
         # float noise (batched GEMMs round differently) may trade places, nothing else may.
         np.testing.assert_allclose([h["score"] for h in hits], [h["score"] for h in ref], atol=2e-5)
-        np.testing.assert_allclose([h["score"] for h in hits], [solo[h["internal_id"]] for h in hits], atol=2e-5)
+        np.testing.assert_allclose(
+            [h["score"] for h in hits], [solo[h["internal_id"]] for h in hits], atol=2e-5
+        )
         assert len({h["internal_id"] for h in hits}) == len(ref), bodies[i % len(bodies)]
 
 
