@@ -178,17 +178,12 @@ class HitStore:
     @classmethod
     def from_table(cls, table: Any) -> HitStore:
         """The same store in memory, from an Arrow id map (versions without `hits/`, tests)."""
+        from uniretrieve.index.idmap import deleted_mask  # imports pyarrow: only here, not on the search path
         from uniretrieve.search.hits import hit_columns
 
         cols = {name: encode_column(table.column(name)) for name in hit_columns(table)}
-        dead = deleted_of(table)
+        dead = deleted_mask(table)
         return cls(len(table), list(table.column_names), cols, dead if dead.any() else None)
-
-
-def deleted_of(table: Any) -> np.ndarray:
-    if "deleted" not in table.column_names:
-        return np.zeros(len(table), dtype=bool)
-    return table.column("deleted").to_numpy(zero_copy_only=False).astype(bool)
 
 
 def encode_column(col: Any) -> Column:
@@ -234,6 +229,7 @@ def encode_column(col: Any) -> Column:
 
 def write_hit_store(version_dir: Path, table: Any) -> Path:
     """Write `version_dir/hits/` for the id map `table` (atomically: a complete folder or none)."""
+    from uniretrieve.index.idmap import deleted_mask
     from uniretrieve.io import atomic_dir
     from uniretrieve.search.hits import hit_columns
 
@@ -258,7 +254,7 @@ def write_hit_store(version_dir: Path, table: Any) -> Path:
             specs[name] = {"kind": col.kind, "nulls": col.valid is not None} | (
                 {"labels": col.labels} if col.labels is not None else {}
             )
-        dead = deleted_of(table)
+        dead = deleted_mask(table)
         if dead.any():
             np.save(tmp / "deleted.npy", dead)
         man |= {"columns": specs, "deleted": bool(dead.any())}
