@@ -16,6 +16,9 @@ sides at once.
 
 With `--pool mean` the MLLM side is the mean of its final hidden states instead of the last token's (a diagnostic,
 not UniME's embedding): if that closes the gap, the causal last-token summary is the limit, not the model's size.
+With `--train full` every weight of the language model trains too, not only the LoRA (is the low-rank update the
+limit?); `--reinit` draws the language model afresh (transformers' own initialisation) before training (is the
+generative pretraining's starting point the limit?). Both are diagnostics, not the recipe.
 
     python -m benchmarks.one_side --recipe runs/unime-tiny --side text --steps 300 --json-out one_side_text.json
 """
@@ -68,6 +71,28 @@ def mean_pooled(student: Any, inputs: Any) -> Any:
     return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
 
 
+def set_trainable(student: Any, train: str, *, reinit: bool = False) -> None:
+    """The diagnostics' starting point and update: `reinit` draws the language model afresh (normal with the config's
+    initializer_range, norms at one, biases zero: transformers' initialisation, by hand, since its `_init_weights`
+    skips loaded weights); `train="full"` makes every language-model weight trainable beside the LoRA."""
+    import torch
+
+    lm_path = student.spec.language_model_path
+    if reinit:
+        std = student.base_model.config.get_text_config().initializer_range
+        with torch.no_grad():
+            for name, p in student.parameters_under([lm_path]):
+                if "lora_" in name:
+                    continue
+                if p.dim() == 1:
+                    torch.nn.init.ones_(p) if "norm" in name else torch.nn.init.zeros_(p)
+                else:
+                    torch.nn.init.normal_(p, 0.0, std)
+    if train == "full":
+        for _, p in student.parameters_under([lm_path]):
+            p.requires_grad_(True)
+
+
 def training_pairs(data: Path, n: int) -> tuple[list[str], list[Any]]:
     """The first n long-caption → image pairs of the training split (MMEB-train's Scene_LongCap_t2i), images at
     64 px as stage 2 loads them."""
@@ -110,6 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         prompt_regime="e5v",
         max_text_tokens=320,
     )
+    set_trainable(student, args.train, reinit=args.reinit)
     head = torch.nn.Linear(student.dim, frozen.shape[1])
     logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     params = [p for _, p in student.trainable_parameters()] + list(head.parameters()) + [logit_scale]
@@ -177,6 +203,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             curve.append({**evaluate(step + 1, train_s), "loss": round(float(np.mean(losses[-10:])), 3)})
+    if args.save is not None:  # the MLLM with its trained side folded in (the head is not part of it)
+        from uniretrieve.io import atomic_dir
+
+        with atomic_dir(args.save) as tmp:
+            student.model.merge_and_unload().save_pretrained(str(tmp))
+            student.processor.save_pretrained(str(tmp))
     return {
         "settings": {k: str(v) for k, v in vars(args).items()},
         "frozen_side_s": round(frozen_s, 1),
@@ -200,6 +232,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default="last",
         help="The MLLM side's pooling: the last token (the product's) or, as a diagnostic, the mean of all.",
     )
+    p.add_argument(
+        "--train",
+        choices=("lora", "full"),
+        default="lora",
+        help="lora: the LoRA alone trains (as stage 2); full: every language-model weight too (a diagnostic).",
+    )
+    p.add_argument(
+        "--reinit", action="store_true", help="Draw the language model afresh before training (a diagnostic)."
+    )
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -208,6 +249,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--eval-scenes", type=int, default=500)
     p.add_argument("--json-out", type=Path, default=None)
+    p.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        help="Save the trained MLLM (LoRA merged) to this folder, e.g. as an init.",
+    )
     args = p.parse_args(argv)
     out = run(args)
     if args.json_out:
