@@ -83,15 +83,18 @@ def recipe_config(recipe: Path) -> TinyRecipeConfig:
     return cfg
 
 
+_BASE = ("align", "align_text", "pretrain", "pretrain_long")
 RECIPE_STEPS = {
-    "base MLLM, prompted": ("align", "pretrain", "pretrain_long"),
-    "stage 1 only": ("align", "pretrain", "pretrain_long", "stage1"),
-    "stage 2 only": ("align", "pretrain", "pretrain_long"),
-    "stage 1 + stage 2, in-batch negatives": ("align", "pretrain", "pretrain_long", "stage1"),
-    "stage 1 + stage 2 (unime-tiny)": ("align", "pretrain", "pretrain_long", "stage1", "stage2"),
+    "base MLLM, prompted": _BASE,
+    "stage 1 only": (*_BASE, "stage1"),
+    "stage 2 only": _BASE,
+    "stage 1 + stage 2, in-batch negatives": (*_BASE, "stage1"),
+    "stage 1 + stage 2 (unime-tiny)": (*_BASE, "stage1", "stage2"),
 }
 """Which of the recipe's steps (`step_seconds.json`) a row's training time includes; the rows this script trains
 add their own run's seconds (the CLIP-style row has only its own)."""
+OPTIONAL_STEPS = ("align_text",)
+"""Steps a recipe may run without (absent from `step_seconds.json` when off)."""
 
 
 class RowSeconds:
@@ -200,6 +203,8 @@ def row_seconds(name: str, recipe: Path, out: Path) -> float | None:
     total = 0.0
     for step in RECIPE_STEPS.get(name, ()):
         if step not in recipe_s:
+            if step in OPTIONAL_STEPS:
+                continue
             return None
         total += recipe_s[step]
     if name in OWN_RUN:

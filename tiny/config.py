@@ -115,6 +115,9 @@ class TinyRecipeConfig:
     """Steps of the vision pre-alignment at `align_batch_size` (the learnability gate's run: ≥ 80 % long-caption
     R@1 with this ViT by step 390, benchmarks/RESULTS.md)."""
     align_batch_size: int = field(default=128, metadata=no_cli())
+    align_text_steps: int = field(default=0, metadata=no_cli())
+    """Steps of the language model's pre-alignment on the long captions before pretraining (tiny/align_text.py);
+    0 = none, the shipped recipe: the pretraining overwrites most of it (docs/tiny-model.md)."""
     pretrain_steps: int = field(
         default=PretrainConfig.max_steps, metadata=opt("Generative pretraining steps.")
     )

@@ -201,7 +201,9 @@ def image_processor_for(image_size: int) -> Any:
     )
 
 
-def training_pairs(cfg: DualEncoderConfig) -> list[CaptionExample]:
+def training_pairs(cfg: DualEncoderConfig | Any) -> list[CaptionExample]:
+    """The image–caption pairs of `cfg.data` with at least `cfg.min_caption_words` words (at least one batch of
+    `cfg.batch_size`): this dual encoder's and the language model's pre-alignment's (tiny/align_text.py)."""
     pairs = [
         e
         for e in read_llava_pretrain(cfg.data)

@@ -1,4 +1,5 @@
-"""The `unime-tiny` recipe: scenes → ViT pre-alignment → generative pretraining → stage 1 → stage 2 → scores.
+"""The `unime-tiny` recipe: scenes → ViT (and language-model) pre-alignment → generative pretraining → stage 1 →
+stage 2 → scores.
 
 One call (`uniretrieve train unime-tiny --output DIR`) reproduces the built-in model on a 2-core CPU. Every step writes
 its own folder under `out` and is skipped when its result is already there, so an interrupted recipe resumes
@@ -8,6 +9,8 @@ its own folder under `out` and is skipped when its result is already there, so a
     out/align/     a dual encoder (tiny/dual_encoder.py, the learnability gate's) on the long image–caption pairs,
                    with the MLLM's ViT as its image tower: that ViT, frozen, is the captioner's vision tower (LLaVA
                    starts from a contrastively trained CLIP ViT too)
+    out/align-text/ (off unless `align_text_steps`) the new LLaVA's language model pre-aligned on the long captions
+                   against align/'s image embeddings (tiny/align_text.py) → align-text/final, the pretraining's start
     out/base/      generative pretraining on the short captions (tiny/pretrain.py; tokenizer in
                    base/processor) → base/final
     out/base-long/ its second phase on every caption, long ones too → base-long/final: the "no UniME training"
@@ -115,7 +118,31 @@ def _pretrain_phase(
     return pretrain(config, console=console)
 
 
-def step_pretrain(cfg: TinyRecipeConfig, data: Path, align: Path, console: Any) -> Path:
+def step_align_text(cfg: TinyRecipeConfig, data: Path, align: Path, console: Any) -> Path | None:
+    """The language model's pre-alignment on the long captions (tiny/align_text.py); None at 0 steps (off)."""
+    if cfg.align_text_steps == 0:
+        return None
+    from uniretrieve.tiny.align_text import TextAlignConfig, align_text, new_base
+
+    out = Path(cfg.out) / "align-text"
+    console.rule("language-model pre-alignment (long captions → the pre-aligned image space)")
+    if _done(out / "final"):
+        return out / "final"
+    start = new_base(cfg.base, data / "llava-pretrain", Path(cfg.out) / "base", align, out / "start")
+    tcfg = TextAlignConfig(
+        model=str(start),
+        align=str(align),
+        data=str(data / "llava-pretrain"),
+        output_dir=str(out),
+        max_steps=cfg.align_text_steps,
+        seed=cfg.seed,
+    )
+    return align_text(tcfg, console=console)
+
+
+def step_pretrain(cfg: TinyRecipeConfig, data: Path, align: Path, text: Path | None, console: Any) -> Path:
+    """From a new LLaVA with the pre-aligned ViT or, when the language model was pre-aligned too, from that."""
+    start = {"init": str(text)} if text is not None else {"vision_init": str(align)}
     return _pretrain_phase(
         cfg,
         data,
@@ -123,8 +150,8 @@ def step_pretrain(cfg: TinyRecipeConfig, data: Path, align: Path, console: Any) 
         "generative pretraining (image → short caption)",
         console,
         max_steps=cfg.pretrain_steps,
-        vision_init=str(align),
         max_caption_words=cfg.pretrain_max_caption_words,
+        **start,
     )
 
 
@@ -276,7 +303,7 @@ class StepTimes:
         return sum(self.seconds.values())
 
 
-RECIPE_STEPS = ("data", "align", "pretrain", "pretrain_long", "stage1", "stage2", "eval")
+RECIPE_STEPS = ("data", "align", "align_text", "pretrain", "pretrain_long", "stage1", "stage2", "eval")
 """The recipe's steps in order, as `step_seconds.json` names them."""
 
 
@@ -300,6 +327,7 @@ def run_recipe(cfg: TinyRecipeConfig, *, console: Any | None = None, until: str 
     done = {
         "data": (root / "data" / "config.json").exists(),
         "align": (root / "align" / "final" / "clip_baseline.json").exists(),
+        "align_text": cfg.align_text_steps == 0 or _done(root / "align-text" / "final"),
         "pretrain": _done(root / "base" / "final"),
         "pretrain_long": cfg.pretrain_long_steps == 0 or _done(root / "base-long" / "final"),
         "stage1": _done(root / "stage1" / "merged"),
@@ -309,7 +337,8 @@ def run_recipe(cfg: TinyRecipeConfig, *, console: Any | None = None, until: str 
     steps: dict[str, Any] = {
         "data": lambda: step_data(cfg, console),
         "align": lambda: step_align(cfg, r["data"], console),
-        "pretrain": lambda: step_pretrain(cfg, r["data"], r["align"], console),
+        "align_text": lambda: step_align_text(cfg, r["data"], r["align"], console),
+        "pretrain": lambda: step_pretrain(cfg, r["data"], r["align"], r["align_text"], console),
         "pretrain_long": lambda: step_pretrain_long(cfg, r["data"], r["pretrain"], console),
         "stage1": lambda: step_stage1(cfg, r["pretrain_long"], r["data"], console),
         "stage2": lambda: step_stage2(cfg, r["stage1"], r["data"], console),
