@@ -205,10 +205,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             curve.append({**evaluate(step + 1, train_s), "loss": round(float(np.mean(losses[-10:])), 3)})
     if args.save is not None:  # the MLLM with its trained side folded in (the head is not part of it)
         from uniretrieve.io import atomic_dir
+        from uniretrieve.tiny.base import save_llava
 
         with atomic_dir(args.save) as tmp:
-            student.model.merge_and_unload().save_pretrained(str(tmp))
-            student.processor.save_pretrained(str(tmp))
+            save_llava(student.model.merge_and_unload(), student.processor, tmp, half=False)
     return {
         "settings": {k: str(v) for k, v in vars(args).items()},
         "frozen_side_s": round(frozen_s, 1),
