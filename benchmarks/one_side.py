@@ -138,6 +138,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     set_trainable(student, args.train, reinit=args.reinit)
     head = torch.nn.Linear(student.dim, frozen.shape[1])
     logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    if args.head_from is not None:  # the caption-alignment head saved beside the model (tiny/align_text.py)
+        from safetensors.torch import load_file
+
+        from uniretrieve.tiny.align_text import HEAD_FILE
+
+        state = load_file(str(args.head_from / HEAD_FILE))
+        head.load_state_dict({k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")})
+        with torch.no_grad():
+            logit_scale.copy_(state["log_scale"][0])
     params = [p for _, p in student.trainable_parameters()] + list(head.parameters()) + [logit_scale]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     warmup = 10
@@ -249,6 +258,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--eval-scenes", type=int, default=500)
     p.add_argument("--json-out", type=Path, default=None)
+    p.add_argument(
+        "--head-from",
+        type=Path,
+        default=None,
+        help="Start the head from the caption-alignment head saved in this folder (e.g. MODEL): step 0 then "
+        "measures the alignment the model kept.",
+    )
     p.add_argument(
         "--save",
         type=Path,

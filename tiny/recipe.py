@@ -9,10 +9,11 @@ its own folder under `out` and is skipped when its result is already there, so a
     out/align/     a dual encoder (tiny/dual_encoder.py, the learnability gate's) on the long image–caption pairs,
                    with the MLLM's ViT as its image tower: that ViT, frozen, is the captioner's vision tower (LLaVA
                    starts from a contrastively trained CLIP ViT too)
-    out/align-text/ (off unless `align_text_steps`) the new LLaVA's language model pre-aligned on the long captions
-                   against align/'s image embeddings (tiny/align_text.py) → align-text/final, the pretraining's start
+    out/align-text/ the new LLaVA's language model pre-aligned on the long captions against align/'s image
+                   embeddings (tiny/align_text.py; off at `align_text_steps` 0) → align-text/final, the pretraining's
+                   start
     out/base/      generative pretraining on the short captions (tiny/pretrain.py; tokenizer in
-                   base/processor) → base/final
+                   base/processor), the caption alignment held beside it (`pretrain_caption_align`) → base/final
     out/base-long/ its second phase on every caption, long ones too → base-long/final: the "no UniME training"
                    model
     out/stage1/    `train stage1` (preset stage1-tiny, teacher all-MiniLM-L6-v2) → stage1/merged
@@ -141,8 +142,18 @@ def step_align_text(cfg: TinyRecipeConfig, data: Path, align: Path, console: Any
 
 
 def step_pretrain(cfg: TinyRecipeConfig, data: Path, align: Path, text: Path | None, console: Any) -> Path:
-    """From a new LLaVA with the pre-aligned ViT or, when the language model was pre-aligned too, from that."""
-    start = {"init": str(text)} if text is not None else {"vision_init": str(align)}
+    """From a new LLaVA with the pre-aligned ViT or, when the language model was pre-aligned too, from that; with
+    `pretrain_caption_align` the caption alignment is kept through the phase (a new base is saved first)."""
+    start: dict[str, Any] = {"init": str(text)} if text is not None else {"vision_init": str(align)}
+    if cfg.pretrain_caption_align:
+        if text is None:
+            from uniretrieve.tiny.align_text import new_base
+
+            new = Path(cfg.out) / "base" / "start"
+            if not _done(new):
+                new_base(cfg.base, data / "llava-pretrain", Path(cfg.out) / "base", align, new)
+            start = {"init": str(new)}
+        start["caption_align"] = str(align)
     return _pretrain_phase(
         cfg,
         data,
@@ -155,7 +166,7 @@ def step_pretrain(cfg: TinyRecipeConfig, data: Path, align: Path, text: Path | N
     )
 
 
-def step_pretrain_long(cfg: TinyRecipeConfig, data: Path, base: Path, console: Any) -> Path:
+def step_pretrain_long(cfg: TinyRecipeConfig, data: Path, base: Path, align: Path, console: Any) -> Path:
     """The pretraining's second phase, on every caption (the long ones too) from the short-caption base: as
     LLaVA's detailed descriptions come after its short-caption alignment. Off (the short-caption base) at 0 steps."""
     if cfg.pretrain_long_steps == 0:
@@ -168,6 +179,7 @@ def step_pretrain_long(cfg: TinyRecipeConfig, data: Path, base: Path, console: A
         console,
         max_steps=cfg.pretrain_long_steps,
         init=str(base),
+        caption_align=str(align) if cfg.pretrain_caption_align else None,
     )
 
 
@@ -339,7 +351,7 @@ def run_recipe(cfg: TinyRecipeConfig, *, console: Any | None = None, until: str 
         "align": lambda: step_align(cfg, r["data"], console),
         "align_text": lambda: step_align_text(cfg, r["data"], r["align"], console),
         "pretrain": lambda: step_pretrain(cfg, r["data"], r["align"], r["align_text"], console),
-        "pretrain_long": lambda: step_pretrain_long(cfg, r["data"], r["pretrain"], console),
+        "pretrain_long": lambda: step_pretrain_long(cfg, r["data"], r["pretrain"], r["align"], console),
         "stage1": lambda: step_stage1(cfg, r["pretrain_long"], r["data"], console),
         "stage2": lambda: step_stage2(cfg, r["stage1"], r["data"], console),
     }
