@@ -208,7 +208,7 @@ def align_text(cfg: TextAlignConfig, *, console: Any | None = None) -> Path:
     console = console or Console()
     find_resume(cfg)
     seed_everything(cfg.seed)
-    examples = training_pairs(cfg)
+    examples = training_pairs(cfg.data, min_caption_words=cfg.min_caption_words, batch_size=cfg.batch_size)
     enc = text_encoder(cfg.model, max_text_tokens=cfg.max_text_tokens, precision=cfg.precision)
     aligner = make_aligner(enc, Path(cfg.align), cfg.logit_scale_max)
     plan = ShuffledEpochs(len(examples), cfg.batch_size, seed=cfg.seed)

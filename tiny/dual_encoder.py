@@ -201,18 +201,19 @@ def image_processor_for(image_size: int) -> Any:
     )
 
 
-def training_pairs(cfg: DualEncoderConfig | Any) -> list[CaptionExample]:
-    """The image–caption pairs of `cfg.data` with at least `cfg.min_caption_words` words (at least one batch of
-    `cfg.batch_size`): this dual encoder's and the language model's pre-alignment's (tiny/align_text.py)."""
+def training_pairs(data: str, *, min_caption_words: int, batch_size: int) -> list[CaptionExample]:
+    """The image–caption pairs of `data` with at least `min_caption_words` words (at least one batch of
+    `batch_size`): this dual encoder's, the language model's pre-alignment's and the pretraining's alignment term's
+    (tiny/align_text.py)."""
     pairs = [
         e
-        for e in read_llava_pretrain(cfg.data)
-        if e.image is not None and len(e.caption.split()) >= cfg.min_caption_words
+        for e in read_llava_pretrain(data)
+        if e.image is not None and len(e.caption.split()) >= min_caption_words
     ]
-    if len(pairs) < cfg.batch_size:
+    if len(pairs) < batch_size:
         raise ConfigError(
-            f"{cfg.data}: {len(pairs)} image–caption pairs with ≥ {cfg.min_caption_words} words, fewer than one "
-            f"batch ({cfg.batch_size})"
+            f"{data}: {len(pairs)} image–caption pairs with ≥ {min_caption_words} words, fewer than one "
+            f"batch ({batch_size})"
         )
     return pairs
 
@@ -297,7 +298,7 @@ def train_dual_encoder(
     seed_everything(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
     model = build_dual_encoder(cfg, tokenizer)
-    examples = training_pairs(cfg)
+    examples = training_pairs(cfg.data, min_caption_words=cfg.min_caption_words, batch_size=cfg.batch_size)
     pixels = PixelCache(image_processor_for(cfg.sizes.image_size))
     plan = ShuffledEpochs(len(examples), cfg.batch_size, seed=cfg.seed)
     step_fn = make_step_fn(model, tokenizer, pixels, examples, cfg)

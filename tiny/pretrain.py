@@ -136,15 +136,6 @@ def make_step_fn(
     return step
 
 
-class _PairsOf:
-    """What `training_pairs` reads: the data and the batch, pairs of at least 40 words (the pre-alignment's)."""
-
-    min_caption_words = 40
-
-    def __init__(self, data: str, batch_size: int) -> None:
-        self.data, self.batch_size = data, batch_size
-
-
 def _check_start_models(cfg: PretrainConfig) -> None:
     """`init` must be a saved LLaVA (config.json), `vision_init` a trained dual encoder or CLIPModel folder: one line
     naming the path otherwise, before anything is built."""
@@ -200,11 +191,12 @@ def pretrain(cfg: PretrainConfig, *, console: Any | None = None) -> Path:
     plan = LengthGroupedEpochs([len(e.caption) for e in examples], cfg.batch_size, seed=cfg.seed)
     trainable, align, aligner = model, None, None
     if enc is not None:
-        from uniretrieve.tiny.align_text import CaptionAlignTerm, make_aligner
+        from uniretrieve.tiny.align_text import CaptionAlignTerm, TextAlignConfig, make_aligner
         from uniretrieve.tiny.dual_encoder import training_pairs
 
         aligner = make_aligner(enc, Path(cfg.caption_align), 100.0, start=Path(cfg.init))
-        pairs = training_pairs(_PairsOf(cfg.data, cfg.caption_align_batch_size))
+        words = TextAlignConfig.min_caption_words  # the pre-alignment's pairs
+        pairs = training_pairs(cfg.data, min_caption_words=words, batch_size=cfg.caption_align_batch_size)
         term = CaptionAlignTerm(enc, aligner, pairs, Path(cfg.caption_align))
         align = (term, ShuffledEpochs(len(pairs), cfg.caption_align_batch_size, seed=cfg.seed + 1))
         trainable = aligner
